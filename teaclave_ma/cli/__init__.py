@@ -1,0 +1,1 @@
+"""The ``teaclave-ma`` command line: one module per command group."""

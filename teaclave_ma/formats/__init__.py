@@ -1,0 +1,1 @@
+"""Strictly validated file formats: manifests, trust files, signatures, service configs."""

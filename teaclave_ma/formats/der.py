@@ -1,0 +1,153 @@
+"""A minimal DER reader and writer for the few ASN.1 structures teaclave-ma handles itself.
+
+pyca/cryptography covers X.509 in general; this exists for what it does not expose:
+the Intel SGX PCK certificate extension's inner structure, and certificates that
+cryptography refuses to load (Gramine's RA-TLS certificates carry NULL signature
+parameters). Only definite lengths are accepted, as DER requires; every read is
+bounds-checked and failures raise ``DerError`` naming the offset.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from teaclave_ma.errors import InputError
+
+TAG_BOOLEAN = 0x01
+TAG_INTEGER = 0x02
+TAG_BIT_STRING = 0x03
+TAG_OCTET_STRING = 0x04
+TAG_NULL = 0x05
+TAG_OID = 0x06
+TAG_ENUMERATED = 0x0A
+TAG_SEQUENCE = 0x30
+TAG_SET = 0x31
+
+
+class DerError(InputError):
+    """Malformed DER."""
+
+
+@attrs.frozen
+class Tlv:
+    tag: int
+    offset: int  # where the tag byte is, within the outermost buffer
+    header_len: int
+    value: bytes
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.header_len + len(self.value)
+
+    def encoded(self) -> bytes:
+        return encode_tlv(self.tag, self.value)
+
+    def children(self, what: str = "value") -> list[Tlv]:
+        return read_all(self.value, what, base=self.offset + self.header_len)
+
+
+def read_tlv(data: bytes, pos: int, what: str, base: int = 0) -> Tlv:
+    """Read one TLV at ``pos``; ``base`` is added to offsets shown in errors."""
+    if pos + 2 > len(data):
+        raise DerError(what, f"truncated DER header at offset {base + pos}")
+    tag = data[pos]
+    if tag & 0x1F == 0x1F:
+        raise DerError(what, f"multi-byte tags are not supported (offset {base + pos})")
+    first = data[pos + 1]
+    header = 2
+    if first < 0x80:
+        length = first
+    elif first == 0x80:
+        raise DerError(what, f"indefinite length is not DER (offset {base + pos})")
+    else:
+        count = first & 0x7F
+        if count > 4 or pos + 2 + count > len(data):
+            raise DerError(what, f"bad length of length {count} at offset {base + pos}")
+        length = int.from_bytes(data[pos + 2 : pos + 2 + count], "big")
+        if length < 0x80 or data[pos + 2] == 0:
+            raise DerError(what, f"non-minimal length encoding at offset {base + pos}")
+        header += count
+    if pos + header + length > len(data):
+        raise DerError(
+            what,
+            f"length {length} at offset {base + pos} runs past the end ({len(data) - pos - header} left)",
+        )
+    return Tlv(tag, base + pos, header, bytes(data[pos + header : pos + header + length]))
+
+
+def read_all(data: bytes, what: str, base: int = 0) -> list[Tlv]:
+    items = []
+    pos = 0
+    while pos < len(data):
+        item = read_tlv(data, pos, what, base)
+        items.append(item)
+        pos = item.end - base
+    return items
+
+
+def read_single(data: bytes, what: str) -> Tlv:
+    """Exactly one TLV filling all of ``data`` (trailing bytes are an error)."""
+    item = read_tlv(data, 0, what)
+    if item.end != len(data):
+        raise DerError(what, f"{len(data) - item.end} trailing bytes after offset {item.end}")
+    return item
+
+
+def expect_tag(item: Tlv, tag: int, what: str) -> Tlv:
+    if item.tag != tag:
+        raise DerError(what, f"expected tag 0x{tag:02x}, got 0x{item.tag:02x} at offset {item.offset}")
+    return item
+
+
+def decode_oid(value: bytes, what: str) -> str:
+    if not value or value[-1] & 0x80:
+        raise DerError(what, "truncated OBJECT IDENTIFIER")
+    arcs: list[int] = []
+    current = 0
+    for byte in value:
+        current = (current << 7) | (byte & 0x7F)
+        if not byte & 0x80:
+            arcs.append(current)
+            current = 0
+    first = arcs[0]
+    head = [0, first] if first < 40 else [1, first - 40] if first < 80 else [2, first - 80]
+    return ".".join(str(arc) for arc in head + arcs[1:])
+
+
+def decode_int(value: bytes, what: str) -> int:
+    if not value:
+        raise DerError(what, "empty INTEGER")
+    return int.from_bytes(value, "big", signed=True)
+
+
+def encode_length(length: int) -> bytes:
+    if length < 0x80:
+        return bytes([length])
+    body = length.to_bytes((length.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(body)]) + body
+
+
+def encode_tlv(tag: int, value: bytes) -> bytes:
+    return bytes([tag]) + encode_length(len(value)) + value
+
+
+def encode_oid(dotted: str) -> bytes:
+    arcs = [int(part) for part in dotted.split(".")]
+    body = bytearray()
+    for arc in [arcs[0] * 40 + arcs[1], *arcs[2:]]:
+        chunk = [arc & 0x7F]
+        arc >>= 7
+        while arc:
+            chunk.append(0x80 | (arc & 0x7F))
+            arc >>= 7
+        body.extend(reversed(chunk))
+    return encode_tlv(TAG_OID, bytes(body))
+
+
+def encode_int(value: int) -> bytes:
+    length = max(1, (value.bit_length() + 8) // 8)
+    return encode_tlv(TAG_INTEGER, value.to_bytes(length, "big", signed=True))
+
+
+def encode_sequence(*items: bytes) -> bytes:
+    return encode_tlv(TAG_SEQUENCE, b"".join(items))

@@ -1,0 +1,108 @@
+"""``service.yaml``: the measured configuration of one service.
+
+It lives in the service's source directory and is copied into the enclave image, so
+everything here is part of MRENCLAVE: who may call the service (inbound), whom it calls
+(outbound), its SGX enclave attributes and which TCB statuses it tolerates in peers.
+Deployment details that must not change the measurement (addresses, paths) live in the
+runtime config instead (``teaclave_ma.formats.runtime_config``).
+"""
+
+from __future__ import annotations
+
+import re
+
+import attrs
+
+from teaclave_ma.errors import InputError
+from teaclave_ma.formats.strict import (
+    expect_bool,
+    expect_int,
+    expect_keys,
+    expect_list,
+    expect_mapping,
+    expect_str,
+    join,
+    parse_yaml_mapping,
+)
+
+SERVICE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+ENTRYPOINT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*:[A-Za-z_][A-Za-z0-9_]*")
+TCB_STATUSES = (
+    "UpToDate",
+    "SWHardeningNeeded",
+    "ConfigurationNeeded",
+    "ConfigurationAndSWHardeningNeeded",
+    "OutOfDate",
+    "OutOfDateConfigurationNeeded",
+)
+_TCB_STATUS = re.compile("|".join(TCB_STATUSES))
+
+
+@attrs.frozen
+class EnclaveConfig:
+    """The SGX fields a real build carries (in Gramine: ``sgx.isvprodid`` and friends)."""
+
+    isv_prod_id: int
+    isv_svn: int
+    config_svn: int = 0
+    debug: bool = False
+
+
+@attrs.frozen
+class ServiceConfig:
+    name: str
+    entrypoint: str
+    enclave: EnclaveConfig
+    inbound: tuple[str, ...] = ()
+    outbound: tuple[str, ...] = ()
+    allow_tcb_status: tuple[str, ...] = ("UpToDate",)
+
+
+def parse_enclave_config(value: object, path: str) -> EnclaveConfig:
+    mapping = expect_mapping(value, path)
+    expect_keys(mapping, path, ["isv_prod_id", "isv_svn"], ["config_svn", "debug"])
+    return EnclaveConfig(
+        isv_prod_id=expect_int(mapping["isv_prod_id"], join(path, "isv_prod_id"), 0, 0xFFFF),
+        isv_svn=expect_int(mapping["isv_svn"], join(path, "isv_svn"), 0, 0xFFFF),
+        config_svn=expect_int(mapping.get("config_svn", 0), join(path, "config_svn"), 0, 0xFFFF),
+        debug=expect_bool(mapping.get("debug", False), join(path, "debug")),
+    )
+
+
+def _names(value: object, path: str) -> tuple[str, ...]:
+    names = tuple(
+        expect_str(item, join(path, index), SERVICE_NAME)
+        for index, item in enumerate(expect_list(value, path))
+    )
+    if len(set(names)) != len(names):
+        raise_duplicate(names, path)
+    return names
+
+
+def raise_duplicate(names: tuple[str, ...], path: str) -> None:
+    duplicate = next(name for name in names if names.count(name) > 1)
+    raise InputError(path, f"{duplicate!r} is listed twice")
+
+
+def parse_service_config(data: bytes, what: str = "service.yaml") -> ServiceConfig:
+    mapping = parse_yaml_mapping(data, what)
+    expect_keys(
+        mapping,
+        "",
+        ["name", "entrypoint", "enclave"],
+        ["inbound", "outbound", "allow_tcb_status"],
+    )
+    statuses = tuple(
+        expect_str(item, join("allow_tcb_status", index), _TCB_STATUS)
+        for index, item in enumerate(
+            expect_list(mapping.get("allow_tcb_status", ["UpToDate"]), "allow_tcb_status")
+        )
+    )
+    return ServiceConfig(
+        name=expect_str(mapping["name"], "name", SERVICE_NAME),
+        entrypoint=expect_str(mapping["entrypoint"], "entrypoint", ENTRYPOINT),
+        enclave=parse_enclave_config(mapping["enclave"], "enclave"),
+        inbound=_names(mapping.get("inbound", []), "inbound"),
+        outbound=_names(mapping.get("outbound", []), "outbound"),
+        allow_tcb_status=statuses,
+    )

@@ -1,0 +1,148 @@
+"""Strict reading of YAML documents into typed values.
+
+Every accessor names the dotted path of the value it rejects, so a user reads
+``enclaves.storage[1].mr_enclave: expected 64 hex characters, got 63`` and not a
+traceback. PyYAML's safe loader is tightened further: duplicate keys are an error
+(a later key would silently win, which is how a signed document can say two things).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import yaml
+
+from teaclave_ma.errors import InputError
+
+_HEX = re.compile(r"[0-9a-fA-F]*")
+
+
+class _StrictLoader(yaml.SafeLoader):
+    pass
+
+
+def _construct_mapping_no_duplicates(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _value_node in node.value:
+        key = loader.construct_object(key_node)  # type: ignore[no-untyped-call]
+        if key in seen:
+            raise InputError(str(key), f"duplicate key at line {key_node.start_mark.line + 1}")
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_StrictLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping_no_duplicates
+)
+
+
+def parse_yaml_mapping(data: bytes, what: str) -> dict[str, Any]:
+    """Decode UTF-8 and parse one YAML mapping; ``what`` names the document in errors."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(what, f"not UTF-8 (byte {exc.start})") from exc
+    try:
+        document = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader is a SafeLoader
+    except InputError as exc:
+        raise InputError(join(what, exc.field), exc.problem) from exc
+    except yaml.YAMLError as exc:
+        raise InputError(what, f"not valid YAML: {exc}") from exc
+    return expect_mapping(document, what)
+
+
+def join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+def type_name(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def expect_mapping(value: object, path: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InputError(path, f"expected a mapping, got {type_name(value)}")
+    for key in value:
+        if not isinstance(key, str):
+            raise InputError(path, f"keys must be strings, got {key!r}")
+    return value
+
+
+def expect_keys(
+    mapping: Mapping[str, Any], path: str, required: Iterable[str], optional: Iterable[str] = ()
+) -> None:
+    required = list(required)
+    allowed = set(required) | set(optional)
+    unknown = sorted(set(mapping) - allowed)
+    if unknown:
+        raise InputError(join(path, unknown[0]), f"unknown field (allowed: {', '.join(sorted(allowed))})")
+    for key in required:
+        if key not in mapping:
+            raise InputError(join(path, key), "missing required field")
+
+
+def expect_int(value: object, path: str, low: int, high: int) -> int:
+    # bool is an int subclass in Python; `debug: true` must not pass as 1.
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InputError(path, f"expected an integer, got {type_name(value)} {value!r}")
+    if not low <= value <= high:
+        raise InputError(path, f"expected an integer in {low}..{high}, got {value}")
+    return value
+
+
+def expect_bool(value: object, path: str) -> bool:
+    if not isinstance(value, bool):
+        raise InputError(path, f"expected true or false, got {type_name(value)} {value!r}")
+    return value
+
+
+def expect_str(value: object, path: str, pattern: re.Pattern[str] | None = None) -> str:
+    if not isinstance(value, str):
+        raise InputError(path, f"expected a string, got {type_name(value)} {value!r}")
+    if pattern is not None and not pattern.fullmatch(value):
+        raise InputError(path, f"{value!r} does not match {pattern.pattern}")
+    return value
+
+
+def expect_list(value: object, path: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise InputError(path, f"expected a list, got {type_name(value)}")
+    return value
+
+
+def expect_hex(value: object, path: str, nbytes: int) -> bytes:
+    text = expect_str(value, path)
+    if len(text) != 2 * nbytes:
+        raise InputError(path, f"expected {2 * nbytes} hex characters, got {len(text)}")
+    if not _HEX.fullmatch(text):
+        raise InputError(path, f"expected hex characters, got {text!r}")
+    return bytes.fromhex(text)
+
+
+def expect_utc_time(value: object, path: str) -> dt.datetime:
+    """A timestamp with an explicit UTC offset; naive times are ambiguous and refused."""
+    if isinstance(value, dt.datetime):
+        moment = value
+    elif isinstance(value, str):
+        try:
+            moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise InputError(path, f"expected an ISO 8601 UTC timestamp, got {value!r}") from exc
+    else:
+        raise InputError(path, f"expected an ISO 8601 UTC timestamp, got {type_name(value)}")
+    if moment.tzinfo is None or moment.utcoffset() != dt.timedelta(0):
+        raise InputError(path, f"timestamp must be in UTC (end it with Z), got {value!r}")
+    return moment.astimezone(dt.UTC)
+
+
+def format_utc(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def dump_yaml(document: Mapping[str, Any]) -> bytes:
+    return yaml.safe_dump(dict(document), sort_keys=False, default_flow_style=False).encode()
