@@ -95,7 +95,9 @@ def read_single(data: bytes, what: str) -> Tlv:
 
 def expect_tag(item: Tlv, tag: int, what: str) -> Tlv:
     if item.tag != tag:
-        raise DerError(what, f"expected tag 0x{tag:02x}, got 0x{item.tag:02x} at offset {item.offset}")
+        raise DerError(
+            what, f"expected tag 0x{tag:02x}, got 0x{item.tag:02x} at offset {item.offset}"
+        )
     return item
 
 
@@ -136,10 +138,10 @@ def encode_oid(dotted: str) -> bytes:
     body = bytearray()
     for arc in [arcs[0] * 40 + arcs[1], *arcs[2:]]:
         chunk = [arc & 0x7F]
-        arc >>= 7
-        while arc:
-            chunk.append(0x80 | (arc & 0x7F))
-            arc >>= 7
+        rest = arc >> 7
+        while rest:
+            chunk.append(0x80 | (rest & 0x7F))
+            rest >>= 7
         body.extend(reversed(chunk))
     return encode_tlv(TAG_OID, bytes(body))
 

@@ -24,10 +24,12 @@ class _StrictLoader(yaml.SafeLoader):
     pass
 
 
-def _construct_mapping_no_duplicates(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+def _construct_mapping_no_duplicates(
+    loader: _StrictLoader, node: yaml.MappingNode
+) -> dict[Any, Any]:
     seen: set[Any] = set()
     for key_node, _value_node in node.value:
-        key = loader.construct_object(key_node)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node)
         if key in seen:
             raise InputError(str(key), f"duplicate key at line {key_node.start_mark.line + 1}")
         seen.add(key)
@@ -80,7 +82,9 @@ def expect_keys(
     allowed = set(required) | set(optional)
     unknown = sorted(set(mapping) - allowed)
     if unknown:
-        raise InputError(join(path, unknown[0]), f"unknown field (allowed: {', '.join(sorted(allowed))})")
+        raise InputError(
+            join(path, unknown[0]), f"unknown field (allowed: {', '.join(sorted(allowed))})"
+        )
     for key in required:
         if key not in mapping:
             raise InputError(join(path, key), "missing required field")
@@ -144,5 +148,20 @@ def format_utc(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+class _BlockDumper(yaml.SafeDumper):
+    pass
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    # PEM blocks read best (and diff cleanly) as literal blocks.
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_BlockDumper.add_representer(str, _represent_str)
+
+
 def dump_yaml(document: Mapping[str, Any]) -> bytes:
-    return yaml.safe_dump(dict(document), sort_keys=False, default_flow_style=False).encode()
+    return yaml.dump(
+        dict(document), Dumper=_BlockDumper, sort_keys=False, default_flow_style=False
+    ).encode()

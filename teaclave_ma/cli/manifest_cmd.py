@@ -1,0 +1,193 @@
+"""``teaclave-ma manifest``: author, sign and verify enclave identity manifests."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+from teaclave_ma.cli.output import EXIT_OK, EXIT_REFUSED, add_json_flag, emit
+from teaclave_ma.crypto.auditor_key import AuditorSigningKey
+from teaclave_ma.errors import InputError
+from teaclave_ma.formats.manifest import AcceptedIdentity, Manifest, parse_manifest
+from teaclave_ma.formats.signature import read_signature_dir, write_signature
+from teaclave_ma.formats.strict import expect_hex, expect_utc_time, format_utc
+from teaclave_ma.formats.trust import parse_trust_file
+from teaclave_ma.fsutil import atomic_write
+from teaclave_ma.trust.manifest_trust import ManifestRejected, ManifestTrust
+from teaclave_ma.trust.signing import sign_manifest
+
+
+def register(subparsers: Any) -> None:
+    manifest = subparsers.add_parser("manifest", help="enclave identity manifests")
+    commands = manifest.add_subparsers(dest="manifest_command", required=True, metavar="COMMAND")
+
+    new = commands.add_parser("new", help="start an empty manifest")
+    new.add_argument("--version", type=int, required=True, dest="manifest_version")
+    when = new.add_mutually_exclusive_group(required=True)
+    when.add_argument("--expires", help="UTC expiry, ISO 8601 ending in Z")
+    when.add_argument("--valid-days", type=int, help="expire this many days from now")
+    new.add_argument("--out", type=Path, required=True)
+    new.add_argument("--force", action="store_true", help="replace an existing file")
+    add_json_flag(new)
+    new.set_defaults(func=_new)
+
+    add = commands.add_parser("add", help="accept an enclave identity for a service")
+    add.add_argument("manifest", type=Path)
+    add.add_argument("--service", help="service name (default: the image's service)")
+    add.add_argument("--from-image", type=Path, help="take the identity from a built enclave image")
+    add.add_argument("--mr-enclave")
+    add.add_argument("--mr-signer")
+    add.add_argument("--isv-prod-id", type=int)
+    add.add_argument("--min-isv-svn", type=int)
+    add.add_argument(
+        "--debug", action="store_true", help="accept a debug enclave (never in production)"
+    )
+    add_json_flag(add)
+    add.set_defaults(func=_add)
+
+    sign = commands.add_parser("sign", help="sign the manifest's exact bytes as one auditor")
+    sign.add_argument("manifest", type=Path)
+    sign.add_argument("--key", type=Path, required=True, help="the auditor's private key PEM")
+    sign.add_argument("--out-dir", type=Path, required=True, help="signature directory")
+    add_json_flag(sign)
+    sign.set_defaults(func=_sign)
+
+    verify = commands.add_parser("verify", help="verify a manifest as a service would")
+    verify.add_argument("manifest", type=Path)
+    verify.add_argument("--trust", type=Path, required=True, help="the trust file")
+    verify.add_argument("--signatures", type=Path, required=True, help="signature directory")
+    verify.add_argument("--now", help="verify as of this UTC time (ISO 8601)")
+    add_json_flag(verify)
+    verify.set_defaults(func=_verify)
+
+
+def _new(args: argparse.Namespace) -> int:
+    if args.expires:
+        expires = expect_utc_time(args.expires, "--expires")
+    else:
+        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        expires = now + dt.timedelta(days=args.valid_days)
+    if args.manifest_version < 0:
+        raise InputError("--version", f"must be >= 0, got {args.manifest_version}")
+    manifest = Manifest(version=args.manifest_version, expires=expires, enclaves={})
+    atomic_write(args.out, manifest.to_bytes(), overwrite=args.force)
+    emit(
+        args,
+        {"manifest": str(args.out), "version": manifest.version, "expires": format_utc(expires)},
+        [f"wrote {args.out}: version {manifest.version}, expires {format_utc(expires)}"],
+    )
+    return EXIT_OK
+
+
+def _identity_from_args(args: argparse.Namespace) -> tuple[str, AcceptedIdentity]:
+    if args.from_image is not None:
+        from teaclave_ma.enclave.image import load_image
+
+        image = load_image(args.from_image)
+        identity = image.identity
+        entry = AcceptedIdentity(
+            mr_enclave=identity.mr_enclave,
+            mr_signer=identity.mr_signer,
+            isv_prod_id=identity.isv_prod_id,
+            min_isv_svn=identity.isv_svn if args.min_isv_svn is None else args.min_isv_svn,
+            debug=identity.debug,
+        )
+        return args.service or image.service.name, entry
+    missing = [
+        flag
+        for flag, value in (
+            ("--service", args.service),
+            ("--mr-enclave", args.mr_enclave),
+            ("--mr-signer", args.mr_signer),
+            ("--isv-prod-id", args.isv_prod_id),
+            ("--min-isv-svn", args.min_isv_svn),
+        )
+        if value is None
+    ]
+    if missing:
+        raise InputError("manifest add", f"give --from-image, or all of: {', '.join(missing)}")
+    return args.service, AcceptedIdentity(
+        mr_enclave=expect_hex(args.mr_enclave, "--mr-enclave", 32),
+        mr_signer=expect_hex(args.mr_signer, "--mr-signer", 32),
+        isv_prod_id=args.isv_prod_id,
+        min_isv_svn=args.min_isv_svn,
+        debug=args.debug,
+    )
+
+
+def _add(args: argparse.Namespace) -> int:
+    manifest = parse_manifest(args.manifest.read_bytes(), str(args.manifest))
+    service, entry = _identity_from_args(args)
+    updated = manifest.with_entry(service, entry)
+    atomic_write(args.manifest, updated.to_bytes())
+    emit(
+        args,
+        {"manifest": str(args.manifest), "service": service, "entry": entry.to_document()},
+        [
+            f"{args.manifest}: service {service!r} accepts mr_enclave {entry.mr_enclave.hex()}",
+            "  the bytes changed: existing signatures no longer verify; auditors must sign again",
+        ],
+    )
+    return EXIT_OK
+
+
+def _sign(args: argparse.Namespace) -> int:
+    manifest_bytes = args.manifest.read_bytes()
+    # Refuse to sign what no service could accept, so a typo never gets an auditor's name on it.
+    manifest = parse_manifest(manifest_bytes, str(args.manifest))
+    key = AuditorSigningKey.load(args.key)
+    signature = sign_manifest(key, manifest_bytes)
+    path = write_signature(args.out_dir, signature)
+    emit(
+        args,
+        {"signature": str(path), "key_id": signature.key_id, "version": manifest.version},
+        [f"signed manifest v{manifest.version} as {signature.key_id[:16]}...: {path}"],
+    )
+    return EXIT_OK
+
+
+def _verify(args: argparse.Namespace) -> int:
+    trust = parse_trust_file(args.trust.read_bytes(), str(args.trust))
+    now = expect_utc_time(args.now, "--now") if args.now else dt.datetime.now(dt.UTC)
+    manifest_bytes = args.manifest.read_bytes()
+    signatures = read_signature_dir(args.signatures)
+    try:
+        verified = ManifestTrust(trust).check(manifest_bytes, signatures, now)
+    except ManifestRejected as exc:
+        emit(
+            args,
+            {
+                "valid": False,
+                "version": None,
+                "expires": None,
+                "signed_by": [],
+                "reasons": [reason.message for reason in exc.reasons],
+                "checks": sorted(exc.checks),
+            },
+            ["manifest REJECTED:", *(f"  - {reason.message}" for reason in exc.reasons)],
+        )
+        return EXIT_REFUSED
+    manifest = verified.manifest
+    emit(
+        args,
+        {
+            "valid": True,
+            "version": manifest.version,
+            "expires": format_utc(manifest.expires),
+            "signed_by": list(verified.signed_by),
+            "signers": list(verified.signer_names),
+            "services": sorted(manifest.enclaves),
+            "reasons": [],
+            "notes": list(verified.notes),
+        },
+        [
+            f"manifest v{manifest.version} is valid until {format_utc(manifest.expires)}",
+            f"  signed by {len(verified.signed_by)} of {len(trust.auditors)} auditors "
+            f"(threshold {trust.threshold}): {', '.join(verified.signer_names)}",
+            f"  services: {', '.join(sorted(manifest.enclaves)) or 'none'}",
+            *(f"  note: {note}" for note in verified.notes),
+        ],
+    )
+    return EXIT_OK

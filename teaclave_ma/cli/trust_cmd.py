@@ -1,0 +1,76 @@
+"""``teaclave-ma trust``: write the build-time trust file from auditors' public keys."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from teaclave_ma.cli.output import EXIT_OK, add_json_flag, emit
+from teaclave_ma.crypto.auditor_key import AuditorPublicKey
+from teaclave_ma.formats.trust import TrustedAuditor, TrustFile, parse_trust_file
+from teaclave_ma.fsutil import atomic_write
+
+
+def register(subparsers: Any) -> None:
+    trust = subparsers.add_parser(
+        "trust", help="the build-time trust file (auditor keys, threshold)"
+    )
+    commands = trust.add_subparsers(dest="trust_command", required=True, metavar="COMMAND")
+    new = commands.add_parser("new", help="write a trust file")
+    new.add_argument(
+        "--auditor",
+        action="append",
+        required=True,
+        type=Path,
+        metavar="PUBKEY_PEM",
+        help="an auditor's public key (repeat); the name is the file name before .pub.pem",
+    )
+    new.add_argument("--threshold", type=int, required=True, help="signatures needed (k of n)")
+    new.add_argument("--out", type=Path, required=True)
+    add_json_flag(new)
+    new.set_defaults(func=_new)
+    show = commands.add_parser("show", help="check and summarise a trust file")
+    show.add_argument("trust_file", type=Path)
+    add_json_flag(show)
+    show.set_defaults(func=_show)
+
+
+def auditor_name_from_path(path: Path) -> str:
+    name = path.name
+    for suffix in (".pub.pem", ".pem"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def _new(args: argparse.Namespace) -> int:
+    auditors = tuple(
+        TrustedAuditor(
+            auditor_name_from_path(path), AuditorPublicKey.from_pem(path.read_bytes(), str(path))
+        )
+        for path in args.auditor
+    )
+    trust = TrustFile(threshold=args.threshold, auditors=auditors)
+    atomic_write(args.out, trust.to_bytes())
+    return _report(args, trust, f"wrote {args.out}")
+
+
+def _show(args: argparse.Namespace) -> int:
+    trust = parse_trust_file(args.trust_file.read_bytes(), str(args.trust_file))
+    return _report(args, trust, f"{args.trust_file} is valid")
+
+
+def _report(args: argparse.Namespace, trust: TrustFile, headline: str) -> int:
+    emit(
+        args,
+        {
+            "threshold": trust.threshold,
+            "auditors": [{"name": a.name, "key_id": a.key_id} for a in trust.auditors],
+        },
+        [
+            f"{headline}: {trust.threshold} of {len(trust.auditors)} auditors must sign",
+            *(f"  {a.name:<12} {a.key_id}" for a in trust.auditors),
+        ],
+    )
+    return EXIT_OK

@@ -1,0 +1,1 @@
+"""Key material: auditor Ed25519 keys and enclave author RSA keys."""

@@ -1,0 +1,145 @@
+"""The enclave identity manifest: what auditors sign.
+
+::
+
+    version: 7                        # monotonic; services refuse to go back
+    expires: "2027-01-01T00:00:00Z"   # UTC; services refuse an expired manifest
+    enclaves:
+      storage:                        # service name -> accepted identities
+        - mr_enclave: 3f2a...         # 64 hex
+          mr_signer: 83d7...          # 64 hex
+          isv_prod_id: 3
+          min_isv_svn: 1
+          debug: false                # optional, default false
+
+A list per service lets two builds be accepted during a rolling upgrade. The file's exact
+bytes are what auditors sign; this module only parses bytes that were already verified.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+
+import attrs
+
+from teaclave_ma.errors import InputError
+from teaclave_ma.formats.service_config import SERVICE_NAME
+from teaclave_ma.formats.strict import (
+    dump_yaml,
+    expect_bool,
+    expect_hex,
+    expect_int,
+    expect_keys,
+    expect_list,
+    expect_mapping,
+    expect_utc_time,
+    format_utc,
+    join,
+    parse_yaml_mapping,
+)
+from teaclave_ma.identity import SgxIdentity
+
+
+class ManifestFormatError(InputError):
+    """A manifest document that does not follow the schema."""
+
+
+@attrs.frozen
+class AcceptedIdentity:
+    """One measurement that auditors accept for a service."""
+
+    mr_enclave: bytes
+    mr_signer: bytes
+    isv_prod_id: int
+    min_isv_svn: int
+    debug: bool = False
+
+    def mismatch(self, identity: SgxIdentity) -> str | None:
+        """Why ``identity`` does not match this entry (first differing field), or None."""
+        if identity.mr_enclave != self.mr_enclave:
+            return f"mr_enclave {identity.mr_enclave.hex()} != {self.mr_enclave.hex()}"
+        if identity.mr_signer != self.mr_signer:
+            return f"mr_signer {identity.mr_signer.hex()} != {self.mr_signer.hex()}"
+        if identity.isv_prod_id != self.isv_prod_id:
+            return f"isv_prod_id {identity.isv_prod_id} != {self.isv_prod_id}"
+        if identity.isv_svn < self.min_isv_svn:
+            return f"isv_svn {identity.isv_svn} < min_isv_svn {self.min_isv_svn}"
+        if identity.debug != self.debug:
+            return f"debug {str(identity.debug).lower()} != {str(self.debug).lower()}"
+        return None
+
+    def to_document(self) -> dict[str, object]:
+        return {
+            "mr_enclave": self.mr_enclave.hex(),
+            "mr_signer": self.mr_signer.hex(),
+            "isv_prod_id": self.isv_prod_id,
+            "min_isv_svn": self.min_isv_svn,
+            "debug": self.debug,
+        }
+
+
+@attrs.frozen
+class Manifest:
+    version: int
+    expires: dt.datetime
+    enclaves: Mapping[str, tuple[AcceptedIdentity, ...]]
+
+    def to_bytes(self) -> bytes:
+        return dump_yaml(
+            {
+                "version": self.version,
+                "expires": format_utc(self.expires),
+                "enclaves": {
+                    name: [entry.to_document() for entry in entries]
+                    for name, entries in sorted(self.enclaves.items())
+                },
+            }
+        )
+
+    def with_entry(self, service: str, entry: AcceptedIdentity) -> Manifest:
+        """A copy with ``entry`` accepted for ``service`` (no-op if already there)."""
+        if not SERVICE_NAME.fullmatch(service):
+            raise ManifestFormatError("enclaves", f"invalid service name {service!r}")
+        entries = self.enclaves.get(service, ())
+        if entry in entries:
+            return self
+        return attrs.evolve(self, enclaves={**self.enclaves, service: (*entries, entry)})
+
+
+def _parse_entry(value: object, path: str) -> AcceptedIdentity:
+    mapping = expect_mapping(value, path)
+    expect_keys(mapping, path, ["mr_enclave", "mr_signer", "isv_prod_id", "min_isv_svn"], ["debug"])
+    return AcceptedIdentity(
+        mr_enclave=expect_hex(mapping["mr_enclave"], join(path, "mr_enclave"), 32),
+        mr_signer=expect_hex(mapping["mr_signer"], join(path, "mr_signer"), 32),
+        isv_prod_id=expect_int(mapping["isv_prod_id"], join(path, "isv_prod_id"), 0, 0xFFFF),
+        min_isv_svn=expect_int(mapping["min_isv_svn"], join(path, "min_isv_svn"), 0, 0xFFFF),
+        debug=expect_bool(mapping.get("debug", False), join(path, "debug")),
+    )
+
+
+def parse_manifest(data: bytes, what: str = "manifest") -> Manifest:
+    try:
+        mapping = parse_yaml_mapping(data, what)
+        expect_keys(mapping, "", ["version", "expires", "enclaves"])
+        enclaves: dict[str, tuple[AcceptedIdentity, ...]] = {}
+        for name, entries in expect_mapping(mapping["enclaves"], "enclaves").items():
+            where = join("enclaves", name)
+            if not SERVICE_NAME.fullmatch(name):
+                raise InputError(where, f"invalid service name (expected {SERVICE_NAME.pattern})")
+            items = expect_list(entries, where)
+            if not items:
+                raise InputError(where, "expected at least one accepted identity")
+            enclaves[name] = tuple(
+                _parse_entry(item, join(where, i)) for i, item in enumerate(items)
+            )
+        return Manifest(
+            version=expect_int(mapping["version"], "version", 0, (1 << 63) - 1),
+            expires=expect_utc_time(mapping["expires"], "expires"),
+            enclaves=enclaves,
+        )
+    except ManifestFormatError:
+        raise
+    except InputError as exc:
+        raise ManifestFormatError(exc.field, exc.problem) from exc

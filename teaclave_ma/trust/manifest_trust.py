@@ -1,0 +1,229 @@
+"""The verification every service runs on a manifest before it serves.
+
+``ManifestTrust`` owns the trust state in the manner of python-tuf's TrustedMetadataSet:
+untrusted bytes go in, verified objects come out, and nothing here touches the disk or the
+clock (the caller passes ``now``). Order matters: signatures are checked over the raw bytes
+first, and the YAML is parsed only once enough trusted auditors have vouched for those bytes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+from collections.abc import Iterable, Sequence
+
+import attrs
+
+from teaclave_ma.errors import InputError, VerificationError
+from teaclave_ma.formats.manifest import AcceptedIdentity, Manifest, parse_manifest
+from teaclave_ma.formats.signature import parse_signature
+from teaclave_ma.formats.trust import TrustFile
+from teaclave_ma.identity import SgxIdentity
+
+log = logging.getLogger(__name__)
+
+
+@attrs.frozen
+class Reason:
+    check: str  # stable id: "threshold", "expired", "rollback", "signature", ...
+    message: str
+
+
+class ManifestRejected(VerificationError):
+    """The manifest must not be used; ``reasons`` lists every reason found."""
+
+    def __init__(self, reasons: Sequence[Reason]) -> None:
+        self.reasons = tuple(reasons)
+        self.checks = frozenset(reason.check for reason in self.reasons)
+        super().__init__(
+            self.reasons[0].check, "; ".join(reason.message for reason in self.reasons)
+        )
+
+
+class IdentityNotAccepted(VerificationError):
+    """An attested identity that the manifest does not accept for the service in question."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("manifest_identity", message)
+
+
+@attrs.frozen
+class AcceptedVersion:
+    """The highest manifest a service has accepted: version and the digest of its bytes."""
+
+    version: int
+    sha256: str
+
+
+@attrs.frozen
+class VerifiedManifest:
+    manifest: Manifest
+    sha256: str
+    signed_by: tuple[str, ...]  # key ids that counted towards the threshold
+    signer_names: tuple[str, ...]
+    notes: tuple[str, ...]  # signatures seen but not counted, and why
+
+    @property
+    def version(self) -> int:
+        return self.manifest.version
+
+    @property
+    def accepted(self) -> AcceptedVersion:
+        return AcceptedVersion(self.manifest.version, self.sha256)
+
+    def expect(self, service: str, identity: SgxIdentity) -> AcceptedIdentity:
+        """The entry of ``service`` that ``identity`` matches; IdentityNotAccepted otherwise."""
+        entries = self.manifest.enclaves.get(service)
+        if not entries:
+            raise IdentityNotAccepted(
+                f"service {service!r} has no entry in manifest v{self.version}"
+            )
+        mismatches = []
+        for entry in entries:
+            why = entry.mismatch(identity)
+            if why is None:
+                return entry
+            mismatches.append(why)
+        raise IdentityNotAccepted(
+            f"peer mr_enclave {identity.mr_enclave.hex()} is not accepted for service "
+            f"{service!r} by manifest v{self.version} ({'; '.join(mismatches)})"
+        )
+
+
+class ManifestTrust:
+    """Verifies manifests against an embedded trust file and remembers the highest accepted."""
+
+    def __init__(self, trust: TrustFile, highest: AcceptedVersion | None = None) -> None:
+        self._trust = trust
+        self._auditors = trust.by_key_id()
+        self.highest = highest
+        self.current: VerifiedManifest | None = None
+
+    @property
+    def trust(self) -> TrustFile:
+        return self._trust
+
+    def check(
+        self,
+        manifest_bytes: bytes,
+        signatures: Iterable[tuple[str, bytes]],
+        now: dt.datetime,
+    ) -> VerifiedManifest:
+        """Verify without changing state. ``signatures`` is ``(source name, file bytes)`` pairs."""
+        counted, notes = self._count_signatures(manifest_bytes, signatures)
+        if len(counted) < self._trust.threshold:
+            names = [self._auditors[key].name for key in counted]
+            reasons = [
+                Reason(
+                    "threshold",
+                    f"{len(counted)} of the required {self._trust.threshold} trusted auditor "
+                    f"signatures (valid: {', '.join(names) or 'none'})",
+                )
+            ]
+            reasons.extend(Reason("signature", note) for note in notes)
+            raise ManifestRejected(reasons)
+        try:
+            manifest = parse_manifest(manifest_bytes)
+        except InputError as exc:
+            # Signed by enough auditors yet unparsable: still a refusal, never a traceback.
+            raise ManifestRejected(
+                [Reason("format", f"signed manifest is malformed: {exc}")]
+            ) from exc
+        digest = hashlib.sha256(manifest_bytes).hexdigest()
+        reasons = []
+        if manifest.expires <= now:
+            reasons.append(
+                Reason(
+                    "expired",
+                    f"manifest v{manifest.version} expired at {manifest.expires:%Y-%m-%dT%H:%M:%SZ}",
+                )
+            )
+        if self.highest is not None:
+            if manifest.version < self.highest.version:
+                reasons.append(
+                    Reason(
+                        "rollback",
+                        f"manifest v{manifest.version} is older than v{self.highest.version}, "
+                        "which this service has already accepted",
+                    )
+                )
+            elif manifest.version == self.highest.version and digest != self.highest.sha256:
+                reasons.append(
+                    Reason(
+                        "rollback",
+                        f"manifest v{manifest.version} differs from the v{self.highest.version} "
+                        "already accepted; a changed manifest needs a higher version",
+                    )
+                )
+        if reasons:
+            raise ManifestRejected(reasons)
+        return VerifiedManifest(
+            manifest=manifest,
+            sha256=digest,
+            signed_by=tuple(counted),
+            signer_names=tuple(self._auditors[key].name for key in counted),
+            notes=tuple(notes),
+        )
+
+    def accept(
+        self,
+        manifest_bytes: bytes,
+        signatures: Iterable[tuple[str, bytes]],
+        now: dt.datetime,
+    ) -> VerifiedManifest:
+        """Verify and, only if valid, make it the current manifest."""
+        verified = self.check(manifest_bytes, signatures, now)
+        self.commit(verified)
+        return verified
+
+    def commit(self, verified: VerifiedManifest) -> None:
+        """Make an already checked manifest current (split from ``check`` so callers can
+        persist the new version first and commit only once that succeeded)."""
+        for note in verified.notes:
+            log.warning("manifest v%d: %s", verified.version, note)
+        self.current = verified
+        if self.highest is None or verified.version >= self.highest.version:
+            self.highest = verified.accepted
+
+    def require_current(self, now: dt.datetime) -> VerifiedManifest:
+        """The manifest in force; refuses a missing one and one that expired while in use."""
+        if self.current is None:
+            raise ManifestRejected([Reason("missing", "no verified manifest is loaded")])
+        if self.current.manifest.expires <= now:
+            raise ManifestRejected(
+                [
+                    Reason(
+                        "expired",
+                        f"manifest v{self.current.version} expired at "
+                        f"{self.current.manifest.expires:%Y-%m-%dT%H:%M:%SZ} and no newer one was accepted",
+                    )
+                ]
+            )
+        return self.current
+
+    def _count_signatures(
+        self, manifest_bytes: bytes, signatures: Iterable[tuple[str, bytes]]
+    ) -> tuple[list[str], list[str]]:
+        counted: list[str] = []
+        notes: list[str] = []
+        for source, data in signatures:
+            try:
+                signature = parse_signature(data, source)
+            except InputError as exc:
+                notes.append(f"unreadable signature ignored: {exc}")
+                continue
+            auditor = self._auditors.get(signature.key_id)
+            if auditor is None:
+                notes.append(
+                    f"{source}: key {signature.key_id[:16]}... is not a trusted auditor; ignored"
+                )
+            elif not auditor.public_key.verify(manifest_bytes, signature.signature):
+                notes.append(
+                    f"{source}: signature by auditor {auditor.name!r} does not verify over these manifest bytes"
+                )
+            elif signature.key_id in counted:
+                notes.append(f"{source}: auditor {auditor.name!r} already counted; counted once")
+            else:
+                counted.append(signature.key_id)
+        return counted, notes
