@@ -1,0 +1,28 @@
+"""Where quotes come from: give report_data, get back a quote.
+
+Backends implement ``Attester``. Real hardware backends read Gramine's /dev/attestation
+or Linux configfs-tsm; ``SimulatedAttester`` asks the simulated platform for a quote on
+behalf of an enclave identity measured from its image.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import attrs
+from teaclave_ma.attestation.sim.platform import SimulatedPlatform
+
+from teaclave_ma.identity import SgxIdentity
+
+
+class Attester(Protocol):
+    def quote(self, report_data: bytes) -> bytes: ...
+
+
+@attrs.frozen
+class SimulatedAttester:
+    platform: SimulatedPlatform
+    identity: SgxIdentity
+
+    def quote(self, report_data: bytes) -> bytes:
+        return self.platform.quote(self.identity, report_data)

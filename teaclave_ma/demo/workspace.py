@@ -1,0 +1,119 @@
+"""Everything the demo prepares before a service runs, done the way users would do it:
+auditors and their trust file, an author key, enclave images, auditor review, a signed
+manifest, a simulated platform and per-service runtime configs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import attrs
+
+from teaclave_ma.attestation.sim.platform import SimulatedPlatform
+from teaclave_ma.crypto.author_key import generate_author_key, write_author_key
+from teaclave_ma.enclave.image import EnclaveImage, build_image, measure_source
+from teaclave_ma.errors import VerificationError
+from teaclave_ma.formats.manifest import AcceptedIdentity, Manifest
+from teaclave_ma.formats.signature import write_signature
+from teaclave_ma.formats.strict import dump_yaml
+from teaclave_ma.fsutil import atomic_write
+from teaclave_ma.testing.auditors import AuditorPanel, accepted
+
+Progress = Callable[[str], None]
+AUDITORS = ("alice", "bob", "carol")
+
+
+@attrs.define
+class Workspace:
+    root: Path
+    services_dir: Path
+    panel: AuditorPanel
+    author_key: Path
+    trust_path: Path
+    images: dict[str, EnclaveImage] = attrs.field(factory=dict)
+    platform_dir: Path = attrs.field(init=False)
+    manifest_path: Path = attrs.field(init=False)
+    signatures_dir: Path = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.platform_dir = self.root / "sim-platform"
+        self.manifest_path = self.root / "manifest.yaml"
+        self.signatures_dir = self.root / "signatures"
+
+    @classmethod
+    def create(cls, root: Path, services_dir: Path, progress: Progress) -> Workspace:
+        if root.exists():
+            shutil.rmtree(root)
+        root.mkdir(parents=True)
+        panel = AuditorPanel(count=len(AUDITORS), threshold=2, names=AUDITORS)
+        for auditor in panel.auditors:
+            progress(f"auditor {auditor.name}: key id {auditor.key_id[:16]}...")
+        trust_path = panel.write_trust(root / "keys" / "trust.yaml")
+        progress(f"trust file {trust_path.relative_to(root)}: 2 of 3 auditors must sign")
+        author_key = root / "author" / "author.key.pem"
+        write_author_key(generate_author_key(), author_key)
+        progress("enclave author key: RSA-3072 (MRSIGNER = SHA-256 of its modulus)")
+        return cls(root, services_dir, panel, author_key, trust_path)
+
+    def build(self, service: str, *, source: Path | None = None, tag: str = "") -> EnclaveImage:
+        out = self.root / "images" / (service + tag)
+        image = build_image(source or self.services_dir / service, self.trust_path, self.author_key, out)
+        self.images[service + tag] = image
+        return image
+
+    def review(self, service: str) -> AcceptedIdentity:
+        """What an auditor does: rebuild from source and compare before vouching."""
+        image = self.images[service]
+        rebuilt = measure_source(self.services_dir / service, self.trust_path, self.author_key)
+        if rebuilt != image.identity:
+            raise VerificationError("review", f"{service}: the image does not match its source")
+        return accepted(image.identity)
+
+    def publish_manifest(
+        self, entries: dict[str, AcceptedIdentity], *, version: int, signers: Iterable[str]
+    ) -> Path:
+        expires = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=30)
+        manifest = Manifest(
+            version=version, expires=expires, enclaves={k: (v,) for k, v in entries.items()}
+        )
+        data = manifest.to_bytes()
+        atomic_write(self.manifest_path, data)
+        self.signatures_dir.mkdir(parents=True, exist_ok=True)
+        for auditor in self.panel.signers(signers):
+            write_signature(self.signatures_dir, auditor.sign(data))
+        return self.manifest_path
+
+    def signatures_by(self, names: Iterable[str], directory: Path) -> Path:
+        """A separate signature directory holding only ``names``' signatures."""
+        return self.panel.write_signatures(directory, self.manifest_path.read_bytes(), by=names)
+
+    def create_platform(self) -> SimulatedPlatform:
+        platform = SimulatedPlatform.create()
+        platform.save(self.platform_dir)
+        return platform
+
+    def runtime_config(
+        self, name: str, *, listen_port: int = 0, peers: dict[str, tuple[str, int]] | None = None
+    ) -> Path:
+        path = self.root / "run" / name / "runtime.yaml"
+        document = {
+            "listen": f"127.0.0.1:{listen_port}",
+            "peers": {peer: f"{host}:{port}" for peer, (host, port) in (peers or {}).items()},
+            "state_dir": "state",
+            "attestation": {
+                "backend": "simulated",
+                "simulated_platform": str(self.platform_dir),
+                "trust_simulated_root": True,
+            },
+        }
+        atomic_write(path, dump_yaml(document))
+        return path
+
+    def variant_source(self, service: str, tag: str, edit: Callable[[Path], None]) -> Path:
+        """A copy of a service's source with one deliberate change."""
+        target = self.root / "variants" / f"{service}{tag}"
+        shutil.copytree(self.services_dir / service, target, ignore=shutil.ignore_patterns("__pycache__"))
+        edit(target)
+        return target

@@ -1,0 +1,184 @@
+"""The attested RPC server: accepts TCP, runs the mutual RA-TLS handshake, then serves JSON-RPC.
+
+Bounds keep one slow or hostile peer from stalling the rest: a limit on concurrent
+connections (excess connections are closed at once), a deadline on each handshake,
+an idle deadline between requests, and a maximum request size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+from collections.abc import Sequence
+
+import attrs
+import h11
+
+from teaclave_ma.errors import TeaclaveMAError
+from teaclave_ma.rpc.http import RPC_PATH, read_message, rpc_response, send_message
+from teaclave_ma.rpc.jsonrpc import (
+    INVALID_REQUEST,
+    RpcError,
+    decode_request,
+    encode_error,
+    encode_result,
+)
+from teaclave_ma.rpc.service import Service
+from teaclave_ma.transport.credentials import CredentialSource
+from teaclave_ma.transport.peer_verify import PeerIdentity, PeerVerifier
+from teaclave_ma.transport.tls import ContextCache, PeerRejected, SecureChannel, handshake
+
+log = logging.getLogger(__name__)
+
+
+@attrs.frozen
+class ServerLimits:
+    max_connections: int = 1024
+    handshake_timeout: float = 10.0
+    idle_timeout: float = 60.0
+    request_timeout: float = 30.0
+    max_request_bytes: int = 1 << 20
+
+
+class RpcServer:
+    def __init__(
+        self,
+        service: Service,
+        credentials: CredentialSource,
+        verifier: PeerVerifier,
+        *,
+        inbound: Sequence[str],
+        address: tuple[str, int],
+        limits: ServerLimits | None = None,
+    ) -> None:
+        self.service = service
+        self._contexts = ContextCache(credentials, server=True)
+        self._verifier = verifier
+        self._inbound = tuple(inbound)
+        self._limits = limits or ServerLimits()
+        self._slots = threading.BoundedSemaphore(self._limits.max_connections)
+        self._stopping = threading.Event()
+        self._listener = socket.create_server(address, backlog=128)
+        self.address: tuple[str, int] = self._listener.getsockname()[:2]
+        self._thread: threading.Thread | None = None
+        self.rejections = 0  # handshakes refused, for operators and tests
+
+    def start(self) -> tuple[str, int]:
+        self._contexts.get()  # fail now, not on the first caller, if credentials are unusable
+        self._thread = threading.Thread(
+            target=self._accept_loop, name=f"{self.service.name}-accept", daemon=True
+        )
+        self._thread.start()
+        log.info(
+            "%s serving attested RPC on %s:%d (inbound: %s)",
+            self.service.name,
+            *self.address,
+            ", ".join(self._inbound) or "none",
+        )
+        return self.address
+
+    def serve_forever(self) -> None:
+        self.start()
+        self._stopping.wait()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        with contextlib.suppress(OSError):
+            self._listener.close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _accept_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                sock, peer_address = self._listener.accept()
+            except OSError:
+                if self._stopping.is_set():
+                    return
+                continue
+            if not self._slots.acquire(blocking=False):
+                log.warning(
+                    "connection limit %d reached; closing %s:%d",
+                    self._limits.max_connections,
+                    *peer_address[:2],
+                )
+                sock.close()
+                continue
+            threading.Thread(
+                target=self._serve_connection, args=(sock, peer_address), daemon=True
+            ).start()
+
+    def _serve_connection(self, sock: socket.socket, peer_address: tuple[str, int]) -> None:
+        where = f"{peer_address[0]}:{peer_address[1]}"
+        try:
+            channel = handshake(
+                sock,
+                self._contexts.get(),
+                lambda der: self._verifier.verify(der, self._inbound),
+                server=True,
+                timeout=self._limits.handshake_timeout,
+            )
+        except PeerRejected as exc:
+            self.rejections += 1
+            log.warning("%s refused client %s: %s", self.service.name, where, exc.reason)
+            sock.close()
+            self._slots.release()
+            return
+        except TeaclaveMAError as exc:
+            log.info("%s: handshake with %s failed: %s", self.service.name, where, exc)
+            sock.close()
+            self._slots.release()
+            return
+        peer = channel.peer
+        assert isinstance(peer, PeerIdentity)  # the handshake only returns verified peers
+        log.info("%s accepted %s from %s", self.service.name, peer.describe(), where)
+        try:
+            self._serve_requests(channel, peer)
+        except TeaclaveMAError as exc:
+            log.info("%s: connection from %s ended: %s", self.service.name, where, exc)
+        finally:
+            channel.close()
+            self._slots.release()
+
+    def _serve_requests(self, channel: SecureChannel, peer: PeerIdentity) -> None:
+        http = h11.Connection(h11.SERVER, max_incomplete_event_size=16 * 1024)
+        while not self._stopping.is_set():
+            try:
+                message = read_message(
+                    channel,
+                    http,
+                    max_body=self._limits.max_request_bytes,
+                    timeout=self._limits.idle_timeout,
+                )
+            except h11.RemoteProtocolError as exc:
+                send_message(channel, http, rpc_response(400, b"", close=True), b"")
+                log.info("%s: bad HTTP from %s: %s", self.service.name, peer.service, exc)
+                return
+            if message is None:
+                return
+            request, body = message
+            assert isinstance(request, h11.Request)
+            status, answer = self._answer(request, body, peer)
+            send_message(channel, http, rpc_response(status, answer), answer)
+            if http.our_state is h11.MUST_CLOSE or http.their_state is h11.MUST_CLOSE:
+                return
+            http.start_next_cycle()
+
+    def _answer(self, request: h11.Request, body: bytes, peer: PeerIdentity) -> tuple[int, bytes]:
+        if request.method != b"POST" or request.target != RPC_PATH:
+            error = RpcError(INVALID_REQUEST, "JSON-RPC is served by POST /rpc only")
+            return 404, encode_error(None, error)
+        request_id = None
+        try:
+            rpc = decode_request(body)
+            request_id = rpc.id
+            result = self.service.dispatch(peer, rpc.method, rpc.params)
+            answer = encode_result(request_id, result)
+        except RpcError as exc:
+            return 200, encode_error(request_id, exc)
+        except (TypeError, ValueError) as exc:  # a handler returned something JSON cannot carry
+            log.error("%s: unserialisable result: %s", self.service.name, exc)
+            return 200, encode_error(request_id, RpcError(-32603, "result could not be encoded"))
+        return 200, answer

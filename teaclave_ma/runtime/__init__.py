@@ -1,0 +1,1 @@
+"""Running a service: load its image, verify the manifest, attest, serve."""

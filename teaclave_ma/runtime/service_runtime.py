@@ -1,0 +1,162 @@
+"""Start-up of one service, in the order that keeps it safe.
+
+1. Load the enclave image and check its integrity against its signed measurement.
+2. Read the trust file embedded in the image (never one from outside it).
+3. Verify the runtime manifest with it; refuse to start without a valid one.
+4. Obtain our RA-TLS credentials from the attestation backend.
+5. Build the service from its entrypoint, with attested clients for its outbound peers.
+6. Serve, and re-verify the manifest on SIGHUP or when its files change.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from teaclave_ma.attestation.anchors import TrustAnchor
+from teaclave_ma.attestation.attester import SimulatedAttester
+from teaclave_ma.attestation.collateral import Collateral
+from teaclave_ma.attestation.quote import Quote
+from teaclave_ma.attestation.sim.platform import SimulatedPlatform
+from teaclave_ma.enclave.image import EnclaveImage
+from teaclave_ma.errors import ConfigError
+from teaclave_ma.formats.runtime_config import RuntimeConfig
+from teaclave_ma.formats.trust import parse_trust_file
+from teaclave_ma.rpc.client import PeerClient
+from teaclave_ma.rpc.server import RpcServer, ServerLimits
+from teaclave_ma.rpc.service import Service
+from teaclave_ma.runtime.context import ServiceContext
+from teaclave_ma.transport.credentials import RotatingCredentials
+from teaclave_ma.transport.peer_verify import PeerVerifier
+from teaclave_ma.trust.keeper import ManifestKeeper
+from teaclave_ma.trust.manifest_trust import ManifestTrust
+
+log = logging.getLogger(__name__)
+
+ACCEPTED_STATE = "accepted-manifest.json"
+
+
+class Attestation:
+    """The attestation backend of one process: our quotes, and what we trust in peers'."""
+
+    def __init__(self, platform: SimulatedPlatform) -> None:
+        self.platform = platform
+        self.anchor = TrustAnchor.for_root(
+            platform.root_certificate_der, "simulated SGX root (this installation)", simulated=True
+        )
+        log.warning(
+            "SIMULATED attestation: peers are verified against a simulated root; "
+            "nothing here proves that code runs in real SGX hardware"
+        )
+        self._collateral = Collateral.from_json(platform.collateral_json())
+
+    def collateral_for(self, quote: Quote) -> Collateral:
+        # One simulated platform certifies every local enclave, so one collateral set fits all.
+        return self._collateral
+
+
+class ServiceRuntime:
+    def __init__(
+        self,
+        image: EnclaveImage,
+        runtime: RuntimeConfig,
+        manifest_path: Path,
+        signatures_dir: Path,
+        *,
+        limits: ServerLimits | None = None,
+    ) -> None:
+        self.image = image
+        self.runtime = runtime
+        trust = parse_trust_file(image.trust_bytes, "embedded trust file")
+        runtime.state_dir.mkdir(parents=True, exist_ok=True)
+        self.keeper = ManifestKeeper(
+            ManifestTrust(trust), manifest_path, signatures_dir, runtime.state_dir / ACCEPTED_STATE
+        )
+        self.manifest = self.keeper.load()  # raises: no service without a verified manifest
+        self.attestation = Attestation(SimulatedPlatform.load(runtime.attestation.platform_dir))
+        self.credentials = RotatingCredentials(
+            SimulatedAttester(self.attestation.platform, image.identity), image.service.name
+        )
+        self.verifier = PeerVerifier(
+            self.keeper,
+            self.attestation.anchor,
+            self.attestation.collateral_for,
+            image.service.allow_tcb_status,
+        )
+        self.context = ServiceContext(
+            name=image.service.name,
+            state_dir=runtime.state_dir,
+            peers={name: self._client(name) for name in image.service.outbound},
+        )
+        self.service = load_entrypoint(image)(self.context)
+        self._limits = limits
+        self.server: RpcServer | None = None
+        self._watcher: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def _client(self, service: str) -> PeerClient:
+        address = self.runtime.peers.get(service)
+        if address is None:
+            raise ConfigError(f"peers.{service}", f"no address for outbound peer {service!r}")
+        return PeerClient(service, address, self.credentials, self.verifier)
+
+    def start(self) -> tuple[str, int]:
+        """Listen and serve; until then the runtime can still act as a client of its peers."""
+        self.server = RpcServer(
+            self.service,
+            self.credentials,
+            self.verifier,
+            inbound=self.image.service.inbound,
+            address=self.runtime.listen,
+            limits=self._limits,
+        )
+        address = self.server.start()
+        self._watcher = threading.Thread(target=self._watch_manifest, daemon=True)
+        self._watcher.start()
+        return address
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.server is not None:
+            self.server.stop()
+        for client in self.context.peers.values():
+            client.close()
+
+    def reload_manifest(self) -> bool:
+        return self.keeper.reload()
+
+    def _watch_manifest(self, interval: float = 2.0) -> None:
+        # Polling the files' fingerprints needs no platform-specific watcher and also
+        # notices a manifest that expires while nothing changes on disk.
+        last = self.keeper.fingerprint()
+        while not self._stop.wait(interval):
+            current = self.keeper.fingerprint()
+            if current != last:
+                last = current
+                self.keeper.reload()
+            try:
+                self.keeper.current(dt.datetime.now(dt.UTC))
+            except Exception as exc:  # logged, and every handshake refuses until fixed
+                log.error("%s", exc)
+
+
+def load_entrypoint(image: EnclaveImage) -> Callable[[ServiceContext], Service]:
+    """Import ``module:function`` from the image's verified code directory."""
+    module_name, function_name = image.service.entrypoint.split(":")
+    path = image.code_dir / f"{module_name}.py"
+    if not path.is_file():
+        raise ConfigError("entrypoint", f"{module_name}.py is not in the image")
+    # A name unique per service keeps two services' modules apart in one interpreter.
+    spec = importlib.util.spec_from_file_location(f"teaclave_service_{image.service.name}_{module_name}", path)
+    if spec is None or spec.loader is None:
+        raise ConfigError("entrypoint", f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        raise ConfigError("entrypoint", f"{module_name}.py has no function {function_name!r}")
+    return function  # type: ignore[no-any-return]

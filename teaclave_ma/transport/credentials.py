@@ -1,0 +1,96 @@
+"""Our own RA-TLS credentials: a fresh in-memory P-256 key and a short-lived certificate
+carrying a quote that binds it, rotated before it expires.
+
+Rotation never touches open connections: a TLS context captures the certificate it was
+built with, and new connections simply use the newest one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections.abc import Callable
+from typing import Protocol
+
+import attrs
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from teaclave_ma.transport.ratls_cert import create_ratls_certificate
+
+from teaclave_ma.attestation.attester import Attester
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], dt.datetime]
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@attrs.frozen(repr=False)
+class RaTlsCredentials:
+    private_key: ec.EllipticCurvePrivateKey
+    certificate: x509.Certificate
+
+    def __repr__(self) -> str:
+        return f"RaTlsCredentials(not_after={self.not_after.isoformat()})"
+
+    @property
+    def not_after(self) -> dt.datetime:
+        return self.certificate.not_valid_after_utc
+
+
+class CredentialSource(Protocol):
+    def current(self) -> RaTlsCredentials: ...
+
+
+class RotatingCredentials:
+    """Issues a new key and certificate once the current one is within ``refresh_before``
+    of expiry; cheap to call on every connection."""
+
+    def __init__(
+        self,
+        attester: Attester,
+        common_name: str,
+        *,
+        lifetime: dt.timedelta = dt.timedelta(hours=1),
+        refresh_before: dt.timedelta = dt.timedelta(minutes=10),
+        clock: Clock = utc_now,
+    ) -> None:
+        if refresh_before >= lifetime:
+            raise ValueError("refresh_before must be shorter than the certificate lifetime")
+        self._attester = attester
+        self._common_name = common_name
+        self._lifetime = lifetime
+        self._refresh_before = refresh_before
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._current: RaTlsCredentials | None = None
+        self.generation = 0
+
+    def current(self) -> RaTlsCredentials:
+        with self._lock:
+            now = self._clock()
+            if self._current is None or self._current.not_after - now <= self._refresh_before:
+                self._current = self._issue(now)
+            return self._current
+
+    def _issue(self, now: dt.datetime) -> RaTlsCredentials:
+        key = ec.generate_private_key(ec.SECP256R1())
+        der = create_ratls_certificate(
+            key,
+            self._attester.quote,
+            common_name=self._common_name,
+            now=now,
+            lifetime=self._lifetime,
+        )
+        self.generation += 1
+        log.info(
+            "issued RA-TLS certificate #%d for %s, valid %s",
+            self.generation,
+            self._common_name,
+            self._lifetime,
+        )
+        return RaTlsCredentials(key, x509.load_der_x509_certificate(der))

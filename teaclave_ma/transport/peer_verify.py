@@ -1,0 +1,110 @@
+"""Verification of a peer's RA-TLS certificate, end to end.
+
+In order: a manifest is in force (and not expired: no freeze), the certificate is within
+its validity, it carries a quote whose report_data binds the certificate's key, the quote
+verifies under the trusted root with current collateral and the TCB policy, and the
+attested identity matches a manifest entry of one of the services expected on this edge.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import attrs
+from teaclave_ma.attestation.anchors import TrustAnchor
+from teaclave_ma.attestation.collateral import Collateral
+from teaclave_ma.attestation.policy import VerificationPolicy
+from teaclave_ma.attestation.quote import Quote, parse_quote
+from teaclave_ma.attestation.verifier import verify_quote
+from teaclave_ma.transport.evidence import bound_quote, check_validity, extract_evidence
+
+from teaclave_ma.identity import SgxIdentity
+from teaclave_ma.transport.credentials import Clock, utc_now
+from teaclave_ma.trust.manifest_trust import IdentityNotAccepted, VerifiedManifest
+
+log = logging.getLogger(__name__)
+
+CollateralFor = Callable[[Quote], Collateral]
+
+
+class ManifestSource(Protocol):
+    def current(self, now: dt.datetime | None = None) -> VerifiedManifest: ...
+
+
+@attrs.frozen
+class PeerIdentity:
+    """Who is on the other end, as attested and as accepted by the manifest."""
+
+    service: str
+    identity: SgxIdentity
+    tcb_status: str
+    advisory_ids: tuple[str, ...]
+    manifest_version: int
+    certificate_sha256: bytes
+
+    def describe(self) -> str:
+        return (
+            f"{self.service} (mr_enclave {self.identity.mr_enclave.hex()[:16]}..., "
+            f"isv_svn {self.identity.isv_svn}, tcb {self.tcb_status})"
+        )
+
+
+class PeerVerifier:
+    def __init__(
+        self,
+        manifests: ManifestSource,
+        anchor: TrustAnchor,
+        collateral_for: CollateralFor,
+        allowed_tcb_statuses: Sequence[str] = ("UpToDate",),
+        clock: Clock = utc_now,
+    ) -> None:
+        self._manifests = manifests
+        self._anchor = anchor
+        self._collateral_for = collateral_for
+        self._allowed = frozenset(allowed_tcb_statuses)
+        self._clock = clock
+
+    def verify(self, certificate: bytes, services: Sequence[str]) -> PeerIdentity:
+        """The peer behind ``certificate`` if it is one of ``services``; raises otherwise."""
+        now = self._clock()
+        manifest = self._manifests.current(now)
+        if not services:
+            raise IdentityNotAccepted(
+                "no service is allowed on this edge (the inbound list is empty)"
+            )
+        evidence = extract_evidence(certificate)
+        check_validity(evidence, now)
+        quote = parse_quote(bound_quote(evidence))
+        # Debug enclaves pass the quote check only where the manifest accepts one for an
+        # expected service; the manifest match below then demands the exact debug flag.
+        allow_debug = any(
+            entry.debug
+            for service in services
+            for entry in manifest.manifest.enclaves.get(service, ())
+        )
+        policy = VerificationPolicy(allowed_tcb_statuses=self._allowed, allow_debug=allow_debug)
+        verified = verify_quote(quote, self._collateral_for(quote), now, policy, self._anchor)
+        identity = verified.identity
+        if identity is None:
+            raise IdentityNotAccepted(
+                f"peer is a {verified.tee} guest; only SGX enclaves are accepted here"
+            )
+        refusals = []
+        for service in services:
+            try:
+                manifest.expect(service, identity)
+            except IdentityNotAccepted as exc:
+                refusals.append(str(exc))
+                continue
+            return PeerIdentity(
+                service=service,
+                identity=identity,
+                tcb_status=verified.tcb_status,
+                advisory_ids=verified.advisory_ids,
+                manifest_version=manifest.version,
+                certificate_sha256=evidence.sha256,
+            )
+        raise IdentityNotAccepted("; ".join(refusals))
