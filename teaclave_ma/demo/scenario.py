@@ -10,7 +10,7 @@ from pathlib import Path
 import attrs
 
 from teaclave_ma.demo.processes import ServiceProcess, run_to_exit, serve_command, start_service
-from teaclave_ma.demo.workspace import Progress, Workspace
+from teaclave_ma.testing.deployment import Progress, SimulatedDeployment
 from teaclave_ma.enclave.image import EnclaveImage
 from teaclave_ma.errors import TeaclaveMAError
 from teaclave_ma.formats.runtime_config import parse_runtime_config
@@ -34,7 +34,7 @@ class Outcome:
 class Demo:
     def __init__(self, root: Path, services_dir: Path, progress: Progress) -> None:
         self.progress = progress
-        self.ws = Workspace.create(root, services_dir, progress)
+        self.ws = SimulatedDeployment.create(root, services_dir, progress)
         self.outcomes: list[Outcome] = []
         self.processes: dict[str, ServiceProcess] = {}
         self._runtimes: list[ServiceRuntime] = []

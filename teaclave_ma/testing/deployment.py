@@ -1,6 +1,7 @@
-"""Everything the demo prepares before a service runs, done the way users would do it:
+"""A local deployment on the simulated platform, prepared the way users prepare a real one:
 auditors and their trust file, an author key, enclave images, auditor review, a signed
-manifest, a simulated platform and per-service runtime configs."""
+manifest, the platform, and per-service runtime configs. The demo and the tests use it;
+service authors can use it (through the pytest plugin) to test their own services."""
 
 from __future__ import annotations
 
@@ -22,11 +23,15 @@ from teaclave_ma.fsutil import atomic_write
 from teaclave_ma.testing.auditors import AuditorPanel, accepted
 
 Progress = Callable[[str], None]
+
+
+def _quiet(_line: str) -> None:
+    pass
 AUDITORS = ("alice", "bob", "carol")
 
 
 @attrs.define
-class Workspace:
+class SimulatedDeployment:
     root: Path
     services_dir: Path
     panel: AuditorPanel
@@ -43,7 +48,7 @@ class Workspace:
         self.signatures_dir = self.root / "signatures"
 
     @classmethod
-    def create(cls, root: Path, services_dir: Path, progress: Progress) -> Workspace:
+    def create(cls, root: Path, services_dir: Path, progress: Progress = _quiet) -> SimulatedDeployment:
         if root.exists():
             shutil.rmtree(root)
         root.mkdir(parents=True)

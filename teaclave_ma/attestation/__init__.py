@@ -1,0 +1,1 @@
+"""Intel SGX/TDX DCAP evidence: quotes, collateral, verification, and attestation backends."""

@@ -1,0 +1,276 @@
+"""DCAP collateral in dcap-qvl's QuoteCollateralV3 JSON layout, and typed views of it.
+
+``tcb_info`` and ``qe_identity`` are kept as the exact text Intel signed: signatures are
+checked over those bytes, and the parsed views are only used after that. TCB Info comes in
+two JSON versions in the wild, v2 (``sgxtcbcomp01svn``..``16``) and v3
+(``sgxtcbcomponents[]``, ``tdxtcbcomponents[]``, ``id``); both are accepted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import attrs
+from cryptography import x509
+
+from teaclave_ma.attestation.errors import CollateralError
+
+FIELDS = (
+    "pck_crl_issuer_chain",
+    "root_ca_crl",
+    "pck_crl",
+    "tcb_info_issuer_chain",
+    "tcb_info",
+    "tcb_info_signature",
+    "qe_identity_issuer_chain",
+    "qe_identity",
+    "qe_identity_signature",
+)
+
+
+@attrs.frozen
+class TcbLevel:
+    sgx_components: tuple[int, ...]
+    pce_svn: int
+    tdx_components: tuple[int, ...] | None
+    status: str
+    advisory_ids: tuple[str, ...]
+
+
+@attrs.frozen
+class TdxModuleIdentity:
+    id: str
+    mrsigner: bytes
+    attributes: bytes
+    attributes_mask: bytes
+    levels: tuple[tuple[int, str, tuple[str, ...]], ...]  # (isvsvn, status, advisories)
+
+
+@attrs.frozen
+class TcbInfo:
+    id: str  # "SGX" or "TDX" ("SGX" for v2, which has no id)
+    version: int
+    issue_date: dt.datetime
+    next_update: dt.datetime
+    fmspc: bytes
+    pce_id: bytes
+    levels: tuple[TcbLevel, ...]
+    tdx_module_identities: tuple[TdxModuleIdentity, ...]
+
+
+@attrs.frozen
+class QeIdentity:
+    id: str
+    version: int
+    issue_date: dt.datetime
+    next_update: dt.datetime
+    miscselect: int
+    miscselect_mask: int
+    attributes: bytes
+    attributes_mask: bytes
+    mrsigner: bytes
+    isvprodid: int
+    levels: tuple[tuple[int, str, tuple[str, ...]], ...]  # (isvsvn, status, advisories)
+
+
+@attrs.frozen
+class Collateral:
+    pck_crl_issuer_chain: tuple[x509.Certificate, ...]
+    root_ca_crl: x509.CertificateRevocationList
+    pck_crl: x509.CertificateRevocationList
+    tcb_info_issuer_chain: tuple[x509.Certificate, ...]
+    tcb_info_raw: bytes
+    tcb_info_signature: bytes
+    qe_identity_issuer_chain: tuple[x509.Certificate, ...]
+    qe_identity_raw: bytes
+    qe_identity_signature: bytes
+    tcb_info: TcbInfo
+    qe_identity: QeIdentity
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> Collateral:
+        try:
+            document = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise CollateralError("collateral", f"not valid JSON ({exc})") from exc
+        if not isinstance(document, dict):
+            raise CollateralError("collateral", "expected a JSON object")
+        missing = [name for name in FIELDS if not isinstance(document.get(name), str)]
+        if missing:
+            raise CollateralError(missing[0], "missing, or not a string")
+        tcb_info_raw = document["tcb_info"].encode()
+        qe_identity_raw = document["qe_identity"].encode()
+        return cls(
+            pck_crl_issuer_chain=_chain(document["pck_crl_issuer_chain"], "pck_crl_issuer_chain"),
+            root_ca_crl=_crl(document["root_ca_crl"], "root_ca_crl"),
+            pck_crl=_crl(document["pck_crl"], "pck_crl"),
+            tcb_info_issuer_chain=_chain(document["tcb_info_issuer_chain"], "tcb_info_issuer_chain"),
+            tcb_info_raw=tcb_info_raw,
+            tcb_info_signature=_signature(document["tcb_info_signature"], "tcb_info_signature"),
+            qe_identity_issuer_chain=_chain(document["qe_identity_issuer_chain"], "qe_identity_issuer_chain"),
+            qe_identity_raw=qe_identity_raw,
+            qe_identity_signature=_signature(document["qe_identity_signature"], "qe_identity_signature"),
+            tcb_info=parse_tcb_info(tcb_info_raw),
+            qe_identity=parse_qe_identity(qe_identity_raw),
+        )
+
+
+def _chain(pem: str, field: str) -> tuple[x509.Certificate, ...]:
+    try:
+        certificates = x509.load_pem_x509_certificates(pem.encode())
+    except ValueError as exc:
+        raise CollateralError(field, f"not a PEM certificate chain ({exc})") from exc
+    return tuple(certificates)
+
+
+def _crl(hex_der: str, field: str) -> x509.CertificateRevocationList:
+    try:
+        return x509.load_der_x509_crl(bytes.fromhex(hex_der))
+    except ValueError as exc:
+        raise CollateralError(field, f"not a hex DER CRL ({exc})") from exc
+
+
+def _signature(hex_text: str, field: str) -> bytes:
+    try:
+        raw = bytes.fromhex(hex_text)
+    except ValueError as exc:
+        raise CollateralError(field, "not hex") from exc
+    if len(raw) != 64:
+        raise CollateralError(field, f"expected a 64-byte raw r||s signature, got {len(raw)} bytes")
+    return raw
+
+
+class _Fields:
+    """Typed access to one JSON object, naming the path of anything wrong."""
+
+    def __init__(self, value: object, path: str) -> None:
+        if not isinstance(value, dict):
+            raise CollateralError(path, "expected a JSON object")
+        self.value: dict[str, Any] = value
+        self.path = path
+
+    def get(self, key: str, kind: type | tuple[type, ...]) -> Any:
+        item = self.value.get(key)
+        if not isinstance(item, kind) or isinstance(item, bool) and kind is int:
+            raise CollateralError(f"{self.path}.{key}", f"missing or of the wrong type ({type(item).__name__})")
+        return item
+
+    def has(self, key: str) -> bool:
+        return key in self.value
+
+    def time(self, key: str) -> dt.datetime:
+        text = self.get(key, str)
+        try:
+            moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise CollateralError(f"{self.path}.{key}", f"not an ISO 8601 time: {text!r}") from exc
+        if moment.tzinfo is None:
+            raise CollateralError(f"{self.path}.{key}", "time without a UTC offset")
+        return moment
+
+    def hex(self, key: str, size: int) -> bytes:
+        text = self.get(key, str)
+        try:
+            raw = bytes.fromhex(text)
+        except ValueError as exc:
+            raise CollateralError(f"{self.path}.{key}", f"not hex: {text!r}") from exc
+        if len(raw) != size:
+            raise CollateralError(f"{self.path}.{key}", f"expected {size} bytes, got {len(raw)}")
+        return raw
+
+    def advisories(self) -> tuple[str, ...]:
+        items = self.value.get("advisoryIDs", [])
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            raise CollateralError(f"{self.path}.advisoryIDs", "expected a list of strings")
+        return tuple(items)
+
+
+def _load(raw: bytes, path: str) -> _Fields:
+    try:
+        return _Fields(json.loads(raw), path)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CollateralError(path, f"not valid JSON ({exc})") from exc
+
+
+def _svns(items: object, path: str) -> tuple[int, ...]:
+    if not isinstance(items, list) or len(items) != 16:
+        raise CollateralError(path, "expected a list of 16 components")
+    return tuple(_Fields(item, f"{path}[{i}]").get("svn", int) for i, item in enumerate(items))
+
+
+def _tcb_level(value: object, path: str, version: int) -> TcbLevel:
+    level = _Fields(value, path)
+    tcb = _Fields(level.get("tcb", dict), f"{path}.tcb")
+    tdx: tuple[int, ...] | None = None
+    if version >= 3:
+        sgx = _svns(tcb.get("sgxtcbcomponents", list), f"{path}.tcb.sgxtcbcomponents")
+        if tcb.has("tdxtcbcomponents"):
+            tdx = _svns(tcb.get("tdxtcbcomponents", list), f"{path}.tcb.tdxtcbcomponents")
+    else:
+        sgx = tuple(tcb.get(f"sgxtcbcomp{i:02d}svn", int) for i in range(1, 17))
+    return TcbLevel(sgx, tcb.get("pcesvn", int), tdx, level.get("tcbStatus", str), level.advisories())
+
+
+def _isv_levels(items: object, path: str) -> tuple[tuple[int, str, tuple[str, ...]], ...]:
+    if not isinstance(items, list):
+        raise CollateralError(path, "expected a list")
+    levels = []
+    for i, item in enumerate(items):
+        level = _Fields(item, f"{path}[{i}]")
+        isvsvn = _Fields(level.get("tcb", dict), f"{path}[{i}].tcb").get("isvsvn", int)
+        levels.append((isvsvn, level.get("tcbStatus", str), level.advisories()))
+    return tuple(levels)
+
+
+def parse_tcb_info(raw: bytes) -> TcbInfo:
+    info = _load(raw, "tcb_info")
+    version = info.get("version", int)
+    if version not in (2, 3):
+        raise CollateralError("tcb_info.version", f"unsupported TCB info version {version} (supported: 2, 3)")
+    identifier = info.get("id", str) if version >= 3 else "SGX"
+    levels = info.get("tcbLevels", list)
+    modules = []
+    if info.has("tdxModuleIdentities"):
+        for i, item in enumerate(info.get("tdxModuleIdentities", list)):
+            module = _Fields(item, f"tcb_info.tdxModuleIdentities[{i}]")
+            modules.append(
+                TdxModuleIdentity(
+                    id=module.get("id", str),
+                    mrsigner=module.hex("mrsigner", 48),
+                    attributes=module.hex("attributes", 8),
+                    attributes_mask=module.hex("attributesMask", 8),
+                    levels=_isv_levels(module.get("tcbLevels", list), f"{module.path}.tcbLevels"),
+                )
+            )
+    return TcbInfo(
+        id=identifier,
+        version=version,
+        issue_date=info.time("issueDate"),
+        next_update=info.time("nextUpdate"),
+        fmspc=info.hex("fmspc", 6),
+        pce_id=info.hex("pceId", 2),
+        levels=tuple(_tcb_level(level, f"tcb_info.tcbLevels[{i}]", version) for i, level in enumerate(levels)),
+        tdx_module_identities=tuple(modules),
+    )
+
+
+def parse_qe_identity(raw: bytes) -> QeIdentity:
+    identity = _load(raw, "qe_identity")
+    version = identity.get("version", int)
+    if version != 2:
+        raise CollateralError("qe_identity.version", f"unsupported QE identity version {version} (supported: 2)")
+    return QeIdentity(
+        id=identity.get("id", str),
+        version=version,
+        issue_date=identity.time("issueDate"),
+        next_update=identity.time("nextUpdate"),
+        miscselect=int.from_bytes(identity.hex("miscselect", 4), "big"),
+        miscselect_mask=int.from_bytes(identity.hex("miscselectMask", 4), "big"),
+        attributes=identity.hex("attributes", 16),
+        attributes_mask=identity.hex("attributesMask", 16),
+        mrsigner=identity.hex("mrsigner", 32),
+        isvprodid=identity.get("isvprodid", int),
+        levels=_isv_levels(identity.get("tcbLevels", list), "qe_identity.tcbLevels"),
+    )

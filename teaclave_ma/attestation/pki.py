@@ -1,0 +1,132 @@
+"""Certificate chains and CRLs of the DCAP PKI, checked at an explicit time.
+
+Chains are short and fixed in shape (leaf, optional intermediate CA, root), so they are
+checked directly: each certificate's signature by the next, validity at ``now``, CA flags
+on issuers, and the root pinned by the trust anchor.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.x509.oid import NameOID
+
+from teaclave_ma.attestation.anchors import SIMULATED_MARKER, TrustAnchor
+from teaclave_ma.attestation.errors import QuoteVerificationError
+
+
+def subject_cn(certificate: x509.Certificate) -> str:
+    names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(names[0].value) if names else certificate.subject.rfc4514_string()
+
+
+def ecdsa_p256_verify(public_key: ec.EllipticCurvePublicKey, raw_signature: bytes, data: bytes) -> bool:
+    """Verify a raw r||s ECDSA-P256-SHA256 signature, the form Intel's structures use."""
+    if len(raw_signature) != 64:
+        return False
+    signature = encode_dss_signature(
+        int.from_bytes(raw_signature[:32], "big"), int.from_bytes(raw_signature[32:], "big")
+    )
+    try:
+        public_key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        return False
+    return True
+
+
+def p256_key_from_raw(raw: bytes) -> ec.EllipticCurvePublicKey:
+    """A P-256 public key from Intel's 64-byte x||y encoding."""
+    try:
+        return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b"\x04" + raw)
+    except ValueError as exc:
+        raise QuoteVerificationError("attestation_key", f"attestation key is not a P-256 point ({exc})") from exc
+
+
+def ec_public_key(certificate: x509.Certificate, check: str) -> ec.EllipticCurvePublicKey:
+    key = certificate.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise QuoteVerificationError(check, f"{subject_cn(certificate)!r} does not hold a P-256 key")
+    return key
+
+
+def _signed_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
+    if child.issuer != issuer.subject:
+        return False
+    try:
+        child.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def _is_ca(certificate: x509.Certificate) -> bool:
+    try:
+        return bool(certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+def verify_chain(
+    chain: Sequence[x509.Certificate], anchor: TrustAnchor, now: dt.datetime, check: str
+) -> None:
+    """``chain`` is leaf first and ends with the root; the root must be the anchor."""
+    if len(chain) < 2:
+        raise QuoteVerificationError(check, f"certificate chain too short ({len(chain)} certificates)")
+    root = chain[-1]
+    root_der = root.public_bytes(serialization.Encoding.DER)
+    if not anchor.matches(root_der):
+        if SIMULATED_MARKER in subject_cn(root) and not anchor.simulated:
+            raise QuoteVerificationError(
+                "simulated_root",
+                f"{check}: chains to a simulated root ({subject_cn(root)!r}), not to {anchor.name}; "
+                "trusting a simulated platform needs an explicit opt-in",
+            )
+        raise QuoteVerificationError(
+            check, f"chains to {subject_cn(root)!r}, which is not the trusted root {anchor.name!r}"
+        )
+    if not _signed_by(root, root):
+        raise QuoteVerificationError(check, f"root {subject_cn(root)!r} is not validly self-signed")
+    for child, issuer in zip(chain, chain[1:], strict=False):
+        if not _signed_by(child, issuer):
+            raise QuoteVerificationError(
+                check, f"{subject_cn(child)!r} is not signed by {subject_cn(issuer)!r}"
+            )
+        if not _is_ca(issuer):
+            raise QuoteVerificationError(check, f"{subject_cn(issuer)!r} is not a CA certificate")
+    for certificate in chain:
+        if not certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc:
+            raise QuoteVerificationError(
+                f"{check}_validity",
+                f"{subject_cn(certificate)!r} is not valid at {now:%Y-%m-%dT%H:%M:%SZ} "
+                f"(valid {certificate.not_valid_before_utc:%Y-%m-%dT%H:%M:%SZ} .. "
+                f"{certificate.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ})",
+            )
+
+
+def verify_crl(
+    crl: x509.CertificateRevocationList, issuer: x509.Certificate, now: dt.datetime, check: str
+) -> None:
+    if crl.issuer != issuer.subject or not crl.is_signature_valid(ec_public_key(issuer, check)):
+        raise QuoteVerificationError(check, f"CRL is not signed by {subject_cn(issuer)!r}")
+    next_update = crl.next_update_utc
+    if next_update is None or not crl.last_update_utc <= now <= next_update:
+        raise QuoteVerificationError(
+            f"{check}_validity",
+            f"CRL of {subject_cn(issuer)!r} is not current at {now:%Y-%m-%dT%H:%M:%SZ} "
+            f"(this update {crl.last_update_utc:%Y-%m-%dT%H:%M:%SZ}, next update {next_update})",
+        )
+
+
+def ensure_not_revoked(
+    certificate: x509.Certificate, crl: x509.CertificateRevocationList, check: str
+) -> None:
+    if crl.get_revoked_certificate_by_serial_number(certificate.serial_number) is not None:
+        raise QuoteVerificationError(
+            check, f"{subject_cn(certificate)!r} (serial {certificate.serial_number:x}) is revoked"
+        )

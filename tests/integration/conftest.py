@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from teaclave_ma.enclave.image import EnclaveImage
+from teaclave_ma.formats.runtime_config import parse_runtime_config
+from teaclave_ma.rpc.server import ServerLimits
+from teaclave_ma.runtime.service_runtime import ServiceRuntime
+from teaclave_ma.testing.deployment import SimulatedDeployment
+
+SERVICES_DIR = Path(__file__).resolve().parents[2] / "services"
+ALL_SERVICES = ("client", "frontend", "authentication", "storage")
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> SimulatedDeployment:
+    """The example services built, reviewed, and accepted by a manifest signed 2 of 3."""
+    deployment = SimulatedDeployment.create(tmp_path_factory.mktemp("deployment"), SERVICES_DIR)
+    for name in ALL_SERVICES:
+        deployment.build(name)
+    entries = {name: deployment.review(name) for name in ALL_SERVICES}
+    deployment.publish_manifest(entries, version=1, signers=["alice", "bob"])
+    deployment.create_platform()
+    return deployment
+
+
+RuntimeFactory = Callable[..., ServiceRuntime]
+
+
+@pytest.fixture
+def runtimes(deployment: SimulatedDeployment) -> Iterator[RuntimeFactory]:
+    """Make in-process service runtimes (call ``.start()`` to serve); all stopped afterwards."""
+    made: list[ServiceRuntime] = []
+    counter = iter(range(1_000_000))
+
+    def make(
+        image: EnclaveImage | str,
+        *,
+        limits: ServerLimits | None = None,
+        manifest: Path | None = None,
+        signatures: Path | None = None,
+        **peers: tuple[str, int],
+    ) -> ServiceRuntime:
+        if isinstance(image, str):
+            image = deployment.images[image]
+        config_path = deployment.runtime_config(f"{image.service.name}-{next(counter)}", peers=peers)
+        config = parse_runtime_config(config_path.read_bytes(), config_path.parent)
+        runtime = ServiceRuntime(
+            image,
+            config,
+            manifest or deployment.manifest_path,
+            signatures or deployment.signatures_dir,
+            limits=limits,
+        )
+        made.append(runtime)
+        return runtime
+
+    yield make
+    for runtime in made:
+        runtime.stop()
