@@ -1,0 +1,77 @@
+"""TCB info (v3) and QE identity (v2) JSON for the simulated platform, signed like Intel's.
+
+The TCB levels are arranged so that the platform's SVNs fall into a level with exactly the
+status a test asks for: a higher level above it (UpToDate) that the platform does not
+reach, the platform's own level, and an older OutOfDate level below.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+
+from teaclave_ma.attestation.policy import TCB_STATUSES
+
+SIM_ADVISORY = "TEACLAVE-SIM-SA-0001"
+QE_ISV_SVN = 8
+
+
+def _time(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _level(components: Sequence[int], pce_svn: int, status: str, date: str) -> dict[str, object]:
+    level: dict[str, object] = {
+        "tcb": {"sgxtcbcomponents": [{"svn": svn} for svn in components], "pcesvn": pce_svn},
+        "tcbDate": date,
+        "tcbStatus": status,
+    }
+    if status != "UpToDate":
+        level["advisoryIDs"] = [SIM_ADVISORY]
+    return level
+
+
+def tcb_info_json(
+    *, fmspc: bytes, components: Sequence[int], pce_svn: int, status: str, issued: dt.datetime, next_update: dt.datetime
+) -> bytes:
+    if status not in TCB_STATUSES:
+        raise ValueError(f"unknown TCB status {status!r}")
+    levels = []
+    if status != "UpToDate":
+        levels.append(_level([svn + 1 for svn in components], pce_svn + 1, "UpToDate", "2026-06-01T00:00:00Z"))
+    levels.append(_level(components, pce_svn, status, "2025-06-01T00:00:00Z"))
+    levels.append(_level([0] * 16, 0, "OutOfDate", "2020-01-01T00:00:00Z"))
+    document = {
+        "id": "SGX",
+        "version": 3,
+        "issueDate": _time(issued),
+        "nextUpdate": _time(next_update),
+        "fmspc": fmspc.hex().upper(),
+        "pceId": "0000",
+        "tcbType": 0,
+        "tcbEvaluationDataNumber": 1,
+        "tcbLevels": levels,
+    }
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+def qe_identity_json(*, mrsigner: bytes, isvprodid: int, issued: dt.datetime, next_update: dt.datetime) -> bytes:
+    document = {
+        "id": "QE",
+        "version": 2,
+        "issueDate": _time(issued),
+        "nextUpdate": _time(next_update),
+        "tcbEvaluationDataNumber": 1,
+        "miscselect": "00000000",
+        "miscselectMask": "FFFFFFFF",
+        "attributes": "11000000000000000000000000000000",
+        "attributesMask": "FBFFFFFFFFFFFFFF0000000000000000",
+        "mrsigner": mrsigner.hex().upper(),
+        "isvprodid": isvprodid,
+        "tcbLevels": [
+            {"tcb": {"isvsvn": QE_ISV_SVN}, "tcbDate": "2025-06-01T00:00:00Z", "tcbStatus": "UpToDate"},
+            {"tcb": {"isvsvn": 0}, "tcbDate": "2020-01-01T00:00:00Z", "tcbStatus": "OutOfDate", "advisoryIDs": [SIM_ADVISORY]},
+        ],
+    }
+    return json.dumps(document, separators=(",", ":")).encode()

@@ -1,0 +1,243 @@
+"""``SimulatedPlatform``: one simulated SGX machine with its quoting enclave and collateral."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import secrets
+import struct
+from pathlib import Path
+from typing import Any
+
+import attrs
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from teaclave_ma.attestation.errors import CollateralError
+from teaclave_ma.attestation.sim import pki, quoting
+from teaclave_ma.attestation.sim.collateral import QE_ISV_SVN, qe_identity_json, tcb_info_json
+from teaclave_ma.attestation.sim.signing import raw_public_key, sign_raw
+from teaclave_ma.errors import InputError
+from teaclave_ma.fsutil import atomic_write
+from teaclave_ma.identity import SgxIdentity
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "platform.json"
+WARNING_FILE = "SIMULATED-PLATFORM.txt"
+FORMAT = "teaclave-ma simulated SGX platform v1"
+PLATFORM_COMPONENTS = (5, 5, 3, 3, 4, 1, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0)
+PLATFORM_PCE_SVN = 13
+QE_PROD_ID = 1
+
+
+class SimulatedPlatformError(InputError):
+    """A simulated platform directory that cannot be loaded."""
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+
+def _pem_cert(certificate: x509.Certificate) -> str:
+    return certificate.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def _warn(where: str) -> None:
+    log.warning(
+        "SIMULATED SGX platform %s: its quotes are produced in software and prove nothing "
+        "about real hardware; for development and tests only",
+        where,
+    )
+
+
+@attrs.define
+class SimulatedPlatform:
+    """All keys of one simulated machine. ``state`` is what ``save`` writes, verbatim."""
+
+    keys: dict[str, ec.EllipticCurvePrivateKey]
+    certs: dict[str, x509.Certificate]
+    settings: dict[str, Any]
+    collateral: dict[str, str]
+    qe_report: bytes
+    qe_report_signature: bytes
+    qe_auth_data: bytes
+
+    @property
+    def root_certificate_der(self) -> bytes:
+        return self.certs["root"].public_bytes(serialization.Encoding.DER)
+
+    @property
+    def pck_chain_pem(self) -> bytes:
+        return "".join(_pem_cert(self.certs[n]) for n in ("pck", "platform_ca", "root")).encode()
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        now: dt.datetime | None = None,
+        tcb_status: str = "UpToDate",
+        validity: dt.timedelta = dt.timedelta(days=30),
+    ) -> SimulatedPlatform:
+        now = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
+        start, end = now - dt.timedelta(hours=1), now + validity
+        keys = {name: pki.new_key() for name in ("root", "platform_ca", "tcb_signing", "pck", "attestation")}
+        root = pki.issue(pki.ROOT_CN, keys["root"], None, keys["root"], ca=True, not_before=start, not_after=end + dt.timedelta(days=365))
+        platform_ca = pki.issue(pki.PLATFORM_CA_CN, keys["platform_ca"], root, keys["root"], ca=True, not_before=start, not_after=end + dt.timedelta(days=365))
+        tcb_signing = pki.issue(pki.TCB_SIGNING_CN, keys["tcb_signing"], root, keys["root"], ca=False, not_before=start, not_after=end + dt.timedelta(days=365))
+        fmspc = secrets.token_bytes(6)
+        cpu_svn = bytes(PLATFORM_COMPONENTS)
+        extension = pki.sgx_extension(
+            ppid=secrets.token_bytes(16), components=PLATFORM_COMPONENTS, pce_svn=PLATFORM_PCE_SVN,
+            cpu_svn=cpu_svn, pce_id=b"\x00\x00", fmspc=fmspc,
+        )  # fmt: skip
+        pck = pki.issue(pki.PCK_CN, keys["pck"], platform_ca, keys["platform_ca"], ca=False, not_before=start, not_after=end + dt.timedelta(days=365), extensions=[extension])
+        settings: dict[str, Any] = {
+            "format": FORMAT,
+            "created": now.isoformat(),
+            "not_before": start.isoformat(),
+            "not_after": end.isoformat(),
+            "tcb_status": tcb_status,
+            "fmspc": fmspc.hex(),
+            "qe_mr_enclave": secrets.token_bytes(32).hex(),
+            "qe_mr_signer": secrets.token_bytes(32).hex(),
+            "revoked_pck": False,
+        }
+        qe_auth_data = secrets.token_bytes(32)
+        attestation_key = raw_public_key(keys["attestation"])
+        qe_report = quoting.report_body(
+            cpu_svn=cpu_svn,
+            attributes=quoting.attributes(0x11, 0xE7),
+            mr_enclave=bytes.fromhex(settings["qe_mr_enclave"]),
+            mr_signer=bytes.fromhex(settings["qe_mr_signer"]),
+            isv_prod_id=QE_PROD_ID,
+            isv_svn=QE_ISV_SVN,
+            config_svn=0,
+            report_data=hashlib.sha256(attestation_key + qe_auth_data).digest() + bytes(32),
+        )
+        platform = cls(
+            keys=keys,
+            certs={"root": root, "platform_ca": platform_ca, "tcb_signing": tcb_signing, "pck": pck},
+            settings=settings,
+            collateral={},
+            qe_report=qe_report,
+            qe_report_signature=sign_raw(keys["pck"], qe_report),
+            qe_auth_data=qe_auth_data,
+        )
+        platform._issue_collateral()
+        _warn("created")
+        return platform
+
+    def _issue_collateral(self) -> None:
+        start = dt.datetime.fromisoformat(self.settings["not_before"])
+        end = dt.datetime.fromisoformat(self.settings["not_after"])
+        tcb_info = tcb_info_json(
+            fmspc=bytes.fromhex(self.settings["fmspc"]), components=PLATFORM_COMPONENTS,
+            pce_svn=PLATFORM_PCE_SVN, status=self.settings["tcb_status"], issued=start, next_update=end,
+        )  # fmt: skip
+        qe_identity = qe_identity_json(
+            mrsigner=bytes.fromhex(self.settings["qe_mr_signer"]), isvprodid=QE_PROD_ID, issued=start, next_update=end
+        )
+        revoked = [self.certs["pck"].serial_number] if self.settings["revoked_pck"] else []
+        root_crl = pki.crl(self.certs["root"], self.keys["root"], [], this_update=start, next_update=end)
+        pck_crl = pki.crl(self.certs["platform_ca"], self.keys["platform_ca"], revoked, this_update=start, next_update=end)
+        signing_chain = _pem_cert(self.certs["tcb_signing"]) + _pem_cert(self.certs["root"])
+        self.collateral = {
+            "pck_crl_issuer_chain": _pem_cert(self.certs["platform_ca"]) + _pem_cert(self.certs["root"]),
+            "root_ca_crl": root_crl.public_bytes(serialization.Encoding.DER).hex(),
+            "pck_crl": pck_crl.public_bytes(serialization.Encoding.DER).hex(),
+            "tcb_info_issuer_chain": signing_chain,
+            "tcb_info": tcb_info.decode(),
+            "tcb_info_signature": sign_raw(self.keys["tcb_signing"], tcb_info).hex(),
+            "qe_identity_issuer_chain": signing_chain,
+            "qe_identity": qe_identity.decode(),
+            "qe_identity_signature": sign_raw(self.keys["tcb_signing"], qe_identity).hex(),
+        }
+
+    def collateral_json(self) -> bytes:
+        """The collateral in dcap-qvl's QuoteCollateralV3 JSON layout."""
+        return json.dumps(self.collateral, indent=1).encode()
+
+    def revoke_pck(self) -> None:
+        """Reissue the PCK CRL with this platform's PCK certificate on it."""
+        self.settings["revoked_pck"] = True
+        self._issue_collateral()
+
+    def quote(self, identity: SgxIdentity, report_data: bytes) -> bytes:
+        """A v3 quote for an enclave with ``identity`` and ``report_data`` (64 bytes)."""
+        flags = quoting.SGX_FLAGS_INIT | quoting.SGX_FLAGS_MODE64BIT
+        if identity.debug:
+            flags |= quoting.SGX_FLAGS_DEBUG
+        body = quoting.report_body(
+            cpu_svn=bytes(PLATFORM_COMPONENTS),
+            attributes=quoting.attributes(flags),
+            mr_enclave=identity.mr_enclave,
+            mr_signer=identity.mr_signer,
+            isv_prod_id=identity.isv_prod_id,
+            isv_svn=identity.isv_svn,
+            config_svn=identity.config_svn,
+            report_data=report_data,
+        )
+        signed = quoting.header(qe_svn=QE_ISV_SVN, pce_svn=PLATFORM_PCE_SVN) + body
+        signature = quoting.signature_data(
+            quote_signature=sign_raw(self.keys["attestation"], signed),
+            attestation_key=raw_public_key(self.keys["attestation"]),
+            qe_report=self.qe_report,
+            qe_report_signature=self.qe_report_signature,
+            qe_auth_data=self.qe_auth_data,
+            pck_chain_pem=self.pck_chain_pem,
+        )
+        return signed + struct.pack("<I", len(signature)) + signature
+
+    # -- persistence ------------------------------------------------------------------------
+
+    def save(self, directory: Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {
+            "settings": self.settings,
+            "keys": {name: _pem_key(key) for name, key in self.keys.items()},
+            "certs": {name: _pem_cert(cert) for name, cert in self.certs.items()},
+            "qe_report": self.qe_report.hex(),
+            "qe_report_signature": self.qe_report_signature.hex(),
+            "qe_auth_data": self.qe_auth_data.hex(),
+        }
+        atomic_write(directory / WARNING_FILE, b"SIMULATED SGX PLATFORM: development and tests only. Its keys are on disk;\nits quotes prove nothing about hardware.\n")
+        atomic_write(directory / STATE_FILE, json.dumps(state, indent=1).encode(), mode=0o600)
+        atomic_write(directory / "root.der", self.root_certificate_der)
+        atomic_write(directory / "collateral.json", self.collateral_json())
+
+    @classmethod
+    def load(cls, directory: Path) -> SimulatedPlatform:
+        path = Path(directory) / STATE_FILE
+        try:
+            state = json.loads(path.read_bytes())
+            if state["settings"]["format"] != FORMAT:
+                raise SimulatedPlatformError(str(path), f"unknown format {state['settings']['format']!r}")
+            keys = {}
+            for key_name, pem in state["keys"].items():
+                key = serialization.load_pem_private_key(pem.encode(), password=None)
+                if not isinstance(key, ec.EllipticCurvePrivateKey):
+                    raise SimulatedPlatformError(str(path), f"key {key_name!r} is not an EC key")
+                keys[key_name] = key
+            platform = cls(
+                keys=keys,
+                certs={n: x509.load_pem_x509_certificate(pem.encode()) for n, pem in state["certs"].items()},
+                settings=state["settings"],
+                collateral={},
+                qe_report=bytes.fromhex(state["qe_report"]),
+                qe_report_signature=bytes.fromhex(state["qe_report_signature"]),
+                qe_auth_data=bytes.fromhex(state["qe_auth_data"]),
+            )
+            platform._issue_collateral()
+        except FileNotFoundError as exc:
+            raise SimulatedPlatformError(str(path), "no simulated platform here (run `teaclave-ma sim init`)") from exc
+        except (ValueError, KeyError, TypeError, CollateralError) as exc:
+            raise SimulatedPlatformError(str(path), f"corrupt simulated platform state ({exc!r})") from exc
+        _warn(f"loaded from {directory}")
+        return platform
