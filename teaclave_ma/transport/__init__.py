@@ -1,0 +1,1 @@
+"""Mutual RA-TLS: certificates that carry quotes, their verification, and the TLS layer."""
