@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from teaclave_ma.cli.enclave_cmd import register_review
 from teaclave_ma.cli.output import EXIT_OK, add_json_flag, emit
 from teaclave_ma.crypto.auditor_key import AuditorSigningKey, write_key_pair
 from teaclave_ma.errors import InputError
@@ -21,8 +22,6 @@ def register(subparsers: Any) -> None:
     keygen.add_argument("--force", action="store_true", help="replace existing key files")
     add_json_flag(keygen)
     keygen.set_defaults(func=_keygen)
-    from teaclave_ma.cli.enclave_cmd import register_review
-
     register_review(commands)
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from teaclave_ma.cli.output import EXIT_OK, EXIT_REFUSED, add_json_flag, emit
 from teaclave_ma.crypto.auditor_key import AuditorSigningKey
+from teaclave_ma.enclave.image import load_image
 from teaclave_ma.errors import InputError
 from teaclave_ma.formats.manifest import AcceptedIdentity, Manifest, parse_manifest
 from teaclave_ma.formats.signature import read_signature_dir, write_signature
@@ -83,8 +84,6 @@ def _new(args: argparse.Namespace) -> int:
 
 def _identity_from_args(args: argparse.Namespace) -> tuple[str, AcceptedIdentity]:
     if args.from_image is not None:
-        from teaclave_ma.enclave.image import load_image
-
         image = load_image(args.from_image)
         identity = image.identity
         entry = AcceptedIdentity(

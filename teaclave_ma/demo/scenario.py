@@ -140,7 +140,12 @@ class Demo:
         source = self.ws.variant_source("frontend", "-tampered", change_one_line)
         image = self.ws.build("frontend", source=source, tag="-tampered")
         self.progress(f"rebuilt frontend with one changed line: mr_enclave {image.identity.mr_enclave.hex()[:24]}...")
-        runtime = self._runtime(image, "frontend-tampered", storage=self.processes["storage"].address)
+        runtime = self._runtime(
+            image,
+            "frontend-tampered",
+            storage=self.processes["storage"].address,
+            authentication=self.processes["authentication"].address,
+        )
         with self._expect_refusal("tampered frontend calls storage", "storage refuses it", RefusedByPeer):
             runtime.context.client("storage").call("keys")
 
@@ -168,7 +173,12 @@ class Demo:
         debug_storage = self._runtime(image, "storage-debug")
         address = debug_storage.start()
         self.progress(f"started a DEBUG build of storage on {address[0]}:{address[1]}")
-        frontend = self._runtime(self.ws.images["frontend"], "frontend-probe", storage=address)
+        frontend = self._runtime(
+            self.ws.images["frontend"],
+            "frontend-probe",
+            storage=address,
+            authentication=self.processes["authentication"].address,
+        )
         with self._expect_refusal("frontend connects to a debug storage enclave", "frontend refuses it", PeerRejected):
             frontend.context.client("storage").call("keys")
 

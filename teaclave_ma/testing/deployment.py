@@ -14,8 +14,7 @@ import attrs
 
 from teaclave_ma.attestation.sim.platform import SimulatedPlatform
 from teaclave_ma.crypto.author_key import generate_author_key, write_author_key
-from teaclave_ma.enclave.image import EnclaveImage, build_image, measure_source
-from teaclave_ma.errors import VerificationError
+from teaclave_ma.enclave.image import EnclaveImage, build_image, review
 from teaclave_ma.formats.manifest import AcceptedIdentity, Manifest
 from teaclave_ma.formats.signature import write_signature
 from teaclave_ma.formats.strict import dump_yaml
@@ -70,11 +69,7 @@ class SimulatedDeployment:
 
     def review(self, service: str) -> AcceptedIdentity:
         """What an auditor does: rebuild from source and compare before vouching."""
-        image = self.images[service]
-        rebuilt = measure_source(self.services_dir / service, self.trust_path, self.author_key)
-        if rebuilt != image.identity:
-            raise VerificationError("review", f"{service}: the image does not match its source")
-        return accepted(image.identity)
+        return accepted(review(self.services_dir / service, self.trust_path, self.images[service]))
 
     def publish_manifest(
         self, entries: dict[str, AcceptedIdentity], *, version: int, signers: Iterable[str]

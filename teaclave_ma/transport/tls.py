@@ -155,7 +155,9 @@ class SecureChannel:
         while view:
             try:
                 sent = _io(self.conn, self.sock, deadline, lambda chunk=view: self.conn.send(chunk))
-            except (SSL.Error, OSError) as exc:
+            except SSL.Error as exc:
+                raise _refusal_or_failure("send", exc) from exc
+            except OSError as exc:
                 raise TransportError(f"send failed: {exc}") from exc
             view = view[sent:]
 
@@ -171,7 +173,7 @@ class SecureChannel:
                 return b""
             raise TransportError(f"receive failed: {exc}") from exc
         except SSL.Error as exc:
-            raise TransportError(f"receive failed: {exc}") from exc
+            raise _refusal_or_failure("receive", exc) from exc
 
     def idle_and_open(self) -> bool:
         """True if an idle connection is still usable: nothing but TLS housekeeping (such as
@@ -240,6 +242,15 @@ def _confirm_same_certificate(conn: SSL.Connection, state: _HandshakeState, side
     der = crypto.dump_certificate(crypto.FILETYPE_ASN1, presented)
     if hashlib.sha256(der).digest() != state.verified_sha256:
         raise PeerRejected(side, TransportError("peer certificate changed after verification"))
+
+
+def _refusal_or_failure(operation: str, exc: SSL.Error) -> TeaclaveMAError:
+    # In TLS 1.3 the server checks the client's certificate after the client has finished
+    # its side of the handshake, so a refusal reaches the client as an alert on first use.
+    detail = _describe_ssl_error(exc)
+    if "alert" in detail:
+        return RefusedByPeer(detail)
+    return TransportError(f"{operation} failed: {detail}")
 
 
 def _describe_ssl_error(exc: SSL.Error) -> str:

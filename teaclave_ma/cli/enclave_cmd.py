@@ -1,0 +1,106 @@
+"""``teaclave-ma build``, ``measure``, ``author keygen`` and ``auditor review``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from teaclave_ma.cli.output import EXIT_OK, add_json_flag, emit
+from teaclave_ma.crypto.author_key import generate_author_key, mr_signer, write_author_key
+from teaclave_ma.enclave.image import build_image, load_image, measure_source, review
+from teaclave_ma.enclave.sigstruct import SIGSTRUCT_FILE
+from teaclave_ma.errors import InputError
+from teaclave_ma.identity import SgxIdentity
+
+
+def register(subparsers: Any) -> None:
+    build = subparsers.add_parser("build", help="build an enclave image with the trust file embedded")
+    build.add_argument("service_dir", type=Path)
+    build.add_argument("--trust", type=Path, required=True, help="trust file to embed (e.g. keys/trust.yaml)")
+    build.add_argument("--signing-key", type=Path, required=True, help="enclave author's RSA-3072 key")
+    build.add_argument("--out", type=Path, required=True, help="image directory to create")
+    add_json_flag(build)
+    build.set_defaults(func=_build)
+
+    measure = subparsers.add_parser("measure", help="print an image's (or a source tree's) measurement")
+    measure.add_argument("target", type=Path, help="an image directory, or a service source directory")
+    measure.add_argument("--trust", type=Path, help="for a source directory: the trust file to embed")
+    measure.add_argument("--signing-key", type=Path, help="for a source directory: author key (public is enough)")
+    add_json_flag(measure)
+    measure.set_defaults(func=_measure)
+
+    author = subparsers.add_parser("author", help="enclave author keys")
+    commands = author.add_subparsers(dest="author_command", required=True, metavar="COMMAND")
+    keygen = commands.add_parser("keygen", help="create an RSA-3072 (e=3) enclave signing key")
+    keygen.add_argument("--out", type=Path, required=True, help="private key file (PKCS#8 PEM, mode 0600)")
+    keygen.add_argument("--force", action="store_true", help="replace an existing file")
+    add_json_flag(keygen)
+    keygen.set_defaults(func=_author_keygen)
+
+
+def register_review(auditor_subparsers: Any) -> None:
+    review_parser = auditor_subparsers.add_parser(
+        "review", help="rebuild a service from source and compare with its image"
+    )
+    review_parser.add_argument("service_dir", type=Path)
+    review_parser.add_argument("--image", type=Path, required=True)
+    review_parser.add_argument("--trust", type=Path, required=True, help="the trust file the build must embed")
+    add_json_flag(review_parser)
+    review_parser.set_defaults(func=_review)
+
+
+def _identity_lines(identity: SgxIdentity) -> list[str]:
+    return [f"  {key:<12} {value}" for key, value in identity.describe().items()]
+
+
+def _build(args: argparse.Namespace) -> int:
+    image = build_image(args.service_dir, args.trust, args.signing_key, args.out)
+    emit(
+        args,
+        {"image": str(image.root), "service": image.service.name, **image.identity.describe()},
+        [f"built {image.service.name} -> {image.root}", *_identity_lines(image.identity)],
+    )
+    return EXIT_OK
+
+
+def _measure(args: argparse.Namespace) -> int:
+    if (args.target / SIGSTRUCT_FILE).exists():
+        identity = load_image(args.target).identity
+    elif args.trust is None or args.signing_key is None:
+        raise InputError("measure", "a source directory needs --trust and --signing-key")
+    else:
+        identity = measure_source(args.target, args.trust, args.signing_key)
+    emit(args, identity.describe(), [f"{args.target}:", *_identity_lines(identity)])
+    return EXIT_OK
+
+
+def _author_keygen(args: argparse.Namespace) -> int:
+    key = generate_author_key()
+    write_author_key(key, args.out, force=args.force)
+    signer = mr_signer(key.public_key()).hex()
+    emit(args, {"key": str(args.out), "mr_signer": signer}, [f"wrote {args.out} (mode 0600)", f"  mr_signer {signer}"])
+    return EXIT_OK
+
+
+def _review(args: argparse.Namespace) -> int:
+    image = load_image(args.image)
+    identity = review(args.service_dir, args.trust, image)
+    entry = {
+        "service": image.service.name,
+        "mr_enclave": identity.mr_enclave.hex(),
+        "mr_signer": identity.mr_signer.hex(),
+        "isv_prod_id": identity.isv_prod_id,
+        "min_isv_svn": identity.isv_svn,
+        "debug": identity.debug,
+    }
+    emit(
+        args,
+        {"reviewed": True, "entry": entry},
+        [
+            f"{image.service.name}: the image is exactly what {args.service_dir} builds to",
+            "add it to the manifest with:",
+            f"  teaclave-ma manifest add MANIFEST --from-image {args.image}",
+        ],
+    )
+    return EXIT_OK

@@ -1,0 +1,1 @@
+"""Simulated SGX enclave images: building, measuring, signing and loading."""

@@ -1,0 +1,152 @@
+"""Enclave images: a directory with ``content/`` (everything the enclave code can read,
+all of it measured) and ``sigstruct.json`` (the author's signature over the measurement).
+
+``content/`` holds the service's files as in its source directory, plus two files the
+build adds at fixed paths: ``trust.yaml`` (the auditors' trust file, embedded so that it
+is part of MRENCLAVE) and ``enclave.json`` (the SGX fields a Gramine manifest carries).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import attrs
+
+from teaclave_ma.crypto.author_key import load_author_private_key, load_author_public_key, mr_signer
+from teaclave_ma.enclave import sigstruct
+from teaclave_ma.enclave.errors import ImageError, ImageFormatError
+from teaclave_ma.enclave.measurement import describe_difference, mr_enclave, read_tree
+from teaclave_ma.formats.service_config import EnclaveConfig, ServiceConfig, parse_service_config
+from teaclave_ma.formats.trust import parse_trust_file
+from teaclave_ma.fsutil import atomic_write
+from teaclave_ma.identity import SgxIdentity
+
+CONTENT = "content"
+SIGSTRUCT = sigstruct.SIGSTRUCT_FILE
+TRUST_FILE = "trust.yaml"
+ENCLAVE_CONFIG = "enclave.json"
+SERVICE_CONFIG = "service.yaml"
+RESERVED = (TRUST_FILE, ENCLAVE_CONFIG)
+
+
+@attrs.frozen
+class EnclaveImage:
+    root: Path
+    service: ServiceConfig
+    identity: SgxIdentity
+    trust_bytes: bytes
+
+    @property
+    def code_dir(self) -> Path:
+        return self.root / CONTENT
+
+
+def enclave_config_bytes(enclave: EnclaveConfig) -> bytes:
+    document = {
+        "sgx.isvprodid": enclave.isv_prod_id,
+        "sgx.isvsvn": enclave.isv_svn,
+        "sgx.config_svn": enclave.config_svn,
+        "sgx.debug": enclave.debug,
+    }
+    return json.dumps(document, indent=1, sort_keys=True).encode() + b"\n"
+
+
+def image_content(service_dir: Path, trust_path: Path) -> tuple[dict[str, bytes], ServiceConfig]:
+    """What a build of ``service_dir`` with ``trust_path`` puts into ``content/``."""
+    content = read_tree(Path(service_dir))
+    for reserved in RESERVED:
+        if reserved in content:
+            raise ImageFormatError(reserved, "this name is reserved for what the build adds; rename the file")
+    if SERVICE_CONFIG not in content:
+        raise ImageFormatError(str(service_dir), f"no {SERVICE_CONFIG}")
+    service = parse_service_config(content[SERVICE_CONFIG], str(Path(service_dir) / SERVICE_CONFIG))
+    trust_bytes = Path(trust_path).read_bytes()
+    parse_trust_file(trust_bytes, str(trust_path))  # a bad trust file is refused at build time
+    content[TRUST_FILE] = trust_bytes
+    content[ENCLAVE_CONFIG] = enclave_config_bytes(service.enclave)
+    return content, service
+
+
+def _identity(measurement: bytes, signer: bytes, enclave: EnclaveConfig) -> SgxIdentity:
+    return SgxIdentity(
+        mr_enclave=measurement,
+        mr_signer=signer,
+        isv_prod_id=enclave.isv_prod_id,
+        isv_svn=enclave.isv_svn,
+        debug=enclave.debug,
+        config_svn=enclave.config_svn,
+    )
+
+
+def measure_source(service_dir: Path, trust_path: Path, author_key_path: Path) -> SgxIdentity:
+    """The identity a build would have, computed without writing anything."""
+    content, service = image_content(service_dir, trust_path)
+    return _identity(mr_enclave(content), mr_signer(load_author_public_key(author_key_path)), service.enclave)
+
+
+def build_image(
+    service_dir: Path, trust_path: Path, signing_key_path: Path, out_dir: Path, *, now: dt.datetime | None = None
+) -> EnclaveImage:
+    """Build into a temporary directory beside ``out_dir``, then move it into place."""
+    content, service = image_content(service_dir, trust_path)
+    key = load_author_private_key(signing_key_path)
+    measurement = mr_enclave(content)
+    record = sigstruct.sign(key, measurement, service.enclave, now or dt.datetime.now(dt.UTC))
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        for relative, data in content.items():
+            atomic_write(staging / CONTENT / relative, data)
+        atomic_write(staging / SIGSTRUCT, record.to_bytes())
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        staging.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return load_image(out_dir)
+
+
+def load_image(path: Path) -> EnclaveImage:
+    """Load an image and check it: signature, measurement, and config against the record."""
+    root = Path(path)
+    try:
+        record = sigstruct.parse_sigstruct((root / SIGSTRUCT).read_bytes(), str(root / SIGSTRUCT))
+    except FileNotFoundError:
+        raise ImageFormatError(str(root), f"not an enclave image (no {SIGSTRUCT})") from None
+    record.verify()
+    content = read_tree(root / CONTENT)
+    measured = mr_enclave(content)
+    if measured != record.mr_enclave:
+        raise ImageError(
+            "image_integrity",
+            f"image content no longer matches its signed measurement: MRENCLAVE {measured.hex()} "
+            f"!= signed {record.mr_enclave.hex()}",
+        )
+    for required in (SERVICE_CONFIG, TRUST_FILE, ENCLAVE_CONFIG):
+        if required not in content:
+            raise ImageFormatError(required, "missing from the image")
+    service = parse_service_config(content[SERVICE_CONFIG], f"{root}/{CONTENT}/{SERVICE_CONFIG}")
+    if content[ENCLAVE_CONFIG] != enclave_config_bytes(record.enclave) or service.enclave != record.enclave:
+        raise ImageError("image_integrity", "enclave config differs from the signed SIGSTRUCT fields")
+    parse_trust_file(content[TRUST_FILE], f"{root}/{CONTENT}/{TRUST_FILE}")
+    return EnclaveImage(root, service, _identity(record.mr_enclave, record.mr_signer, record.enclave), content[TRUST_FILE])
+
+
+def review(service_dir: Path, trust_path: Path, image: EnclaveImage) -> SgxIdentity:
+    """An auditor's rebuild: the image must be exactly what the source builds to."""
+    content, _service = image_content(service_dir, trust_path)
+    image_files: Mapping[str, bytes] = read_tree(image.code_dir)
+    if mr_enclave(content) != image.identity.mr_enclave:
+        raise ImageError(
+            "review",
+            f"{image.service.name}: rebuilding from {service_dir} does not reproduce the image's MRENCLAVE "
+            f"({describe_difference(content, image_files)})",
+        )
+    return image.identity
