@@ -85,6 +85,9 @@ class RpcServer:
 
     def stop(self) -> None:
         self._stopping.set()
+        # shutdown() wakes a thread blocked in accept(); close() alone does not on Linux.
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
             self._listener.close()
         if self._thread is not None:

@@ -25,7 +25,7 @@ def chain(runtimes: RuntimeFactory) -> dict[str, tuple[str, int]]:
 
 
 def test_client_reaches_storage_through_frontend_and_authentication(
-    chain: dict[str, tuple[str, int]], runtimes: RuntimeFactory
+    deployment: SimulatedDeployment, chain: dict[str, tuple[str, int]], runtimes: RuntimeFactory
 ) -> None:
     client = runtimes("client", frontend=chain["frontend"])
     frontend = client.context.client("frontend")
@@ -36,7 +36,7 @@ def test_client_reaches_storage_through_frontend_and_authentication(
     peer = frontend.peer
     assert peer is not None
     assert peer.service == "frontend"
-    assert peer.identity == runtimes("frontend", authentication=chain["authentication"]).image.identity
+    assert peer.identity == deployment.images["frontend"].identity
     assert peer.manifest_version == 1
 
 
@@ -46,7 +46,8 @@ def test_storage_keeps_each_attested_caller_in_its_own_namespace(
     client = runtimes("client", frontend=chain["frontend"]).context.client("frontend")
     client.call("register", user="grace", password="compiler123")
     # authentication stored grace's record under its own namespace; frontend cannot see it.
-    frontend_as_storage_client = runtimes("frontend", storage=chain["storage"]).context.client("storage")
+    frontend = runtimes("frontend", storage=chain["storage"], authentication=chain["authentication"])
+    frontend_as_storage_client = frontend.context.client("storage")
     assert frontend_as_storage_client.call("get", key="user/grace") is None
     assert frontend_as_storage_client.call("keys") == []
 
@@ -54,7 +55,7 @@ def test_storage_keeps_each_attested_caller_in_its_own_namespace(
 def test_server_refuses_a_valid_enclave_that_is_not_inbound(
     chain: dict[str, tuple[str, int]], runtimes: RuntimeFactory
 ) -> None:
-    client = runtimes("client")
+    client = runtimes("client", frontend=chain["frontend"])
     direct = PeerClient("storage", chain["storage"], client.credentials, client.verifier)
     with pytest.raises(RefusedByPeer):
         direct.call("keys")
@@ -64,7 +65,7 @@ def test_server_refuses_a_valid_enclave_that_is_not_inbound(
 def test_client_refuses_a_valid_enclave_of_another_service(
     chain: dict[str, tuple[str, int]], runtimes: RuntimeFactory
 ) -> None:
-    client = runtimes("client")
+    client = runtimes("client", frontend=chain["frontend"])
     misdirected = PeerClient("frontend", chain["authentication"], client.credentials, client.verifier)
     with pytest.raises(PeerRejected) as caught:
         misdirected.call("login", user="ada", password="analytical engine")
@@ -83,7 +84,7 @@ def test_rebuilt_service_with_one_changed_line_is_refused(
     source = deployment.variant_source("frontend", "-one-line", change_one_line)
     image = deployment.build("frontend", source=source, tag="-one-line")
     assert image.identity.mr_enclave != deployment.images["frontend"].identity.mr_enclave
-    tampered = runtimes(image, storage=chain["storage"])
+    tampered = runtimes(image, storage=chain["storage"], authentication=chain["authentication"])
     with pytest.raises(RefusedByPeer):
         tampered.context.client("storage").call("keys")
 
@@ -99,7 +100,7 @@ def test_debug_enclave_is_refused_when_the_manifest_accepts_only_production(
     image = deployment.build("storage", source=source, tag="-debug")
     assert image.identity.debug
     address = runtimes(image).start()
-    frontend = runtimes("frontend", storage=address)
+    frontend = runtimes("frontend", storage=address, authentication=address)
     with pytest.raises(PeerRejected) as caught:
         frontend.context.client("storage").call("keys")
     assert "debug" in str(caught.value).lower()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import socket
+import struct
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -55,7 +57,9 @@ def raw_context(method: int, *, certificate: bool = True, max_version: int | Non
 
 def raw_client_exchange(address: tuple[str, int], context: SSL.Context) -> bytes:
     """Handshake, send an RPC request, and read what comes back (b"" or an exception)."""
-    sock = socket.create_connection(address, timeout=5)
+    sock = socket.create_connection(address)
+    # Blocking mode for pyOpenSSL, with a kernel-level timeout so the test cannot hang.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 5, 0))
     conn = SSL.Connection(context, sock)
     conn.set_connect_state()
     try:
@@ -111,6 +115,9 @@ def test_server_reads_no_request_bytes_from_an_unverified_client(
 def test_server_counts_and_logs_a_refused_client(storage: ServiceRuntime, caplog: pytest.LogCaptureFixture) -> None:
     assert storage.server is not None
     raw_client_exchange(storage.server.address, raw_context(SSL.TLS_CLIENT_METHOD))
+    deadline = time.monotonic() + 5  # the server thread logs after it has sent its alert
+    while storage.server.rejections == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert storage.server.rejections == 1
     assert "storage refused client" in caplog.text
     assert "carries no SGX quote" in caplog.text
@@ -129,7 +136,6 @@ class RecordingServer:
     def _serve(self) -> None:
         context = raw_context(SSL.TLS_SERVER_METHOD)
         sock, _ = self.listener.accept()
-        sock.settimeout(5)
         conn = SSL.Connection(context, sock)
         conn.set_accept_state()
         try:
@@ -145,7 +151,7 @@ class RecordingServer:
 
 def test_client_sends_no_request_bytes_to_an_unverified_server(runtimes: RuntimeFactory) -> None:
     impostor = RecordingServer()
-    frontend = runtimes("frontend")
+    frontend = runtimes("frontend", storage=impostor.address, authentication=impostor.address)
     client = PeerClient("storage", impostor.address, frontend.credentials, frontend.verifier, timeout=5)
     with pytest.raises(PeerRejected) as caught:
         client.call("get", key="user/ada")
