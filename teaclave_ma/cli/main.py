@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "teaclave_ma.cli.manifest_cmd",
     "teaclave_ma.cli.enclave_cmd",
     "teaclave_ma.cli.quote_cmd",
+    "teaclave_ma.cli.sim_cmd",
     "teaclave_ma.cli.cert_cmd",
     "teaclave_ma.cli.serve_cmd",
     "teaclave_ma.cli.demo_cmd",
