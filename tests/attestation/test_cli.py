@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from teaclave_ma.attestation.sim.platform import SimulatedPlatform, SimulatedPlatformError
+from teaclave_ma.cli.main import main
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, object]]:
+    code = main(list(argv))
+    out = capsys.readouterr().out
+    return code, json.loads(out) if out.strip().startswith("{") else {}
+
+
+def test_quote_show_prints_identity_fields(shared_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, data = run(capsys, "quote", "show", str(shared_data / "sgx" / "quote.bin"), "--json")
+    assert code == 0
+    assert data["tee"] == "SGX"
+    assert data["mr_enclave"] == "33d8736db756ed4997e04ba358d27833188f1932ff7b1d156904d3f560452fbb"
+    assert data["fmspc"] == "00a067110000"
+    assert str(data["report_data"]).startswith(b"Hello, world!".hex())
+
+
+def test_quote_verify_real_sample_json(shared_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    quote = str(shared_data / "sgx" / "quote.bin")
+    collateral = str(shared_data / "sgx" / "collateral.json")
+    code, data = run(capsys, "quote", "verify", quote, "--collateral", collateral, "--at", "2025-07-01T00:00:00Z", "--json")
+    assert code == 1  # the default policy accepts UpToDate only
+    assert data["verified"] is False
+    assert data["tcb_status"] == "ConfigurationAndSWHardeningNeeded"
+    assert data["advisory_ids"] == ["INTEL-SA-00289", "INTEL-SA-00615"]
+    code, data = run(
+        capsys, "quote", "verify", quote, "--collateral", collateral, "--at", "2025-07-01T00:00:00Z",
+        "--allow-status", "ConfigurationAndSWHardeningNeeded", "--json",
+    )  # fmt: skip
+    assert code == 0
+    assert data["verified"] is True
+    assert data["mr_signer"] == "815f42f11cf64430c30bab7816ba596a1da0130c3b028b673133a66cf9a3e0e6"
+
+
+def test_quote_verify_tdx_sample(shared_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, data = run(
+        capsys, "quote", "verify", str(shared_data / "tdx" / "quote.bin"),
+        "--collateral", str(shared_data / "tdx" / "collateral.json"), "--at", "2025-07-01T00:00:00Z", "--json",
+    )  # fmt: skip
+    assert code == 0
+    assert (data["tcb_status"], data["tee"]) == ("UpToDate", "TDX")
+    assert len(str(data["mr_td"])) == 96
+
+
+def test_unusable_quote_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.bin"
+    bad.write_bytes(b"\x03\x00" + b"\x00" * 30)
+    assert main(["quote", "show", str(bad)]) == 2
+    assert "header" in capsys.readouterr().err
+
+
+def test_simulated_root_needs_the_explicit_opt_in(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sim", "init", str(tmp_path / "sim")]) == 0
+    assert "SIMULATED" in capsys.readouterr().err
+    quote = tmp_path / "q.bin"
+    assert main([
+        "sim", "quote", str(tmp_path / "sim"), "--mr-enclave", "ab" * 32, "--mr-signer", "cd" * 32, "--out", str(quote),
+    ]) == 0  # fmt: skip
+    collateral = str(tmp_path / "sim" / "collateral.json")
+    root = str(tmp_path / "sim" / "root.der")
+    code, data = run(capsys, "quote", "verify", str(quote), "--collateral", collateral, "--json")
+    assert code == 1
+    assert "simulated_root" in str(data["reasons"])
+    assert main(["quote", "verify", str(quote), "--collateral", collateral, "--root", root]) == 2
+    code, data = run(
+        capsys, "quote", "verify", str(quote), "--collateral", collateral, "--root", root, "--trust-simulated-root", "--json"
+    )
+    assert code == 0
+    assert data["mr_enclave"] == "ab" * 32
+
+
+def test_simulated_platform_round_trips_and_refuses_a_broken_directory(tmp_path: Path) -> None:
+    platform = SimulatedPlatform.create()
+    platform.save(tmp_path / "p")
+    assert (tmp_path / "p" / "platform.json").stat().st_mode & 0o777 == 0o600
+    loaded = SimulatedPlatform.load(tmp_path / "p")
+    assert loaded.root_certificate_der == platform.root_certificate_der
+    with pytest.raises(SimulatedPlatformError, match="no simulated platform"):
+        SimulatedPlatform.load(tmp_path / "missing")
+    (tmp_path / "p" / "platform.json").write_text('{"settings": {}}')
+    with pytest.raises(SimulatedPlatformError, match="corrupt"):
+        SimulatedPlatform.load(tmp_path / "p")

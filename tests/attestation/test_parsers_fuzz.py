@@ -1,0 +1,63 @@
+"""Any input to a parser yields a value or the library's own error, nothing else."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from teaclave_ma.attestation.collateral import Collateral
+from teaclave_ma.attestation.pck_extension import parse_pck_extension_value
+from teaclave_ma.attestation.quote import parse_quote
+from teaclave_ma.errors import TeaclaveMAError
+from teaclave_ma.transport.evidence import extract_evidence
+
+SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def accepts_or_refuses(parser: object, data: object) -> None:
+    try:
+        parser(data)  # type: ignore[operator]
+    except TeaclaveMAError:
+        pass
+
+
+@SETTINGS
+@given(st.binary(max_size=2048))
+def test_quote_parser_on_random_bytes(data: bytes) -> None:
+    accepts_or_refuses(parse_quote, data)
+
+
+@SETTINGS
+@given(st.data())
+def test_quote_parser_on_mutated_real_quotes(sgx_quote: bytes, data: st.DataObject) -> None:
+    position = data.draw(st.integers(0, len(sgx_quote) - 1))
+    value = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(position, len(sgx_quote)))
+    mutated = sgx_quote[:position] + bytes([value]) + sgx_quote[position + 1 : cut]
+    accepts_or_refuses(parse_quote, mutated)
+
+
+@SETTINGS
+@given(st.binary(max_size=512))
+def test_pck_extension_parser_on_random_bytes(data: bytes) -> None:
+    accepts_or_refuses(parse_pck_extension_value, data)
+
+
+@SETTINGS
+@given(st.binary(max_size=1024))
+def test_certificate_parser_on_random_bytes(data: bytes) -> None:
+    accepts_or_refuses(extract_evidence, data)
+
+
+@SETTINGS
+@given(st.data())
+def test_collateral_parser_on_mutated_json(sgx_collateral: bytes, data: st.DataObject) -> None:
+    document = json.loads(sgx_collateral)
+    field = data.draw(st.sampled_from(sorted(document)))
+    value = document[field]
+    position = data.draw(st.integers(0, len(value) - 1))
+    replacement = data.draw(st.characters(codec="ascii"))
+    document[field] = value[:position] + replacement + value[position + 1 :]
+    accepts_or_refuses(Collateral.from_json, json.dumps(document))
