@@ -50,7 +50,7 @@ def parse_yaml_mapping(data: bytes, what: str) -> dict[str, Any]:
     try:
         document = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader is a SafeLoader
     except InputError as exc:
-        raise InputError(join(what, exc.field), exc.problem) from exc
+        raise InputError(exc.field, f"{exc.problem} in {what}") from exc
     except yaml.YAMLError as exc:
         raise InputError(what, f"not valid YAML: {exc}") from exc
     return expect_mapping(document, what)
