@@ -17,7 +17,7 @@ import attrs
 import h11
 
 from teaclave_ma.errors import TeaclaveMAError
-from teaclave_ma.rpc.http import RPC_PATH, read_message, rpc_response, send_message
+from teaclave_ma.rpc.http import RPC_PATH, HttpLimitError, read_message, rpc_response, send_message
 from teaclave_ma.rpc.jsonrpc import (
     INVALID_REQUEST,
     RpcError,
@@ -155,9 +155,12 @@ class RpcServer:
                     max_body=self._limits.max_request_bytes,
                     timeout=self._limits.idle_timeout,
                 )
-            except h11.RemoteProtocolError as exc:
-                send_message(channel, http, rpc_response(400, b"", close=True), b"")
-                log.info("%s: bad HTTP from %s: %s", self.service.name, peer.service, exc)
+            except (h11.RemoteProtocolError, HttpLimitError) as exc:
+                status = 413 if isinstance(exc, HttpLimitError) else 400
+                answer = encode_error(None, RpcError(INVALID_REQUEST, str(exc)))
+                with contextlib.suppress(TeaclaveMAError, h11.LocalProtocolError):
+                    send_message(channel, http, rpc_response(status, answer, close=True), answer)
+                log.info("%s: dropping %s: %s", self.service.name, peer.describe(), exc)
                 return
             if message is None:
                 return

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from teaclave_ma.testing.deployment import SimulatedDeployment
 
 SERVICES_DIR = Path(__file__).resolve().parents[2] / "services"
 ALL_SERVICES = ("client", "frontend", "authentication", "storage")
+RUNTIME_IDS = itertools.count()
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +36,6 @@ RuntimeFactory = Callable[..., ServiceRuntime]
 def runtimes(deployment: SimulatedDeployment) -> Iterator[RuntimeFactory]:
     """Make in-process service runtimes (call ``.start()`` to serve); all stopped afterwards."""
     made: list[ServiceRuntime] = []
-    counter = iter(range(1_000_000))
 
     def make(
         image: EnclaveImage | str,
@@ -46,7 +47,8 @@ def runtimes(deployment: SimulatedDeployment) -> Iterator[RuntimeFactory]:
     ) -> ServiceRuntime:
         if isinstance(image, str):
             image = deployment.images[image]
-        config_path = deployment.runtime_config(f"{image.service.name}-{next(counter)}", peers=peers)
+        # A state directory per runtime: accepted manifest versions must not leak across tests.
+        config_path = deployment.runtime_config(f"{image.service.name}-{next(RUNTIME_IDS)}", peers=peers)
         config = parse_runtime_config(config_path.read_bytes(), config_path.parent)
         runtime = ServiceRuntime(
             image,

@@ -1,0 +1,28 @@
+"""The README's main job, run the way a user runs it: every expectation must hold."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_demo_runs_end_to_end_and_every_expectation_holds(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "teaclave_ma.cli.main", "demo", "--workdir", str(tmp_path / "run"), "--json"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    titles = {outcome["title"]: outcome for outcome in report["outcomes"]}
+    assert report["ok"] is True
+    assert len(titles) == 6
+    assert all(outcome["held"] for outcome in titles.values())
+    assert "1 of the required 2" in titles["storage started with a manifest signed by alice only"]["detail"]
+    assert "not accepted for service 'frontend'" in titles["client expects frontend but reaches authentication"]["detail"]
+    assert "debug enclave" in titles["frontend connects to a debug storage enclave"]["detail"]
+    # the services that refused callers say so in their logs, with the caller's identity
+    storage_log = (tmp_path / "run" / "logs" / "storage.log").read_text()
+    assert "storage refused client" in storage_log
+    assert "is not accepted for service" in storage_log
