@@ -63,7 +63,9 @@ def build(context: ServiceContext) -> Service:
             _hash(password, b"\0" * 16)  # same work either way: no user-enumeration by timing
             raise RpcError(LOGIN_FAILED, "wrong user name or password")
         fields = json.loads(record)
-        if not hmac.compare_digest(_hash(password, bytes.fromhex(fields["salt"])), bytes.fromhex(fields["hash"])):
+        if not hmac.compare_digest(
+            _hash(password, bytes.fromhex(fields["salt"])), bytes.fromhex(fields["hash"])
+        ):
             raise RpcError(LOGIN_FAILED, "wrong user name or password")
         expires = int(time.time()) + TOKEN_LIFETIME
         return sign(json.dumps({"user": user, "expires": expires}).encode())
@@ -75,7 +77,9 @@ def build(context: ServiceContext) -> Service:
         except ValueError:
             raise RpcError(BAD_TOKEN, "malformed token") from None
         payload, tag = raw[:-32], raw[-32:]
-        if len(raw) <= 32 or not hmac.compare_digest(hmac.new(token_key, payload, hashlib.sha256).digest(), tag):
+        if len(raw) <= 32 or not hmac.compare_digest(
+            hmac.new(token_key, payload, hashlib.sha256).digest(), tag
+        ):
             raise RpcError(BAD_TOKEN, "invalid token")
         claims = json.loads(payload)
         if claims["expires"] < time.time():

@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Protocol
 
 import attrs
-from teaclave_ma.attestation.sim.platform import SimulatedPlatform
 
+from teaclave_ma.attestation.sim.platform import SimulatedPlatform
 from teaclave_ma.identity import SgxIdentity
 
 

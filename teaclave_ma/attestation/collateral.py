@@ -106,12 +106,18 @@ class Collateral:
             pck_crl_issuer_chain=_chain(document["pck_crl_issuer_chain"], "pck_crl_issuer_chain"),
             root_ca_crl=_crl(document["root_ca_crl"], "root_ca_crl"),
             pck_crl=_crl(document["pck_crl"], "pck_crl"),
-            tcb_info_issuer_chain=_chain(document["tcb_info_issuer_chain"], "tcb_info_issuer_chain"),
+            tcb_info_issuer_chain=_chain(
+                document["tcb_info_issuer_chain"], "tcb_info_issuer_chain"
+            ),
             tcb_info_raw=tcb_info_raw,
             tcb_info_signature=_signature(document["tcb_info_signature"], "tcb_info_signature"),
-            qe_identity_issuer_chain=_chain(document["qe_identity_issuer_chain"], "qe_identity_issuer_chain"),
+            qe_identity_issuer_chain=_chain(
+                document["qe_identity_issuer_chain"], "qe_identity_issuer_chain"
+            ),
             qe_identity_raw=qe_identity_raw,
-            qe_identity_signature=_signature(document["qe_identity_signature"], "qe_identity_signature"),
+            qe_identity_signature=_signature(
+                document["qe_identity_signature"], "qe_identity_signature"
+            ),
             tcb_info=parse_tcb_info(tcb_info_raw),
             qe_identity=parse_qe_identity(qe_identity_raw),
         )
@@ -153,8 +159,10 @@ class _Fields:
 
     def get(self, key: str, kind: type | tuple[type, ...]) -> Any:
         item = self.value.get(key)
-        if not isinstance(item, kind) or isinstance(item, bool) and kind is int:
-            raise CollateralError(f"{self.path}.{key}", f"missing or of the wrong type ({type(item).__name__})")
+        if not isinstance(item, kind) or (isinstance(item, bool) and kind is int):
+            raise CollateralError(
+                f"{self.path}.{key}", f"missing or of the wrong type ({type(item).__name__})"
+            )
         return item
 
     def has(self, key: str) -> bool:
@@ -210,7 +218,9 @@ def _tcb_level(value: object, path: str, version: int) -> TcbLevel:
             tdx = _svns(tcb.get("tdxtcbcomponents", list), f"{path}.tcb.tdxtcbcomponents")
     else:
         sgx = tuple(tcb.get(f"sgxtcbcomp{i:02d}svn", int) for i in range(1, 17))
-    return TcbLevel(sgx, tcb.get("pcesvn", int), tdx, level.get("tcbStatus", str), level.advisories())
+    return TcbLevel(
+        sgx, tcb.get("pcesvn", int), tdx, level.get("tcbStatus", str), level.advisories()
+    )
 
 
 def _isv_levels(items: object, path: str) -> tuple[tuple[int, str, tuple[str, ...]], ...]:
@@ -228,7 +238,9 @@ def parse_tcb_info(raw: bytes) -> TcbInfo:
     info = _load(raw, "tcb_info")
     version = info.get("version", int)
     if version not in (2, 3):
-        raise CollateralError("tcb_info.version", f"unsupported TCB info version {version} (supported: 2, 3)")
+        raise CollateralError(
+            "tcb_info.version", f"unsupported TCB info version {version} (supported: 2, 3)"
+        )
     identifier = info.get("id", str) if version >= 3 else "SGX"
     levels = info.get("tcbLevels", list)
     modules = []
@@ -251,7 +263,9 @@ def parse_tcb_info(raw: bytes) -> TcbInfo:
         next_update=info.time("nextUpdate"),
         fmspc=info.hex("fmspc", 6),
         pce_id=info.hex("pceId", 2),
-        levels=tuple(_tcb_level(level, f"tcb_info.tcbLevels[{i}]", version) for i, level in enumerate(levels)),
+        levels=tuple(
+            _tcb_level(level, f"tcb_info.tcbLevels[{i}]", version) for i, level in enumerate(levels)
+        ),
         tdx_module_identities=tuple(modules),
     )
 
@@ -260,7 +274,9 @@ def parse_qe_identity(raw: bytes) -> QeIdentity:
     identity = _load(raw, "qe_identity")
     version = identity.get("version", int)
     if version != 2:
-        raise CollateralError("qe_identity.version", f"unsupported QE identity version {version} (supported: 2)")
+        raise CollateralError(
+            "qe_identity.version", f"unsupported QE identity version {version} (supported: 2)"
+        )
     return QeIdentity(
         id=identity.get("id", str),
         version=version,

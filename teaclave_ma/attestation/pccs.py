@@ -42,14 +42,22 @@ def expiry(collateral_json: bytes) -> dt.datetime:
     """The earliest nextUpdate among the pieces of a collateral."""
     collateral = Collateral.from_json(collateral_json)
     moments = [collateral.tcb_info.next_update, collateral.qe_identity.next_update]
-    moments += [crl.next_update_utc for crl in (collateral.root_ca_crl, collateral.pck_crl) if crl.next_update_utc]
+    moments += [
+        crl.next_update_utc
+        for crl in (collateral.root_ca_crl, collateral.pck_crl)
+        if crl.next_update_utc
+    ]
     return min(moments)
 
 
 def _signed_member(text: str, key: str, url: str) -> tuple[str, str]:
     """The exact text of ``key``'s value in a PCS JSON response, and its signature."""
     document = json.loads(text)
-    if not isinstance(document, dict) or key not in document or not isinstance(document.get("signature"), str):
+    if (
+        not isinstance(document, dict)
+        or key not in document
+        or not isinstance(document.get("signature"), str)
+    ):
         raise PccsError(url, f"response has no {key!r} with a signature")
     decoder = json.JSONDecoder()
     start = text.index(f'"{key}"') + len(key) + 2
@@ -106,7 +114,9 @@ class _Pccs:
             "pck_crl_issuer_chain": self.chain(pck_crl, "SGX-PCK-CRL-Issuer-Chain"),
             "root_ca_crl": self.crl_hex(root_crl),
             "pck_crl": self.crl_hex(pck_crl),
-            "tcb_info_issuer_chain": self.chain(tcb, "TCB-Info-Issuer-Chain", "SGX-TCB-Info-Issuer-Chain"),
+            "tcb_info_issuer_chain": self.chain(
+                tcb, "TCB-Info-Issuer-Chain", "SGX-TCB-Info-Issuer-Chain"
+            ),
             "tcb_info": tcb_info,
             "tcb_info_signature": tcb_signature,
             "qe_identity_issuer_chain": self.chain(qe, "SGX-Enclave-Identity-Issuer-Chain"),
@@ -142,9 +152,13 @@ def fetch_collateral(
         fresh = _Pccs(base_url, http).fetch(fmspc, ca)
     except ConnectionError as exc:
         if cached is not None and cached_expiry is not None and now < cached_expiry:
-            log.warning("PCCS unreachable (%s); using cached collateral valid until %s", exc, cached_expiry)
+            log.warning(
+                "PCCS unreachable (%s); using cached collateral valid until %s", exc, cached_expiry
+            )
             return cached
-        raise PccsError(base_url, f"PCCS unreachable and no valid cached collateral ({exc})") from exc
+        raise PccsError(
+            base_url, f"PCCS unreachable and no valid cached collateral ({exc})"
+        ) from exc
     finally:
         if own_client:
             http.close()

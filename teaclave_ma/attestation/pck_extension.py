@@ -43,7 +43,10 @@ def _pairs(items: list[Tlv], where: str) -> dict[str, Tlv]:
         der.expect_tag(item, der.TAG_SEQUENCE, where)
         children = item.children(where)
         if len(children) != 2:
-            raise PckExtensionError(where, f"expected (OID, value) at offset {item.offset}, got {len(children)} elements")
+            raise PckExtensionError(
+                where,
+                f"expected (OID, value) at offset {item.offset}, got {len(children)} elements",
+            )
         oid = der.decode_oid(der.expect_tag(children[0], der.TAG_OID, where).value, where)
         if oid in result:
             raise PckExtensionError(oid, "appears twice")
@@ -74,7 +77,9 @@ def _integer(fields: dict[str, Tlv], oid: str, tag: int = der.TAG_INTEGER) -> in
 
 def parse_pck_extension_value(value: bytes) -> PckExtension:
     try:
-        outer = der.expect_tag(der.read_single(value, "sgx_extension"), der.TAG_SEQUENCE, "sgx_extension")
+        outer = der.expect_tag(
+            der.read_single(value, "sgx_extension"), der.TAG_SEQUENCE, "sgx_extension"
+        )
         fields = _pairs(outer.children("sgx_extension"), "sgx_extension")
         tcb_item = fields.get(_TCB)
         if tcb_item is None:
@@ -90,7 +95,9 @@ def parse_pck_extension_value(value: bytes) -> PckExtension:
             pce_id=_octets(fields, _PCE_ID, 2),
             fmspc=_octets(fields, _FMSPC, 6),
             sgx_type=_integer(fields, _SGX_TYPE, der.TAG_ENUMERATED),
-            platform_instance_id=None if platform_instance is None else _octets(fields, _PLATFORM_INSTANCE_ID, 16),
+            platform_instance_id=None
+            if platform_instance is None
+            else _octets(fields, _PLATFORM_INSTANCE_ID, 16),
         )
     except DerError as exc:
         raise PckExtensionError(exc.field, exc.problem) from exc
@@ -98,9 +105,13 @@ def parse_pck_extension_value(value: bytes) -> PckExtension:
 
 def parse_pck_extension(certificate: x509.Certificate) -> PckExtension:
     try:
-        extension = certificate.extensions.get_extension_for_oid(x509.ObjectIdentifier(SGX_EXTENSION_OID))
+        extension = certificate.extensions.get_extension_for_oid(
+            x509.ObjectIdentifier(SGX_EXTENSION_OID)
+        )
     except x509.ExtensionNotFound:
-        raise PckExtensionError(SGX_EXTENSION_OID, "the PCK certificate has no Intel SGX extension") from None
+        raise PckExtensionError(
+            SGX_EXTENSION_OID, "the PCK certificate has no Intel SGX extension"
+        ) from None
     value = extension.value
     if not isinstance(value, x509.UnrecognizedExtension):
         raise PckExtensionError(SGX_EXTENSION_OID, "unexpected extension type")

@@ -8,6 +8,7 @@ on issuers, and the root pinned by the trust anchor.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections.abc import Sequence
 
 from cryptography import x509
@@ -26,7 +27,9 @@ def subject_cn(certificate: x509.Certificate) -> str:
     return str(names[0].value) if names else certificate.subject.rfc4514_string()
 
 
-def ecdsa_p256_verify(public_key: ec.EllipticCurvePublicKey, raw_signature: bytes, data: bytes) -> bool:
+def ecdsa_p256_verify(
+    public_key: ec.EllipticCurvePublicKey, raw_signature: bytes, data: bytes
+) -> bool:
     """Verify a raw r||s ECDSA-P256-SHA256 signature, the form Intel's structures use."""
     if len(raw_signature) != 64:
         return False
@@ -45,13 +48,17 @@ def p256_key_from_raw(raw: bytes) -> ec.EllipticCurvePublicKey:
     try:
         return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b"\x04" + raw)
     except ValueError as exc:
-        raise QuoteVerificationError("attestation_key", f"attestation key is not a P-256 point ({exc})") from exc
+        raise QuoteVerificationError(
+            "attestation_key", f"attestation key is not a P-256 point ({exc})"
+        ) from exc
 
 
 def ec_public_key(certificate: x509.Certificate, check: str) -> ec.EllipticCurvePublicKey:
     key = certificate.public_key()
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
-        raise QuoteVerificationError(check, f"{subject_cn(certificate)!r} does not hold a P-256 key")
+        raise QuoteVerificationError(
+            check, f"{subject_cn(certificate)!r} does not hold a P-256 key"
+        )
     return key
 
 
@@ -77,7 +84,9 @@ def verify_chain(
 ) -> None:
     """``chain`` is leaf first and ends with the root; the root must be the anchor."""
     if len(chain) < 2:
-        raise QuoteVerificationError(check, f"certificate chain too short ({len(chain)} certificates)")
+        raise QuoteVerificationError(
+            check, f"certificate chain too short ({len(chain)} certificates)"
+        )
     root = chain[-1]
     root_der = root.public_bytes(serialization.Encoding.DER)
     if not anchor.matches(root_der):
@@ -92,7 +101,7 @@ def verify_chain(
         )
     if not _signed_by(root, root):
         raise QuoteVerificationError(check, f"root {subject_cn(root)!r} is not validly self-signed")
-    for child, issuer in zip(chain, chain[1:], strict=False):
+    for child, issuer in itertools.pairwise(chain):
         if not _signed_by(child, issuer):
             raise QuoteVerificationError(
                 check, f"{subject_cn(child)!r} is not signed by {subject_cn(issuer)!r}"

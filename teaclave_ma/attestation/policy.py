@@ -6,7 +6,7 @@ The default accepts only ``UpToDate`` non-debug enclaves. Opt-ins mirror Gramine
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import attrs
 
@@ -27,10 +27,16 @@ TCB_STATUSES = frozenset(
 # Gramine's environment switches and the statuses each one admits.
 GRAMINE_OPT_INS: Mapping[str, frozenset[str]] = {
     "RA_TLS_ALLOW_OUTDATED_TCB_INSECURE": frozenset({"OutOfDate", "OutOfDateConfigurationNeeded"}),
-    "RA_TLS_ALLOW_HW_CONFIG_NEEDED": frozenset({"ConfigurationNeeded", "OutOfDateConfigurationNeeded"}),
+    "RA_TLS_ALLOW_HW_CONFIG_NEEDED": frozenset(
+        {"ConfigurationNeeded", "OutOfDateConfigurationNeeded"}
+    ),
     "RA_TLS_ALLOW_SW_HARDENING_NEEDED": frozenset({"SWHardeningNeeded"}),
 }
 GRAMINE_DEBUG_OPT_IN = "RA_TLS_ALLOW_DEBUG_ENCLAVE_INSECURE"
+
+
+def _as_frozenset(value: Iterable[str]) -> frozenset[str]:
+    return frozenset(value)
 
 
 def _check_statuses(_inst: object, _attr: object, value: frozenset[str]) -> None:
@@ -44,7 +50,7 @@ def _check_statuses(_inst: object, _attr: object, value: frozenset[str]) -> None
 @attrs.frozen
 class VerificationPolicy:
     allowed_tcb_statuses: frozenset[str] = attrs.field(
-        default=frozenset({"UpToDate"}), converter=frozenset, validator=_check_statuses
+        default=frozenset({"UpToDate"}), converter=_as_frozenset, validator=_check_statuses
     )
     allow_debug: bool = False
 
@@ -63,7 +69,12 @@ class VerificationPolicy:
         for switch, statuses in GRAMINE_OPT_INS.items():
             if environ.get(switch) == "1":
                 allowed |= statuses
-        if environ.get("RA_TLS_ALLOW_HW_CONFIG_NEEDED") == "1" and environ.get("RA_TLS_ALLOW_SW_HARDENING_NEEDED") == "1":
+        if (
+            environ.get("RA_TLS_ALLOW_HW_CONFIG_NEEDED") == "1"
+            and environ.get("RA_TLS_ALLOW_SW_HARDENING_NEEDED") == "1"
+        ):
             allowed.add("ConfigurationAndSWHardeningNeeded")
-        return cls(allowed_tcb_statuses=frozenset(allowed), allow_debug=environ.get(GRAMINE_DEBUG_OPT_IN) == "1")
-
+        return cls(
+            allowed_tcb_statuses=frozenset(allowed),
+            allow_debug=environ.get(GRAMINE_DEBUG_OPT_IN) == "1",
+        )

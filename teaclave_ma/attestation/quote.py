@@ -60,7 +60,8 @@ class _Reader:
     def expect_end(self, field: str) -> None:
         if self.pos != len(self.data):
             raise QuoteFormatError(
-                field, f"{len(self.data) - self.pos} unexpected trailing bytes at offset {self.offset}"
+                field,
+                f"{len(self.data) - self.pos} unexpected trailing bytes at offset {self.offset}",
             )
 
 
@@ -200,14 +201,29 @@ def _parse_header(reader: _Reader) -> QuoteHeader:
     vendor = reader.take(16, "header.qe_vendor_id")
     user_data = reader.take(20, "header.user_data")
     if version not in (3, 4):
-        raise QuoteFormatError("header.version", f"unsupported quote version {version} at offset 0 (supported: 3, 4)")
+        raise QuoteFormatError(
+            "header.version", f"unsupported quote version {version} at offset 0 (supported: 3, 4)"
+        )
     if key_type != ATTESTATION_KEY_ECDSA_P256:
         raise QuoteFormatError(
-            "header.attestation_key_type", f"unsupported attestation key type {key_type} at offset 2 (supported: 2, ECDSA-P256)"
+            "header.attestation_key_type",
+            f"unsupported attestation key type {key_type} at offset 2 (supported: 2, ECDSA-P256)",
         )
     if tee_type not in (TEE_TYPE_SGX, TEE_TYPE_TDX) or (version == 3 and tee_type != TEE_TYPE_SGX):
-        raise QuoteFormatError("header.tee_type", f"unsupported TEE type 0x{tee_type:08x} for a v{version} quote at offset 4")
-    return QuoteHeader(version, key_type, tee_type, qe_svn, pce_svn, vendor, user_data, reader.data[start : reader.pos])
+        raise QuoteFormatError(
+            "header.tee_type",
+            f"unsupported TEE type 0x{tee_type:08x} for a v{version} quote at offset 4",
+        )
+    return QuoteHeader(
+        version,
+        key_type,
+        tee_type,
+        qe_svn,
+        pce_svn,
+        vendor,
+        user_data,
+        reader.data[start : reader.pos],
+    )
 
 
 def parse_sgx_report_body(raw: bytes, field: str = "report_body", base: int = 0) -> SgxReportBody:
@@ -250,7 +266,9 @@ def _parse_td_report_body(raw: bytes, base: int) -> TdReportBody:
 
 def _parse_qe_certification(reader: _Reader, field: str) -> QeReportCertification:
     report_offset = reader.offset
-    qe_report = parse_sgx_report_body(reader.take(SGX_REPORT_SIZE, f"{field}.qe_report"), f"{field}.qe_report", report_offset)
+    qe_report = parse_sgx_report_body(
+        reader.take(SGX_REPORT_SIZE, f"{field}.qe_report"), f"{field}.qe_report", report_offset
+    )
     qe_signature = reader.take(64, f"{field}.qe_report_signature")
     auth_size = reader.u16(f"{field}.qe_auth_data_size")
     auth_data = reader.take(auth_size, f"{field}.qe_auth_data")
@@ -262,7 +280,10 @@ def _parse_qe_certification(reader: _Reader, field: str) -> QeReportCertificatio
             f"unsupported certification data type {cert_type} at offset {reader.offset - 6} (supported: 5, PCK certificate chain)",
         )
     if cert_size > MAX_CERT_DATA:
-        raise QuoteFormatError(f"{field}.certification_data_size", f"{cert_size} bytes exceeds the limit of {MAX_CERT_DATA}")
+        raise QuoteFormatError(
+            f"{field}.certification_data_size",
+            f"{cert_size} bytes exceeds the limit of {MAX_CERT_DATA}",
+        )
     chain = reader.take(cert_size, f"{field}.certification_data")
     return QeReportCertification(qe_report, qe_signature, auth_data, cert_type, chain)
 
@@ -277,7 +298,9 @@ def parse_quote(data: bytes) -> Quote:
     if header.tee_type == TEE_TYPE_TDX:
         body = _parse_td_report_body(reader.take(TD_REPORT_SIZE, "td_report_body"), body_offset)
     else:
-        body = parse_sgx_report_body(reader.take(SGX_REPORT_SIZE, "report_body"), "report_body", body_offset)
+        body = parse_sgx_report_body(
+            reader.take(SGX_REPORT_SIZE, "report_body"), "report_body", body_offset
+        )
     signed_end = reader.pos
     signature_size = reader.u32("signature_data_length")
     sig = _Reader(reader.take(signature_size, "signature_data"), reader.offset)
@@ -300,7 +323,9 @@ def parse_quote(data: bytes) -> Quote:
                 "signature_data.certification_data_type",
                 f"v4 quotes carry type 6 (QE report certification data), got {outer_type} at offset {sig.offset - 6}",
             )
-        inner = _Reader(sig.take(outer_size, "signature_data.certification_data"), sig.offset - outer_size)
+        inner = _Reader(
+            sig.take(outer_size, "signature_data.certification_data"), sig.offset - outer_size
+        )
         certification = _parse_qe_certification(inner, "qe_report_certification_data")
         inner.expect_end("qe_report_certification_data")
     sig.expect_end("signature_data")
@@ -322,7 +347,11 @@ def pck_certificates(pem: bytes) -> list[x509.Certificate]:
     try:
         certificates = x509.load_pem_x509_certificates(text)
     except ValueError as exc:
-        raise QuoteFormatError("certification_data", f"not a PEM certificate chain ({exc})") from exc
+        raise QuoteFormatError(
+            "certification_data", f"not a PEM certificate chain ({exc})"
+        ) from exc
     if len(certificates) < 2:
-        raise QuoteFormatError("certification_data", f"expected a PCK chain of 3 certificates, got {len(certificates)}")
+        raise QuoteFormatError(
+            "certification_data", f"expected a PCK chain of 3 certificates, got {len(certificates)}"
+        )
     return certificates

@@ -22,12 +22,16 @@ def isv_level(levels: IsvLevels, isv_svn: int, what: str) -> tuple[str, tuple[st
     for level_svn, status, advisories in levels:
         if level_svn <= isv_svn:
             return status, advisories
-    raise QuoteVerificationError("tcb_level", f"{what} SVN {isv_svn} is below every TCB level (treated as revoked)")
+    raise QuoteVerificationError(
+        "tcb_level", f"{what} SVN {isv_svn} is below every TCB level (treated as revoked)"
+    )
 
 
 def _tdx_components_ok(level: TcbLevel, td: TdReportBody) -> bool:
     if level.tdx_components is None:
-        raise QuoteVerificationError("tcb_info", "a TDX quote needs TCB levels with tdxtcbcomponents")
+        raise QuoteVerificationError(
+            "tcb_info", "a TDX quote needs TCB levels with tdxtcbcomponents"
+        )
     # With a TDX module of major version >= 1 (byte 1), bytes 0 and 1 describe the module,
     # which is evaluated against tdxModuleIdentities instead.
     start = 2 if td.tee_tcb_svn[1] > 0 else 0
@@ -38,7 +42,9 @@ def platform_level(info: TcbInfo, pck: PckExtension, td: TdReportBody | None) ->
     for level in info.levels:
         if pck.pce_svn < level.pce_svn:
             continue
-        if any(have < need for have, need in zip(pck.tcb_components, level.sgx_components, strict=True)):
+        if any(
+            have < need for have, need in zip(pck.tcb_components, level.sgx_components, strict=True)
+        ):
             continue
         if td is not None and not _tdx_components_ok(level, td):
             continue
@@ -56,9 +62,18 @@ def tdx_module_status(info: TcbInfo, td: TdReportBody) -> tuple[str, tuple[str, 
     for module in info.tdx_module_identities:
         if module.id == name:
             if module.mrsigner != td.mr_signer_seam:
-                raise QuoteVerificationError("tdx_module", f"{name}: mr_signer_seam does not match the TCB info")
-            if bytes(a & m for a, m in zip(td.seam_attributes, module.attributes_mask, strict=True)) != module.attributes:
-                raise QuoteVerificationError("tdx_module", f"{name}: seam attributes do not match the TCB info")
+                raise QuoteVerificationError(
+                    "tdx_module", f"{name}: mr_signer_seam does not match the TCB info"
+                )
+            if (
+                bytes(
+                    a & m for a, m in zip(td.seam_attributes, module.attributes_mask, strict=True)
+                )
+                != module.attributes
+            ):
+                raise QuoteVerificationError(
+                    "tdx_module", f"{name}: seam attributes do not match the TCB info"
+                )
             return isv_level(module.levels, td.tee_tcb_svn[0], f"TDX module {name}")
     raise QuoteVerificationError("tdx_module", f"TCB info has no identity for TDX module {name}")
 

@@ -31,9 +31,17 @@ def _inspect(args: argparse.Namespace) -> int:
     evidence = extract_evidence(args.certificate.read_bytes())
     extensions = []
     if evidence.legacy_quote is not None:
-        extensions.append({"name": "sgx-quote (Gramine legacy)", "oid": LEGACY_QUOTE_OID, "spelled": evidence.legacy_oid})
+        extensions.append(
+            {
+                "name": "sgx-quote (Gramine legacy)",
+                "oid": LEGACY_QUOTE_OID,
+                "spelled": evidence.legacy_oid,
+            }
+        )
     if evidence.tcg_quote is not None:
-        extensions.append({"name": "tcg-tagged-evidence", "oid": TCG_EVIDENCE_OID, "spelled": TCG_EVIDENCE_OID})
+        extensions.append(
+            {"name": "tcg-tagged-evidence", "oid": TCG_EVIDENCE_OID, "spelled": TCG_EVIDENCE_OID}
+        )
     binding_error = None
     identity: dict[str, object] = {}
     try:

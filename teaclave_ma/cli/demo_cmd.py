@@ -20,7 +20,9 @@ def register(subparsers: Any) -> None:
         "demo",
         help="auditors, images, signed manifest, services attesting each other, and refusals",
     )
-    demo.add_argument("--workdir", type=Path, default=Path("demo-run"), help="scratch directory (recreated)")
+    demo.add_argument(
+        "--workdir", type=Path, default=Path("demo-run"), help="scratch directory (recreated)"
+    )
     demo.add_argument("--services", type=Path, default=DEFAULT_SERVICES, help="service sources")
     add_json_flag(demo)
     demo.set_defaults(func=_demo)

@@ -15,25 +15,41 @@ from teaclave_ma.identity import SgxIdentity
 
 
 def register(subparsers: Any) -> None:
-    build = subparsers.add_parser("build", help="build an enclave image with the trust file embedded")
+    build = subparsers.add_parser(
+        "build", help="build an enclave image with the trust file embedded"
+    )
     build.add_argument("service_dir", type=Path)
-    build.add_argument("--trust", type=Path, required=True, help="trust file to embed (e.g. keys/trust.yaml)")
-    build.add_argument("--signing-key", type=Path, required=True, help="enclave author's RSA-3072 key")
+    build.add_argument(
+        "--trust", type=Path, required=True, help="trust file to embed (e.g. keys/trust.yaml)"
+    )
+    build.add_argument(
+        "--signing-key", type=Path, required=True, help="enclave author's RSA-3072 key"
+    )
     build.add_argument("--out", type=Path, required=True, help="image directory to create")
     add_json_flag(build)
     build.set_defaults(func=_build)
 
-    measure = subparsers.add_parser("measure", help="print an image's (or a source tree's) measurement")
-    measure.add_argument("target", type=Path, help="an image directory, or a service source directory")
-    measure.add_argument("--trust", type=Path, help="for a source directory: the trust file to embed")
-    measure.add_argument("--signing-key", type=Path, help="for a source directory: author key (public is enough)")
+    measure = subparsers.add_parser(
+        "measure", help="print an image's (or a source tree's) measurement"
+    )
+    measure.add_argument(
+        "target", type=Path, help="an image directory, or a service source directory"
+    )
+    measure.add_argument(
+        "--trust", type=Path, help="for a source directory: the trust file to embed"
+    )
+    measure.add_argument(
+        "--signing-key", type=Path, help="for a source directory: author key (public is enough)"
+    )
     add_json_flag(measure)
     measure.set_defaults(func=_measure)
 
     author = subparsers.add_parser("author", help="enclave author keys")
     commands = author.add_subparsers(dest="author_command", required=True, metavar="COMMAND")
     keygen = commands.add_parser("keygen", help="create an RSA-3072 (e=3) enclave signing key")
-    keygen.add_argument("--out", type=Path, required=True, help="private key file (PKCS#8 PEM, mode 0600)")
+    keygen.add_argument(
+        "--out", type=Path, required=True, help="private key file (PKCS#8 PEM, mode 0600)"
+    )
     keygen.add_argument("--force", action="store_true", help="replace an existing file")
     add_json_flag(keygen)
     keygen.set_defaults(func=_author_keygen)
@@ -45,7 +61,9 @@ def register_review(auditor_subparsers: Any) -> None:
     )
     review_parser.add_argument("service_dir", type=Path)
     review_parser.add_argument("--image", type=Path, required=True)
-    review_parser.add_argument("--trust", type=Path, required=True, help="the trust file the build must embed")
+    review_parser.add_argument(
+        "--trust", type=Path, required=True, help="the trust file the build must embed"
+    )
     add_json_flag(review_parser)
     review_parser.set_defaults(func=_review)
 
@@ -79,7 +97,11 @@ def _author_keygen(args: argparse.Namespace) -> int:
     key = generate_author_key()
     write_author_key(key, args.out, force=args.force)
     signer = mr_signer(key.public_key()).hex()
-    emit(args, {"key": str(args.out), "mr_signer": signer}, [f"wrote {args.out} (mode 0600)", f"  mr_signer {signer}"])
+    emit(
+        args,
+        {"key": str(args.out), "mr_signer": signer},
+        [f"wrote {args.out} (mode 0600)", f"  mr_signer {signer}"],
+    )
     return EXIT_OK
 
 

@@ -35,9 +35,15 @@ def register(subparsers: Any) -> None:
     verify = commands.add_parser("verify", help="verify a quote with collateral at a given time")
     verify.add_argument("quote", type=Path, help="raw binary quote")
     source = verify.add_mutually_exclusive_group(required=True)
-    source.add_argument("--collateral", type=Path, help="collateral JSON (QuoteCollateralV3 layout)")
-    source.add_argument("--pccs", metavar="URL", help="fetch collateral from a PCCS (.../sgx/certification/v4)")
-    verify.add_argument("--pccs-cache", type=Path, default=DEFAULT_PCCS_CACHE, help="collateral cache directory")
+    source.add_argument(
+        "--collateral", type=Path, help="collateral JSON (QuoteCollateralV3 layout)"
+    )
+    source.add_argument(
+        "--pccs", metavar="URL", help="fetch collateral from a PCCS (.../sgx/certification/v4)"
+    )
+    verify.add_argument(
+        "--pccs-cache", type=Path, default=DEFAULT_PCCS_CACHE, help="collateral cache directory"
+    )
     verify.add_argument("--root", type=Path, help="trust this root CA (DER) instead of Intel's")
     verify.add_argument(
         "--trust-simulated-root",
@@ -46,16 +52,27 @@ def register(subparsers: Any) -> None:
     )
     verify.add_argument("--at", help="verify as of this UTC time (ISO 8601); default now")
     verify.add_argument(
-        "--allow-status", action="append", default=[], choices=sorted(TCB_STATUSES - {"Revoked"}), metavar="STATUS"
+        "--allow-status",
+        action="append",
+        default=[],
+        choices=sorted(TCB_STATUSES - {"Revoked"}),
+        metavar="STATUS",
     )
-    verify.add_argument("--allow-debug", action="store_true", help="accept debug enclaves (INSECURE)")
+    verify.add_argument(
+        "--allow-debug", action="store_true", help="accept debug enclaves (INSECURE)"
+    )
     add_json_flag(verify)
     verify.set_defaults(func=_verify)
 
 
 def _platform(quote: Quote) -> dict[str, object]:
     extension = parse_pck_extension(pck_certificates(quote.certification.pck_chain_pem)[0])
-    return {"fmspc": extension.fmspc.hex(), "pce_id": extension.pce_id.hex(), "qe_svn": quote.header.qe_svn, "pce_svn": quote.header.pce_svn}
+    return {
+        "fmspc": extension.fmspc.hex(),
+        "pce_id": extension.pce_id.hex(),
+        "qe_svn": quote.header.qe_svn,
+        "pce_svn": quote.header.pce_svn,
+    }
 
 
 def _lines(data: dict[str, object]) -> list[str]:
@@ -65,7 +82,11 @@ def _lines(data: dict[str, object]) -> list[str]:
 def _show(args: argparse.Namespace) -> int:
     quote = parse_quote(args.quote.read_bytes())
     data = {**quote.describe(), **_platform(quote)}
-    emit(args, data, [f"{args.quote}: {quote.tee} quote v{quote.header.version} (not verified)", *_lines(data)])
+    emit(
+        args,
+        data,
+        [f"{args.quote}: {quote.tee} quote v{quote.header.version} (not verified)", *_lines(data)],
+    )
     return EXIT_OK
 
 
@@ -76,8 +97,13 @@ def _anchor(args: argparse.Namespace) -> TrustAnchor:
     if anchor.root_sha256 == INTEL_SGX_ROOT_CA.root_sha256:
         return INTEL_SGX_ROOT_CA
     if not args.trust_simulated_root:
-        raise InputError("--root", "is not Intel's SGX root CA; add --trust-simulated-root to trust it anyway")
-    log.warning("trusting root %s, which is NOT Intel's: verification proves nothing about real hardware", args.root)
+        raise InputError(
+            "--root", "is not Intel's SGX root CA; add --trust-simulated-root to trust it anyway"
+        )
+    log.warning(
+        "trusting root %s, which is NOT Intel's: verification proves nothing about real hardware",
+        args.root,
+    )
     return anchor
 
 
@@ -87,7 +113,9 @@ def _collateral(args: argparse.Namespace, quote: Quote, now: dt.datetime) -> Col
     pck = pck_certificates(quote.certification.pck_chain_pem)
     extension = parse_pck_extension(pck[0])
     ca = "processor" if "Processor" in pck[1].subject.rfc4514_string() else "platform"
-    return Collateral.from_json(fetch_collateral(args.pccs, extension.fmspc, ca, args.pccs_cache, now=now))
+    return Collateral.from_json(
+        fetch_collateral(args.pccs, extension.fmspc, ca, args.pccs_cache, now=now)
+    )
 
 
 def _verify(args: argparse.Namespace) -> int:

@@ -28,7 +28,9 @@ def register(subparsers: Any) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     image = load_image(args.image)
-    runtime_config = parse_runtime_config(args.config.read_bytes(), args.config.parent, str(args.config))
+    runtime_config = parse_runtime_config(
+        args.config.read_bytes(), args.config.parent, str(args.config)
+    )
     runtime = ServiceRuntime(image, runtime_config, args.manifest, args.signatures)
     host, port = runtime.start()
     stopped = threading.Event()

@@ -25,7 +25,9 @@ def register(subparsers: Any) -> None:
     add_json_flag(init)
     init.set_defaults(func=_init)
 
-    quote = commands.add_parser("quote", help="have the simulated platform quote an enclave identity")
+    quote = commands.add_parser(
+        "quote", help="have the simulated platform quote an enclave identity"
+    )
     quote.add_argument("directory", type=Path)
     quote.add_argument("--mr-enclave", required=True)
     quote.add_argument("--mr-signer", required=True)
@@ -39,11 +41,17 @@ def register(subparsers: Any) -> None:
 
 def _init(args: argparse.Namespace) -> int:
     say("WARNING: creating a SIMULATED SGX platform; its quotes prove nothing about hardware")
-    platform = SimulatedPlatform.create(tcb_status=args.tcb_status, validity=dt.timedelta(days=args.days))
+    platform = SimulatedPlatform.create(
+        tcb_status=args.tcb_status, validity=dt.timedelta(days=args.days)
+    )
     platform.save(args.directory)
     emit(
         args,
-        {"directory": str(args.directory), "tcb_status": args.tcb_status, "root": str(args.directory / "root.der")},
+        {
+            "directory": str(args.directory),
+            "tcb_status": args.tcb_status,
+            "root": str(args.directory / "root.der"),
+        },
         [
             f"simulated platform in {args.directory} (TCB status {args.tcb_status})",
             f"  root CA (trust only with --root ... --trust-simulated-root): {args.directory / 'root.der'}",
@@ -62,6 +70,8 @@ def _quote(args: argparse.Namespace) -> int:
         isv_svn=args.isv_svn,
         debug=args.debug,
     )
-    atomic_write(args.out, platform.quote(identity, expect_hex(args.report_data, "--report-data", 64)))
+    atomic_write(
+        args.out, platform.quote(identity, expect_hex(args.report_data, "--report-data", 64))
+    )
     say(f"wrote SIMULATED quote {args.out}")
     return EXIT_OK

@@ -41,7 +41,8 @@ def _check(key: rsa.RSAPublicKey, what: str) -> rsa.RSAPublicKey:
     numbers = key.public_numbers()
     if key.key_size != KEY_BITS or numbers.e != PUBLIC_EXPONENT:
         raise AuthorKeyError(
-            what, f"SGX enclave signing needs RSA-{KEY_BITS} with exponent {PUBLIC_EXPONENT}, got RSA-{key.key_size} e={numbers.e}"
+            what,
+            f"SGX enclave signing needs RSA-{KEY_BITS} with exponent {PUBLIC_EXPONENT}, got RSA-{key.key_size} e={numbers.e}",
         )
     return key
 

@@ -71,7 +71,9 @@ def start_service(
             line = process.stdout.readline()
             if line:
                 message = json.loads(line)
-                return ServiceProcess(name, process, (message["host"], int(message["port"])), log_path)
+                return ServiceProcess(
+                    name, process, (message["host"], int(message["port"])), log_path
+                )
         if process.poll() is not None:
             raise ServiceStartError(
                 name, f"exited with status {process.returncode}", log_path.read_text()

@@ -10,17 +10,18 @@ from pathlib import Path
 import attrs
 
 from teaclave_ma.demo.processes import ServiceProcess, run_to_exit, serve_command, start_service
-from teaclave_ma.testing.deployment import Progress, SimulatedDeployment
 from teaclave_ma.enclave.image import EnclaveImage
 from teaclave_ma.errors import TeaclaveMAError
 from teaclave_ma.formats.runtime_config import parse_runtime_config
 from teaclave_ma.rpc.client import PeerClient
 from teaclave_ma.runtime.service_runtime import ServiceRuntime
+from teaclave_ma.testing.deployment import Progress, SimulatedDeployment
 from teaclave_ma.transport.tls import PeerRejected, RefusedByPeer
 
 log = logging.getLogger(__name__)
 
 SERVICES = ("client", "frontend", "authentication", "storage")
+DEMO_PASSWORD = "analytical engine"  # noqa: S105 - a demo user's password, printed nowhere
 
 
 @attrs.frozen
@@ -68,7 +69,9 @@ class Demo:
         self.ws.publish_manifest(entries, version=1, signers=["alice", "bob"])
         self.progress("manifest v1 accepts all four services; signed by alice and bob (2 of 3)")
         self.ws.create_platform()
-        self.progress("simulated SGX platform created (SIMULATED root: quotes prove nothing about hardware)")
+        self.progress(
+            "simulated SGX platform created (SIMULATED root: quotes prove nothing about hardware)"
+        )
 
     def _config(self, name: str, **peers: tuple[str, int]) -> Path:
         return self.ws.runtime_config(name, peers=peers)
@@ -82,7 +85,9 @@ class Demo:
         ]
         for name, peers in order:
             config = self._config(name, **{p: self.processes[p].address for p in peers})
-            command = serve_command(self.ws.images[name].root, self.ws.manifest_path, self.ws.signatures_dir, config)
+            command = serve_command(
+                self.ws.images[name].root, self.ws.manifest_path, self.ws.signatures_dir, config
+            )
             process = start_service(name, command, self.ws.root / "logs" / f"{name}.log")
             self.processes[name] = process
             self.progress(f"  {name:<15} listening on {process.address[0]}:{process.address[1]}")
@@ -114,12 +119,17 @@ class Demo:
 
     def _happy_path(self) -> None:
         self.progress("the client enclave calls the frontend; every hop is mutual RA-TLS:")
-        client = self._runtime(self.ws.images["client"], "client", frontend=self.processes["frontend"].address)
+        client = self._runtime(
+            self.ws.images["client"], "client", frontend=self.processes["frontend"].address
+        )
         self.client = client
         frontend = client.context.client("frontend")
         steps: list[tuple[str, Callable[[], object]]] = [
-            ("register ada", lambda: frontend.call("register", user="ada", password="analytical engine")),
-            ("login ada", lambda: frontend.call("login", user="ada", password="analytical engine")),
+            (
+                "register ada",
+                lambda: frontend.call("register", user="ada", password=DEMO_PASSWORD),
+            ),
+            ("login ada", lambda: frontend.call("login", user="ada", password=DEMO_PASSWORD)),
         ]
         results = [call() for _label, call in steps]
         token = results[1]["token"]  # type: ignore[index]
@@ -130,7 +140,9 @@ class Demo:
             f"register, login, put and get answered; read back {value!r} from storage via "
             f"frontend -> authentication -> storage; frontend attested as {peer.describe() if peer else '?'}"
         )
-        self._record("attested RPC end to end", "all calls answered", value == "first program", detail)
+        self._record(
+            "attested RPC end to end", "all calls answered", value == "first program", detail
+        )
 
     def _tampered_service(self) -> None:
         def change_one_line(source: Path) -> None:
@@ -139,20 +151,26 @@ class Demo:
 
         source = self.ws.variant_source("frontend", "-tampered", change_one_line)
         image = self.ws.build("frontend", source=source, tag="-tampered")
-        self.progress(f"rebuilt frontend with one changed line: mr_enclave {image.identity.mr_enclave.hex()[:24]}...")
+        self.progress(
+            f"rebuilt frontend with one changed line: mr_enclave {image.identity.mr_enclave.hex()[:24]}..."
+        )
         runtime = self._runtime(
             image,
             "frontend-tampered",
             storage=self.processes["storage"].address,
             authentication=self.processes["authentication"].address,
         )
-        with self._expect_refusal("tampered frontend calls storage", "storage refuses it", RefusedByPeer):
+        with self._expect_refusal(
+            "tampered frontend calls storage", "storage refuses it", RefusedByPeer
+        ):
             runtime.context.client("storage").call("keys")
 
     def _under_signed_manifest(self) -> None:
         signatures = self.ws.signatures_by(["alice"], self.ws.root / "signatures-alice-only")
         config = self._config("storage-undersigned")
-        command = serve_command(self.ws.images["storage"].root, self.ws.manifest_path, signatures, config)
+        command = serve_command(
+            self.ws.images["storage"].root, self.ws.manifest_path, signatures, config
+        )
         result = run_to_exit(command)
         refused = result.returncode != 0 and "1 of the required 2" in result.stderr
         last_line = (result.stderr.strip().splitlines() or ["(nothing)"])[-1]
@@ -179,23 +197,34 @@ class Demo:
             storage=address,
             authentication=self.processes["authentication"].address,
         )
-        with self._expect_refusal("frontend connects to a debug storage enclave", "frontend refuses it", PeerRejected):
+        with self._expect_refusal(
+            "frontend connects to a debug storage enclave", "frontend refuses it", PeerRejected
+        ):
             frontend.context.client("storage").call("keys")
 
     def _edge_not_allowed(self) -> None:
         client = self.client
-        rogue = PeerClient("storage", self.processes["storage"].address, client.credentials, client.verifier)
-        with self._expect_refusal("client calls storage directly", "storage refuses: client is not inbound", RefusedByPeer):
+        rogue = PeerClient(
+            "storage", self.processes["storage"].address, client.credentials, client.verifier
+        )
+        with self._expect_refusal(
+            "client calls storage directly", "storage refuses: client is not inbound", RefusedByPeer
+        ):
             rogue.call("keys")
         rogue.close()
 
     def _wrong_service_at_address(self) -> None:
         client = self.client
         misdirected = PeerClient(
-            "frontend", self.processes["authentication"].address, client.credentials, client.verifier
+            "frontend",
+            self.processes["authentication"].address,
+            client.credentials,
+            client.verifier,
         )
         with self._expect_refusal(
-            "client expects frontend but reaches authentication", "client refuses the server", PeerRejected
+            "client expects frontend but reaches authentication",
+            "client refuses the server",
+            PeerRejected,
         ):
-            misdirected.call("login", user="ada", password="analytical engine")
+            misdirected.call("login", user="ada", password=DEMO_PASSWORD)
         misdirected.close()

@@ -61,7 +61,9 @@ def image_content(service_dir: Path, trust_path: Path) -> tuple[dict[str, bytes]
     content = read_tree(Path(service_dir))
     for reserved in RESERVED:
         if reserved in content:
-            raise ImageFormatError(reserved, "this name is reserved for what the build adds; rename the file")
+            raise ImageFormatError(
+                reserved, "this name is reserved for what the build adds; rename the file"
+            )
     if SERVICE_CONFIG not in content:
         raise ImageFormatError(str(service_dir), f"no {SERVICE_CONFIG}")
     service = parse_service_config(content[SERVICE_CONFIG], str(Path(service_dir) / SERVICE_CONFIG))
@@ -86,11 +88,18 @@ def _identity(measurement: bytes, signer: bytes, enclave: EnclaveConfig) -> SgxI
 def measure_source(service_dir: Path, trust_path: Path, author_key_path: Path) -> SgxIdentity:
     """The identity a build would have, computed without writing anything."""
     content, service = image_content(service_dir, trust_path)
-    return _identity(mr_enclave(content), mr_signer(load_author_public_key(author_key_path)), service.enclave)
+    return _identity(
+        mr_enclave(content), mr_signer(load_author_public_key(author_key_path)), service.enclave
+    )
 
 
 def build_image(
-    service_dir: Path, trust_path: Path, signing_key_path: Path, out_dir: Path, *, now: dt.datetime | None = None
+    service_dir: Path,
+    trust_path: Path,
+    signing_key_path: Path,
+    out_dir: Path,
+    *,
+    now: dt.datetime | None = None,
 ) -> EnclaveImage:
     """Build into a temporary directory beside ``out_dir``, then move it into place."""
     content, service = image_content(service_dir, trust_path)
@@ -133,10 +142,20 @@ def load_image(path: Path) -> EnclaveImage:
         if required not in content:
             raise ImageFormatError(required, "missing from the image")
     service = parse_service_config(content[SERVICE_CONFIG], f"{root}/{CONTENT}/{SERVICE_CONFIG}")
-    if content[ENCLAVE_CONFIG] != enclave_config_bytes(record.enclave) or service.enclave != record.enclave:
-        raise ImageError("image_integrity", "enclave config differs from the signed SIGSTRUCT fields")
+    if (
+        content[ENCLAVE_CONFIG] != enclave_config_bytes(record.enclave)
+        or service.enclave != record.enclave
+    ):
+        raise ImageError(
+            "image_integrity", "enclave config differs from the signed SIGSTRUCT fields"
+        )
     parse_trust_file(content[TRUST_FILE], f"{root}/{CONTENT}/{TRUST_FILE}")
-    return EnclaveImage(root, service, _identity(record.mr_enclave, record.mr_signer, record.enclave), content[TRUST_FILE])
+    return EnclaveImage(
+        root,
+        service,
+        _identity(record.mr_enclave, record.mr_signer, record.enclave),
+        content[TRUST_FILE],
+    )
 
 
 def review(service_dir: Path, trust_path: Path, image: EnclaveImage) -> SgxIdentity:

@@ -30,7 +30,9 @@ def mr_enclave(content: Mapping[str, bytes]) -> bytes:
     for path in sorted(content, key=lambda p: p.encode()):
         encoded = path.encode()
         data = content[path]
-        digest.update(struct.pack("<Q", len(encoded)) + encoded + struct.pack("<Q", len(data)) + data)
+        digest.update(
+            struct.pack("<Q", len(encoded)) + encoded + struct.pack("<Q", len(data)) + data
+        )
     return digest.digest()
 
 
@@ -48,13 +50,17 @@ def read_tree(root: Path) -> dict[str, bytes]:
             if entry.name.startswith(".") or entry.name in SKIPPED_DIRS or entry.suffix == ".pyc":
                 continue
             if entry.is_symlink():
-                raise ImageFormatError(relative, "symbolic links are not allowed in an enclave image")
+                raise ImageFormatError(
+                    relative, "symbolic links are not allowed in an enclave image"
+                )
             if entry.is_dir():
                 stack.append(entry)
             elif entry.is_file():
                 content[relative] = entry.read_bytes()
             else:
-                raise ImageFormatError(relative, "only regular files can be part of an enclave image")
+                raise ImageFormatError(
+                    relative, "only regular files can be part of an enclave image"
+                )
     return content
 
 

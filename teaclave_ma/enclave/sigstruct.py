@@ -42,15 +42,22 @@ class SigStruct:
         return hashlib.sha256(self.modulus_le).digest()
 
     def public_key(self) -> rsa.RSAPublicKey:
-        return rsa.RSAPublicNumbers(PUBLIC_EXPONENT, int.from_bytes(self.modulus_le, "little")).public_key()
+        return rsa.RSAPublicNumbers(
+            PUBLIC_EXPONENT, int.from_bytes(self.modulus_le, "little")
+        ).public_key()
 
     def verify(self) -> None:
         try:
             self.public_key().verify(
-                self.signature, signed_bytes(self.mr_enclave, self.enclave, self.date), padding.PKCS1v15(), hashes.SHA256()
+                self.signature,
+                signed_bytes(self.mr_enclave, self.enclave, self.date),
+                padding.PKCS1v15(),
+                hashes.SHA256(),
             )
         except (InvalidSignature, ValueError) as exc:
-            raise ImageError("sigstruct_signature", "the SIGSTRUCT signature does not verify under its modulus") from exc
+            raise ImageError(
+                "sigstruct_signature", "the SIGSTRUCT signature does not verify under its modulus"
+            ) from exc
 
     def to_bytes(self) -> bytes:
         return (
@@ -78,14 +85,20 @@ def signed_bytes(mr_enclave: bytes, enclave: EnclaveConfig, date: str) -> bytes:
         FORMAT.encode()
         + b"\0"
         + mr_enclave
-        + struct.pack("<HHHB", enclave.isv_prod_id, enclave.isv_svn, enclave.config_svn, int(enclave.debug))
+        + struct.pack(
+            "<HHHB", enclave.isv_prod_id, enclave.isv_svn, enclave.config_svn, int(enclave.debug)
+        )
         + date.encode()
     )
 
 
-def sign(key: rsa.RSAPrivateKey, mr_enclave: bytes, enclave: EnclaveConfig, now: dt.datetime) -> SigStruct:
+def sign(
+    key: rsa.RSAPrivateKey, mr_enclave: bytes, enclave: EnclaveConfig, now: dt.datetime
+) -> SigStruct:
     date = now.strftime("%Y%m%d")
-    signature = key.sign(signed_bytes(mr_enclave, enclave, date), padding.PKCS1v15(), hashes.SHA256())
+    signature = key.sign(
+        signed_bytes(mr_enclave, enclave, date), padding.PKCS1v15(), hashes.SHA256()
+    )
     return SigStruct(mr_enclave, enclave, date, modulus_le(key.public_key()), signature)
 
 
@@ -108,6 +121,11 @@ def parse_sigstruct(data: bytes, what: str = "sigstruct.json") -> SigStruct:
         signature = bytes.fromhex(document["signature"])
     except (ValueError, KeyError, TypeError) as exc:
         raise ImageFormatError(what, f"malformed SIGSTRUCT record ({exc!r})") from exc
-    if len(modulus) != MODULUS_BYTES or len(mr_enclave) != 32 or len(date) != 8 or not date.isdigit():
+    if (
+        len(modulus) != MODULUS_BYTES
+        or len(mr_enclave) != 32
+        or len(date) != 8
+        or not date.isdigit()
+    ):
         raise ImageFormatError(what, "field sizes do not match an RSA-3072 SIGSTRUCT")
     return SigStruct(mr_enclave, enclave, date, modulus, signature)

@@ -66,20 +66,30 @@ def parse_runtime_config(data: bytes, base: Path, what: str = "runtime.yaml") ->
                 raise ConfigError(join("peers", name), "invalid service name")
             peers[name] = parse_address(address, join("peers", name))
         attestation = expect_mapping(mapping["attestation"], "attestation")
-        expect_keys(attestation, "attestation", ["backend"], ["simulated_platform", "trust_simulated_root"])
+        expect_keys(
+            attestation, "attestation", ["backend"], ["simulated_platform", "trust_simulated_root"]
+        )
         backend = expect_str(attestation["backend"], "attestation.backend")
         if backend != "simulated":
-            raise ConfigError("attestation.backend", f"unknown backend {backend!r} (available: simulated)")
+            raise ConfigError(
+                "attestation.backend", f"unknown backend {backend!r} (available: simulated)"
+            )
         if "simulated_platform" not in attestation:
-            raise ConfigError("attestation.simulated_platform", "required for the simulated backend")
-        opted_in = expect_bool(attestation.get("trust_simulated_root", False), "attestation.trust_simulated_root")
+            raise ConfigError(
+                "attestation.simulated_platform", "required for the simulated backend"
+            )
+        opted_in = expect_bool(
+            attestation.get("trust_simulated_root", False), "attestation.trust_simulated_root"
+        )
         if not opted_in:
             raise ConfigError(
                 "attestation.trust_simulated_root",
                 "the simulated backend needs trust_simulated_root: true, an explicit admission "
                 "that its quotes prove nothing about hardware",
             )
-        platform_dir = Path(expect_str(attestation["simulated_platform"], "attestation.simulated_platform"))
+        platform_dir = Path(
+            expect_str(attestation["simulated_platform"], "attestation.simulated_platform")
+        )
         return RuntimeConfig(
             listen=parse_address(mapping["listen"], "listen"),
             peers=peers,

@@ -78,7 +78,9 @@ class PeerClient:
                 response, answer = message
                 if not isinstance(response, h11.Response) or response.status_code != 200:
                     status = getattr(response, "status_code", "?")
-                    raise TransportError(f"{self.service} answered HTTP {status} to {method}: {answer[:200]!r}")
+                    raise TransportError(
+                        f"{self.service} answered HTTP {status} to {method}: {answer[:200]!r}"
+                    )
                 if http.our_state is h11.MUST_CLOSE or http.their_state is h11.MUST_CLOSE:
                     self._drop()
                 else:
@@ -88,7 +90,9 @@ class PeerClient:
                 raise
             except h11.ProtocolError as exc:
                 self._drop()
-                raise TransportError(f"{self.service} broke HTTP/1.1 framing during {method}: {exc}") from exc
+                raise TransportError(
+                    f"{self.service} broke HTTP/1.1 framing during {method}: {exc}"
+                ) from exc
             return decode_response(answer, request_id)
 
     def close(self) -> None:

@@ -66,19 +66,16 @@ def send_message(
 
 
 def rpc_request(host: str, body: bytes) -> h11.Request:
-    return h11.Request(
-        method="POST",
-        target=RPC_PATH,
-        headers=[
-            ("Host", host),
-            ("Content-Type", JSON),
-            ("Content-Length", str(len(body))),
-        ],
-    )
+    headers = [
+        (b"Host", host.encode()),
+        (b"Content-Type", JSON),
+        (b"Content-Length", str(len(body)).encode()),
+    ]
+    return h11.Request(method=b"POST", target=RPC_PATH, headers=headers)
 
 
 def rpc_response(status: int, body: bytes, *, close: bool = False) -> h11.Response:
-    headers = [("Content-Type", JSON), ("Content-Length", str(len(body)))]
+    headers = [(b"Content-Type", JSON), (b"Content-Length", str(len(body)).encode())]
     if close:
-        headers.append(("Connection", "close"))
+        headers.append((b"Connection", b"close"))
     return h11.Response(status_code=status, headers=headers)

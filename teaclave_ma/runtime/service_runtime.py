@@ -151,7 +151,9 @@ def load_entrypoint(image: EnclaveImage) -> Callable[[ServiceContext], Service]:
     if not path.is_file():
         raise ConfigError("entrypoint", f"{module_name}.py is not in the image")
     # A name unique per service keeps two services' modules apart in one interpreter.
-    spec = importlib.util.spec_from_file_location(f"teaclave_service_{image.service.name}_{module_name}", path)
+    spec = importlib.util.spec_from_file_location(
+        f"teaclave_service_{image.service.name}_{module_name}", path
+    )
     if spec is None or spec.loader is None:
         raise ConfigError("entrypoint", f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)

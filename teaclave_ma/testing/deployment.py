@@ -26,6 +26,8 @@ Progress = Callable[[str], None]
 
 def _quiet(_line: str) -> None:
     pass
+
+
 AUDITORS = ("alice", "bob", "carol")
 
 
@@ -47,7 +49,9 @@ class SimulatedDeployment:
         self.signatures_dir = self.root / "signatures"
 
     @classmethod
-    def create(cls, root: Path, services_dir: Path, progress: Progress = _quiet) -> SimulatedDeployment:
+    def create(
+        cls, root: Path, services_dir: Path, progress: Progress = _quiet
+    ) -> SimulatedDeployment:
         if root.exists():
             shutil.rmtree(root)
         root.mkdir(parents=True)
@@ -63,7 +67,9 @@ class SimulatedDeployment:
 
     def build(self, service: str, *, source: Path | None = None, tag: str = "") -> EnclaveImage:
         out = self.root / "images" / (service + tag)
-        image = build_image(source or self.services_dir / service, self.trust_path, self.author_key, out)
+        image = build_image(
+            source or self.services_dir / service, self.trust_path, self.author_key, out
+        )
         self.images[service + tag] = image
         return image
 
@@ -114,6 +120,8 @@ class SimulatedDeployment:
     def variant_source(self, service: str, tag: str, edit: Callable[[Path], None]) -> Path:
         """A copy of a service's source with one deliberate change."""
         target = self.root / "variants" / f"{service}{tag}"
-        shutil.copytree(self.services_dir / service, target, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            self.services_dir / service, target, ignore=shutil.ignore_patterns("__pycache__")
+        )
         edit(target)
         return target

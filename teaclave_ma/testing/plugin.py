@@ -29,9 +29,13 @@ def make_auditor_panel() -> Callable[..., AuditorPanel]:
 
 
 @pytest.fixture
-def make_deployment(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path], SimulatedDeployment]:
+def make_deployment(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Callable[[Path], SimulatedDeployment]:
     def make(services_dir: Path) -> SimulatedDeployment:
-        deployment = SimulatedDeployment.create(tmp_path_factory.mktemp("deployment"), Path(services_dir))
+        deployment = SimulatedDeployment.create(
+            tmp_path_factory.mktemp("deployment"), Path(services_dir)
+        )
         deployment.create_platform()
         return deployment
 

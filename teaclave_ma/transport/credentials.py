@@ -16,9 +16,9 @@ from typing import Protocol
 import attrs
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
-from teaclave_ma.transport.ratls_cert import create_ratls_certificate
 
 from teaclave_ma.attestation.attester import Attester
+from teaclave_ma.transport.ratls_cert import create_ratls_certificate
 
 log = logging.getLogger(__name__)
 

@@ -105,7 +105,11 @@ def _decode_tcg(value: bytes) -> tuple[bytes, bytes]:
     if not isinstance(decoded, cbor2.CBORTag) or decoded.tag != TCG_EVIDENCE_TAG:
         raise CertificateFormatError(TCG_EVIDENCE_OID, f"expected CBOR tag {TCG_EVIDENCE_TAG}")
     body = decoded.value
-    if not isinstance(body, list | tuple) or len(body) != 2 or not all(isinstance(x, bytes) for x in body):
+    if (
+        not isinstance(body, list | tuple)
+        or len(body) != 2
+        or not all(isinstance(x, bytes) for x in body)
+    ):
         raise CertificateFormatError(TCG_EVIDENCE_OID, "expected [bstr evidence, bstr claims]")
     return body[0], body[1]
 
@@ -114,7 +118,9 @@ def extract_evidence(certificate: bytes) -> CertificateEvidence:
     """Parse a certificate (PEM or DER) and collect its evidence extensions."""
     data = _to_der(bytes(certificate))
     try:
-        outer = der.expect_tag(der.read_single(data, "certificate"), der.TAG_SEQUENCE, "certificate")
+        outer = der.expect_tag(
+            der.read_single(data, "certificate"), der.TAG_SEQUENCE, "certificate"
+        )
         parts = outer.children("certificate")
         if len(parts) != 3:
             raise CertificateFormatError("certificate", f"expected 3 elements, got {len(parts)}")
@@ -133,19 +139,33 @@ def extract_evidence(certificate: bytes) -> CertificateEvidence:
         extensions = [f for f in fields[6:] if f.tag == 0xA3]
         found: dict[str, bytes] = {}
         legacy_oid: str | None = None
-        for item in extensions[0].children("extensions")[0].children("extensions") if extensions else []:
+        for item in (
+            extensions[0].children("extensions")[0].children("extensions") if extensions else []
+        ):
             elements = item.children("extension")
-            oid = der.decode_oid(der.expect_tag(elements[0], der.TAG_OID, "extension").value, "extension")
+            oid = der.decode_oid(
+                der.expect_tag(elements[0], der.TAG_OID, "extension").value, "extension"
+            )
             value = der.expect_tag(elements[-1], der.TAG_OCTET_STRING, oid).value
             key = LEGACY_QUOTE_OID if oid in (LEGACY_QUOTE_OID, LEGACY_QUOTE_OID_GRAMINE) else oid
             if key in found:
-                raise EvidenceError("duplicate_extension", f"extension {oid} appears more than once")
+                raise EvidenceError(
+                    "duplicate_extension", f"extension {oid} appears more than once"
+                )
             if key in (LEGACY_QUOTE_OID, TCG_EVIDENCE_OID) and len(value) > MAX_EVIDENCE:
-                raise EvidenceError("oversized_extension", f"extension {oid} holds {len(value)} bytes (limit {MAX_EVIDENCE})")
+                raise EvidenceError(
+                    "oversized_extension",
+                    f"extension {oid} holds {len(value)} bytes (limit {MAX_EVIDENCE})",
+                )
             found[key] = value
             if key == LEGACY_QUOTE_OID:
                 legacy_oid = oid
-        algorithm_oid = der.decode_oid(der.expect_tag(algorithm.children("signatureAlgorithm")[0], der.TAG_OID, "signatureAlgorithm").value, "signatureAlgorithm")
+        algorithm_oid = der.decode_oid(
+            der.expect_tag(
+                algorithm.children("signatureAlgorithm")[0], der.TAG_OID, "signatureAlgorithm"
+            ).value,
+            "signatureAlgorithm",
+        )
     except DerError as exc:
         raise CertificateFormatError(exc.field, exc.problem) from exc
     except IndexError as exc:  # an empty SEQUENCE where elements are required
@@ -153,7 +173,9 @@ def extract_evidence(certificate: bytes) -> CertificateEvidence:
     try:
         public_key = serialization.load_der_public_key(spki.encoded())
     except (ValueError, UnsupportedAlgorithm) as exc:
-        raise CertificateFormatError("subjectPublicKeyInfo", f"unusable public key ({exc})") from exc
+        raise CertificateFormatError(
+            "subjectPublicKeyInfo", f"unusable public key ({exc})"
+        ) from exc
     _check_self_signature(public_key, algorithm_oid, tbs.encoded(), signature.value)
     tcg_quote = tcg_claims = None
     if TCG_EVIDENCE_OID in found:
@@ -174,16 +196,22 @@ def extract_evidence(certificate: bytes) -> CertificateEvidence:
     )
 
 
-def _check_self_signature(public_key: PublicKeyTypes, algorithm_oid: str, tbs: bytes, bit_string: bytes) -> None:
+def _check_self_signature(
+    public_key: PublicKeyTypes, algorithm_oid: str, tbs: bytes, bit_string: bytes
+) -> None:
     digest = _SIGNATURE_HASHES.get(algorithm_oid)
     if digest is None or not isinstance(public_key, ec.EllipticCurvePublicKey):
-        raise EvidenceError("certificate_signature", f"unsupported self-signature algorithm {algorithm_oid}")
+        raise EvidenceError(
+            "certificate_signature", f"unsupported self-signature algorithm {algorithm_oid}"
+        )
     if not bit_string or bit_string[0] != 0:
         raise CertificateFormatError("signatureValue", "BIT STRING with unused bits")
     try:
         public_key.verify(bit_string[1:], tbs, ec.ECDSA(digest))
     except InvalidSignature:
-        raise EvidenceError("certificate_signature", "the certificate is not signed by its own key") from None
+        raise EvidenceError(
+            "certificate_signature", "the certificate is not signed by its own key"
+        ) from None
 
 
 def check_validity(evidence: CertificateEvidence, now: dt.datetime) -> None:
@@ -214,19 +242,31 @@ def _expect_binding(which: str, report_data: bytes, digest: bytes) -> None:
 
 def tcg_claims(spki_der: bytes) -> bytes:
     """The TCG claims map binding a key: {"pubkey-hash": bstr(CBOR [1, SHA-256(SPKI)])}."""
-    return cbor2.dumps({PUBKEY_HASH_CLAIM: cbor2.dumps([HASH_ALG_SHA256, hashlib.sha256(spki_der).digest()])})
+    return cbor2.dumps(
+        {PUBKEY_HASH_CLAIM: cbor2.dumps([HASH_ALG_SHA256, hashlib.sha256(spki_der).digest()])}
+    )
 
 
 def bound_quote(evidence: CertificateEvidence) -> bytes:
     """The quote that binds the certificate's key; every evidence extension present must bind."""
     if evidence.legacy_quote is None and evidence.tcg_quote is None:
-        raise EvidenceError("no_quote", "certificate carries no SGX quote (no RA-TLS evidence extension)")
+        raise EvidenceError(
+            "no_quote", "certificate carries no SGX quote (no RA-TLS evidence extension)"
+        )
     key_hash = hashlib.sha256(evidence.spki_der).digest()
     if evidence.tcg_quote is not None and evidence.tcg_claims is not None:
         _check_tcg_claims(evidence.tcg_claims, key_hash)
-        _expect_binding("TCG evidence", _report_data(evidence.tcg_quote, TCG_EVIDENCE_OID), hashlib.sha256(evidence.tcg_claims).digest())
+        _expect_binding(
+            "TCG evidence",
+            _report_data(evidence.tcg_quote, TCG_EVIDENCE_OID),
+            hashlib.sha256(evidence.tcg_claims).digest(),
+        )
     if evidence.legacy_quote is not None:
-        _expect_binding("legacy quote extension", _report_data(evidence.legacy_quote, LEGACY_QUOTE_OID), key_hash)
+        _expect_binding(
+            "legacy quote extension",
+            _report_data(evidence.legacy_quote, LEGACY_QUOTE_OID),
+            key_hash,
+        )
         return evidence.legacy_quote
     assert evidence.tcg_quote is not None
     return evidence.tcg_quote
@@ -237,10 +277,19 @@ def _check_tcg_claims(claims: bytes, key_hash: bytes) -> None:
         decoded: Any = cbor2.loads(claims)
         inner: Any = cbor2.loads(decoded[PUBKEY_HASH_CLAIM]) if isinstance(decoded, dict) else None
     except (cbor2.CBORDecodeError, ValueError, TypeError, KeyError, RecursionError) as exc:
-        raise CertificateFormatError(TCG_EVIDENCE_OID, f"claims are not a CBOR map with {PUBKEY_HASH_CLAIM!r} ({exc})") from exc
+        raise CertificateFormatError(
+            TCG_EVIDENCE_OID, f"claims are not a CBOR map with {PUBKEY_HASH_CLAIM!r} ({exc})"
+        ) from exc
     if not isinstance(inner, list | tuple) or len(inner) != 2:
-        raise CertificateFormatError(TCG_EVIDENCE_OID, f"{PUBKEY_HASH_CLAIM} must be [hash-alg-id, hash]")
+        raise CertificateFormatError(
+            TCG_EVIDENCE_OID, f"{PUBKEY_HASH_CLAIM} must be [hash-alg-id, hash]"
+        )
     if inner[0] != HASH_ALG_SHA256:
-        raise EvidenceError("report_data_binding", f"{PUBKEY_HASH_CLAIM} uses hash algorithm {inner[0]!r}; only 1 (SHA-256) is accepted")
+        raise EvidenceError(
+            "report_data_binding",
+            f"{PUBKEY_HASH_CLAIM} uses hash algorithm {inner[0]!r}; only 1 (SHA-256) is accepted",
+        )
     if inner[1] != key_hash:
-        raise EvidenceError("report_data_binding", f"{PUBKEY_HASH_CLAIM} does not match this certificate's key")
+        raise EvidenceError(
+            "report_data_binding", f"{PUBKEY_HASH_CLAIM} does not match this certificate's key"
+        )

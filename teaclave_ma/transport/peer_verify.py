@@ -14,15 +14,15 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import attrs
+
 from teaclave_ma.attestation.anchors import TrustAnchor
 from teaclave_ma.attestation.collateral import Collateral
 from teaclave_ma.attestation.policy import VerificationPolicy
 from teaclave_ma.attestation.quote import Quote, parse_quote
 from teaclave_ma.attestation.verifier import verify_quote
-from teaclave_ma.transport.evidence import bound_quote, check_validity, extract_evidence
-
 from teaclave_ma.identity import SgxIdentity
 from teaclave_ma.transport.credentials import Clock, utc_now
+from teaclave_ma.transport.evidence import bound_quote, check_validity, extract_evidence
 from teaclave_ma.trust.manifest_trust import IdentityNotAccepted, VerifiedManifest
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from teaclave_ma.transport.evidence import LEGACY_QUOTE_OID, TCG_EVIDENCE_OID, TCG_EVIDENCE_TAG, tcg_claims
+from teaclave_ma.transport.evidence import (
+    LEGACY_QUOTE_OID,
+    TCG_EVIDENCE_OID,
+    TCG_EVIDENCE_TAG,
+    tcg_claims,
+)
 
 QuoteFor = Callable[[bytes], bytes]
 CLOCK_SKEW = dt.timedelta(minutes=1)
@@ -45,7 +50,8 @@ def create_ratls_certificate(
         .not_valid_after(now + lifetime)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.UnrecognizedExtension(x509.ObjectIdentifier(LEGACY_QUOTE_OID), legacy_quote), critical=False
+            x509.UnrecognizedExtension(x509.ObjectIdentifier(LEGACY_QUOTE_OID), legacy_quote),
+            critical=False,
         )
     )
     if tcg:
@@ -53,6 +59,7 @@ def create_ratls_certificate(
         tcg_quote = quote_for(hashlib.sha256(claims).digest() + bytes(32))
         evidence = cbor2.dumps(cbor2.CBORTag(TCG_EVIDENCE_TAG, [tcg_quote, claims]))
         builder = builder.add_extension(
-            x509.UnrecognizedExtension(x509.ObjectIdentifier(TCG_EVIDENCE_OID), evidence), critical=False
+            x509.UnrecognizedExtension(x509.ObjectIdentifier(TCG_EVIDENCE_OID), evidence),
+            critical=False,
         )
     return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)

@@ -14,6 +14,7 @@ is compared with the one that was verified, and nothing is trusted if they diffe
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import select
@@ -153,8 +154,9 @@ class SecureChannel:
         view = memoryview(data)
         deadline = time.monotonic() + self.timeout
         while view:
+            chunk = view
             try:
-                sent = _io(self.conn, self.sock, deadline, lambda chunk=view: self.conn.send(chunk))
+                sent = _io(self.conn, self.sock, deadline, functools.partial(self.conn.send, chunk))
             except SSL.Error as exc:
                 raise _refusal_or_failure("send", exc) from exc
             except OSError as exc:

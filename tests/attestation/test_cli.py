@@ -15,7 +15,9 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, 
     return code, json.loads(out) if out.strip().startswith("{") else {}
 
 
-def test_quote_show_prints_identity_fields(shared_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_quote_show_prints_identity_fields(
+    shared_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, data = run(capsys, "quote", "show", str(shared_data / "sgx" / "quote.bin"), "--json")
     assert code == 0
     assert data["tee"] == "SGX"
@@ -24,10 +26,22 @@ def test_quote_show_prints_identity_fields(shared_data: Path, capsys: pytest.Cap
     assert str(data["report_data"]).startswith(b"Hello, world!".hex())
 
 
-def test_quote_verify_real_sample_json(shared_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_quote_verify_real_sample_json(
+    shared_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     quote = str(shared_data / "sgx" / "quote.bin")
     collateral = str(shared_data / "sgx" / "collateral.json")
-    code, data = run(capsys, "quote", "verify", quote, "--collateral", collateral, "--at", "2025-07-01T00:00:00Z", "--json")
+    code, data = run(
+        capsys,
+        "quote",
+        "verify",
+        quote,
+        "--collateral",
+        collateral,
+        "--at",
+        "2025-07-01T00:00:00Z",
+        "--json",
+    )
     assert code == 1  # the default policy accepts UpToDate only
     assert data["verified"] is False
     assert data["tcb_status"] == "ConfigurationAndSWHardeningNeeded"
@@ -58,7 +72,9 @@ def test_unusable_quote_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "header" in capsys.readouterr().err
 
 
-def test_simulated_root_needs_the_explicit_opt_in(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_simulated_root_needs_the_explicit_opt_in(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["sim", "init", str(tmp_path / "sim")]) == 0
     assert "SIMULATED" in capsys.readouterr().err
     quote = tmp_path / "q.bin"
@@ -72,7 +88,16 @@ def test_simulated_root_needs_the_explicit_opt_in(tmp_path: Path, capsys: pytest
     assert "simulated_root" in str(data["reasons"])
     assert main(["quote", "verify", str(quote), "--collateral", collateral, "--root", root]) == 2
     code, data = run(
-        capsys, "quote", "verify", str(quote), "--collateral", collateral, "--root", root, "--trust-simulated-root", "--json"
+        capsys,
+        "quote",
+        "verify",
+        str(quote),
+        "--collateral",
+        collateral,
+        "--root",
+        root,
+        "--trust-simulated-root",
+        "--json",
     )
     assert code == 0
     assert data["mr_enclave"] == "ab" * 32

@@ -19,7 +19,9 @@ from teaclave_ma.identity import SgxIdentity
 from tests.attestation.conftest import SAMPLE_TIME
 
 
-def ours_accepts(quote: bytes, collateral: Collateral, when: dt.datetime, anchor_der: bytes | None = None) -> bool:
+def ours_accepts(
+    quote: bytes, collateral: Collateral, when: dt.datetime, anchor_der: bytes | None = None
+) -> bool:
     anchor = INTEL_SGX_ROOT_CA if anchor_der is None else TrustAnchor.for_root(anchor_der, "test")
     try:
         verify_quote(quote, collateral, when, VerificationPolicy.permissive_tcb(), anchor)
@@ -28,13 +30,17 @@ def ours_accepts(quote: bytes, collateral: Collateral, when: dt.datetime, anchor
     return True
 
 
-def oracle_accepts(quote: bytes, collateral_json: str, when: dt.datetime, anchor_der: bytes | None = None) -> bool:
+def oracle_accepts(
+    quote: bytes, collateral_json: str, when: dt.datetime, anchor_der: bytes | None = None
+) -> bool:
     collateral = dcap_qvl.QuoteCollateralV3.from_json(collateral_json)
     try:
         if anchor_der is None:
             report = dcap_qvl.verify(quote, collateral, int(when.timestamp()))
         else:
-            report = dcap_qvl.verify_with_root_ca(quote, collateral, anchor_der, int(when.timestamp()))
+            report = dcap_qvl.verify_with_root_ca(
+                quote, collateral, anchor_der, int(when.timestamp())
+            )
     except ValueError:
         return False
     return report.status != "Revoked"
@@ -53,7 +59,12 @@ def mutations(quote: bytes) -> list[tuple[str, bytes]]:
     cases = []
     for name, offset in offsets.items():
         for bit in (0x01, 0x80):
-            cases.append((f"{name}^{bit:#x}", quote[:offset] + bytes([quote[offset] ^ bit]) + quote[offset + 1 :]))
+            cases.append(
+                (
+                    f"{name}^{bit:#x}",
+                    quote[:offset] + bytes([quote[offset] ^ bit]) + quote[offset + 1 :],
+                )
+            )
     for cut in (1, 47, 48, 400, 436, 1000, len(quote) // 2, len(quote) - 1):
         cases.append((f"truncated@{cut}", quote[:cut]))
     cases.append(("extended+garbage", quote + b"\x01\x02\x03"))
@@ -61,7 +72,9 @@ def mutations(quote: bytes) -> list[tuple[str, bytes]]:
 
 
 @pytest.mark.parametrize("sample", ["sgx", "tdx"])
-def test_both_verifiers_accept_the_real_samples(sample: str, request: pytest.FixtureRequest) -> None:
+def test_both_verifiers_accept_the_real_samples(
+    sample: str, request: pytest.FixtureRequest
+) -> None:
     quote = request.getfixturevalue(f"{sample}_quote")
     collateral = request.getfixturevalue(f"{sample}_collateral")
     assert oracle_accepts(quote, collateral.decode(), SAMPLE_TIME)
@@ -76,12 +89,17 @@ def test_both_verifiers_accept_the_real_samples(sample: str, request: pytest.Fix
 STRICTER_THAN_ORACLE = {"pck_chain.end^0x1", "extended+garbage"}
 
 
-def test_verifiers_agree_on_mutations_of_the_real_sgx_quote(sgx_quote: bytes, sgx_collateral: bytes) -> None:
+def test_verifiers_agree_on_mutations_of_the_real_sgx_quote(
+    sgx_quote: bytes, sgx_collateral: bytes
+) -> None:
     collateral = Collateral.from_json(sgx_collateral)
     disagreements = []
     cases = mutations(sgx_quote)
     for name, mutated in cases:
-        ours, theirs = ours_accepts(mutated, collateral, SAMPLE_TIME), oracle_accepts(mutated, sgx_collateral.decode(), SAMPLE_TIME)
+        ours, theirs = (
+            ours_accepts(mutated, collateral, SAMPLE_TIME),
+            oracle_accepts(mutated, sgx_collateral.decode(), SAMPLE_TIME),
+        )
         if ours != theirs:
             disagreements.append(name)
             assert not ours, f"{name}: we accept what dcap-qvl refuses"
@@ -92,14 +110,23 @@ def test_verifiers_agree_on_mutations_of_the_real_sgx_quote(sgx_quote: bytes, sg
 def test_verifiers_agree_on_collateral_mutations(sgx_quote: bytes, sgx_collateral: bytes) -> None:
     document = json.loads(sgx_collateral)
     disagreements = []
-    for field in ("tcb_info", "qe_identity", "tcb_info_signature", "qe_identity_signature", "root_ca_crl", "pck_crl"):
+    for field in (
+        "tcb_info",
+        "qe_identity",
+        "tcb_info_signature",
+        "qe_identity_signature",
+        "root_ca_crl",
+        "pck_crl",
+    ):
         value = document[field]
         for position in (len(value) // 3, len(value) // 2, len(value) - 3):
             original = value[position]
             replacement = "0" if original != "0" else "1"
             if field in ("tcb_info", "qe_identity") and not original.isalnum():
                 continue
-            mutated = dict(document, **{field: value[:position] + replacement + value[position + 1 :]})
+            mutated = dict(
+                document, **{field: value[:position] + replacement + value[position + 1 :]}
+            )
             text = json.dumps(mutated)
             try:
                 ours = ours_accepts(sgx_quote, Collateral.from_json(text), SAMPLE_TIME)
@@ -111,7 +138,9 @@ def test_verifiers_agree_on_collateral_mutations(sgx_quote: bytes, sgx_collatera
     assert disagreements == []
 
 
-@pytest.mark.parametrize("status", ["UpToDate", "SWHardeningNeeded", "OutOfDate", "ConfigurationNeeded"])
+@pytest.mark.parametrize(
+    "status", ["UpToDate", "SWHardeningNeeded", "OutOfDate", "ConfigurationNeeded"]
+)
 def test_oracle_verifies_simulated_quotes_like_we_do(status: str) -> None:
     platform = SimulatedPlatform.create(tcb_status=status)
     identity = SgxIdentity(b"\x33" * 32, b"\x44" * 32, isv_prod_id=2, isv_svn=5, debug=False)
@@ -119,14 +148,19 @@ def test_oracle_verifies_simulated_quotes_like_we_do(status: str) -> None:
     collateral_json = platform.collateral_json().decode()
     when = dt.datetime.now(dt.UTC)
     report = dcap_qvl.verify_with_root_ca(
-        quote, dcap_qvl.QuoteCollateralV3.from_json(collateral_json), platform.root_certificate_der, int(when.timestamp())
+        quote,
+        dcap_qvl.QuoteCollateralV3.from_json(collateral_json),
+        platform.root_certificate_der,
+        int(when.timestamp()),
     )
     assert report.status == status
     parsed = dcap_qvl.parse_quote(quote)
     sgx = parsed.report.as_sgx() if hasattr(parsed.report, "as_sgx") else parsed.report
     assert bytes(sgx.mr_enclave) == identity.mr_enclave
     assert bytes(sgx.report_data) == b"\x07" * 64
-    assert ours_accepts(quote, Collateral.from_json(collateral_json), when, platform.root_certificate_der)
+    assert ours_accepts(
+        quote, Collateral.from_json(collateral_json), when, platform.root_certificate_der
+    )
     # and both refuse it under Intel's root
     assert not oracle_accepts(quote, collateral_json, when)
     assert not ours_accepts(quote, Collateral.from_json(collateral_json), when)

@@ -49,13 +49,23 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         path = url.path.removeprefix("/sgx/certification/v4")
         if path == "/pckcrl" and query.get("ca") == ["processor"]:
-            self._send(bytes.fromhex(c["pck_crl"]), {"SGX-PCK-CRL-Issuer-Chain": c["pck_crl_issuer_chain"]})
+            self._send(
+                bytes.fromhex(c["pck_crl"]), {"SGX-PCK-CRL-Issuer-Chain": c["pck_crl_issuer_chain"]}
+            )
         elif path == "/tcb" and query.get("fmspc") == [FMSPC.hex().upper()]:
             body = '{"tcbInfo":' + c["tcb_info"] + ',"signature":"' + c["tcb_info_signature"] + '"}'
             self._send(body.encode(), {"TCB-Info-Issuer-Chain": c["tcb_info_issuer_chain"]})
         elif path == "/qe/identity":
-            body = '{"enclaveIdentity": ' + c["qe_identity"] + ', "signature":"' + c["qe_identity_signature"] + '"}'
-            self._send(body.encode(), {"SGX-Enclave-Identity-Issuer-Chain": c["qe_identity_issuer_chain"]})
+            body = (
+                '{"enclaveIdentity": '
+                + c["qe_identity"]
+                + ', "signature":"'
+                + c["qe_identity_signature"]
+                + '"}'
+            )
+            self._send(
+                body.encode(), {"SGX-Enclave-Identity-Issuer-Chain": c["qe_identity_issuer_chain"]}
+            )
         elif path == "/rootcacrl":
             self._send(c["root_ca_crl"].encode(), {})  # this PCCS answers with hex text
         else:
@@ -114,11 +124,15 @@ def test_expired_cache_and_unreachable_pccs_is_an_error(pccs: FakePccs, tmp_path
     pccs.shutdown()
     pccs.server_close()
     with pytest.raises(PccsError, match="no valid cached collateral"):
-        fetch_collateral(url, FMSPC, "processor", tmp_path, now=dt.datetime(2025, 8, 1, tzinfo=dt.UTC))
+        fetch_collateral(
+            url, FMSPC, "processor", tmp_path, now=dt.datetime(2025, 8, 1, tzinfo=dt.UTC)
+        )
 
 
 @pytest.mark.parametrize("status", [404, 500])
-def test_http_errors_are_typed_and_name_the_url(pccs: FakePccs, tmp_path: Path, status: int) -> None:
+def test_http_errors_are_typed_and_name_the_url(
+    pccs: FakePccs, tmp_path: Path, status: int
+) -> None:
     pccs.fail_with = status
     with pytest.raises(PccsError) as caught:
         fetch_collateral(pccs.url, FMSPC, "processor", tmp_path, now=SAMPLE_TIME)

@@ -47,7 +47,9 @@ def test_tdx_v4_sample_matches_an_independent_parser(tdx_quote: bytes) -> None:
 
 
 @pytest.mark.parametrize("sample", ["sgx", "tdx"])
-def test_pck_extension_matches_an_independent_parser(sample: str, request: pytest.FixtureRequest) -> None:
+def test_pck_extension_matches_an_independent_parser(
+    sample: str, request: pytest.FixtureRequest
+) -> None:
     quote = parse_quote(request.getfixturevalue(f"{sample}_quote"))
     pem = quote.certification.pck_chain_pem.rstrip(b"\0")
     leaf_pem = pem[: pem.index(b"-----END CERTIFICATE-----") + 25]

@@ -48,7 +48,9 @@ def test_real_sgx_quote_verifies_under_intel_root(sgx_quote: bytes, sgx_collater
 
 
 def test_real_tdx_quote_verifies_up_to_date(tdx_quote: bytes, tdx_collateral: bytes) -> None:
-    result = verify_quote(tdx_quote, Collateral.from_json(tdx_collateral), SAMPLE_TIME, VerificationPolicy())
+    result = verify_quote(
+        tdx_quote, Collateral.from_json(tdx_collateral), SAMPLE_TIME, VerificationPolicy()
+    )
     assert (result.tee, result.tcb_status, result.advisory_ids) == ("TDX", "UpToDate", ())
     assert result.identity is None
 
@@ -57,7 +59,9 @@ def test_default_policy_refuses_the_real_sgx_quote_but_reports_its_status(
     sgx_quote: bytes, sgx_collateral: bytes
 ) -> None:
     with pytest.raises(PolicyRejected) as caught:
-        verify_quote(sgx_quote, Collateral.from_json(sgx_collateral), SAMPLE_TIME, VerificationPolicy())
+        verify_quote(
+            sgx_quote, Collateral.from_json(sgx_collateral), SAMPLE_TIME, VerificationPolicy()
+        )
     assert caught.value.check == "tcb_status"
     assert caught.value.report.tcb_status == "ConfigurationAndSWHardeningNeeded"  # type: ignore[attr-defined]
 
@@ -80,7 +84,9 @@ def test_real_collateral_outside_its_window_is_refused(
 # -- the simulated platform through the same code path ------------------------------------
 
 
-def test_simulated_quote_verifies_only_when_its_root_is_trusted(platform: SimulatedPlatform) -> None:
+def test_simulated_quote_verifies_only_when_its_root_is_trusted(
+    platform: SimulatedPlatform,
+) -> None:
     quote = platform.quote(IDENTITY, REPORT_DATA)
     collateral = Collateral.from_json(platform.collateral_json())
     result = verify_quote(quote, collateral, now(), VerificationPolicy(), anchor_of(platform))
@@ -107,7 +113,13 @@ def test_another_platforms_root_is_refused(platform: SimulatedPlatform) -> None:
 
 @pytest.mark.parametrize(
     "status",
-    ["SWHardeningNeeded", "ConfigurationNeeded", "ConfigurationAndSWHardeningNeeded", "OutOfDate", "OutOfDateConfigurationNeeded"],
+    [
+        "SWHardeningNeeded",
+        "ConfigurationNeeded",
+        "ConfigurationAndSWHardeningNeeded",
+        "OutOfDate",
+        "OutOfDateConfigurationNeeded",
+    ],
 )
 def test_every_tcb_status_is_reported_and_refused_unless_allowed(status: str) -> None:
     platform = SimulatedPlatform.create(tcb_status=status)
@@ -116,7 +128,9 @@ def test_every_tcb_status_is_reported_and_refused_unless_allowed(status: str) ->
     with pytest.raises(PolicyRejected) as caught:
         verify_quote(quote, collateral, now(), VerificationPolicy(), anchor_of(platform))
     assert caught.value.report.tcb_status == status  # type: ignore[attr-defined]
-    allowed = verify_quote(quote, collateral, now(), VerificationPolicy().allow_status(status), anchor_of(platform))
+    allowed = verify_quote(
+        quote, collateral, now(), VerificationPolicy().allow_status(status), anchor_of(platform)
+    )
     assert allowed.tcb_status == status
     assert allowed.advisory_ids == ("TEACLAVE-SIM-SA-0001",)
 
@@ -142,7 +156,9 @@ def test_debug_enclave_refused_unless_allowed(platform: SimulatedPlatform) -> No
     with pytest.raises(PolicyRejected) as caught:
         verify_quote(quote, collateral, now(), VerificationPolicy(), anchor_of(platform))
     assert caught.value.check == "debug"
-    allowed = verify_quote(quote, collateral, now(), VerificationPolicy(allow_debug=True), anchor_of(platform))
+    allowed = verify_quote(
+        quote, collateral, now(), VerificationPolicy(allow_debug=True), anchor_of(platform)
+    )
     assert allowed.identity is not None and allowed.identity.debug
 
 
@@ -206,10 +222,18 @@ def flip(data: bytes, offset: int) -> bytes:
         (QE_AUTH_DATA + 1, "qe_report_data"),
     ],
 )
-def test_tampered_quote_regions_are_refused(platform: SimulatedPlatform, offset: int, check: str) -> None:
+def test_tampered_quote_regions_are_refused(
+    platform: SimulatedPlatform, offset: int, check: str
+) -> None:
     quote = flip(platform.quote(IDENTITY, REPORT_DATA), offset)
     with pytest.raises(QuoteVerificationError) as caught:
-        verify_quote(quote, Collateral.from_json(platform.collateral_json()), now(), VerificationPolicy(), anchor_of(platform))
+        verify_quote(
+            quote,
+            Collateral.from_json(platform.collateral_json()),
+            now(),
+            VerificationPolicy(),
+            anchor_of(platform),
+        )
     assert caught.value.check == check
 
 
@@ -222,7 +246,9 @@ def edited(platform: SimulatedPlatform, change: Callable[[dict[str, str]], None]
     return Collateral.from_json(json.dumps(document))
 
 
-def resign(platform: SimulatedPlatform, field: str, edit: Callable[[dict[str, object]], None]) -> Callable[[dict[str, str]], None]:
+def resign(
+    platform: SimulatedPlatform, field: str, edit: Callable[[dict[str, object]], None]
+) -> Callable[[dict[str, str]], None]:
     def change(document: dict[str, str]) -> None:
         body = json.loads(document[field])
         edit(body)
@@ -236,8 +262,16 @@ def resign(platform: SimulatedPlatform, field: str, edit: Callable[[dict[str, ob
 @pytest.mark.parametrize(
     ("change", "check"),
     [
-        (lambda d: d.update(tcb_info=d["tcb_info"].replace('"tcbType":0', '"tcbType":0 ')), "tcb_info_signature"),
-        (lambda d: d.update(qe_identity=d["qe_identity"].replace('"isvprodid":1', '"isvprodid":1 ')), "qe_identity_signature"),
+        (
+            lambda d: d.update(tcb_info=d["tcb_info"].replace('"tcbType":0', '"tcbType":0 ')),
+            "tcb_info_signature",
+        ),
+        (
+            lambda d: d.update(
+                qe_identity=d["qe_identity"].replace('"isvprodid":1', '"isvprodid":1 ')
+            ),
+            "qe_identity_signature",
+        ),
     ],
     ids=["tcb-info-signature", "qe-identity-signature"],
 )
@@ -245,7 +279,13 @@ def test_collateral_signatures_cover_the_exact_bytes(
     platform: SimulatedPlatform, change: Callable[[dict[str, str]], None], check: str
 ) -> None:
     with pytest.raises(QuoteVerificationError) as caught:
-        verify_quote(platform.quote(IDENTITY, REPORT_DATA), edited(platform, change), now(), VerificationPolicy(), anchor_of(platform))
+        verify_quote(
+            platform.quote(IDENTITY, REPORT_DATA),
+            edited(platform, change),
+            now(),
+            VerificationPolicy(),
+            anchor_of(platform),
+        )
     assert caught.value.check == check
 
 
@@ -257,7 +297,19 @@ def test_collateral_signatures_cover_the_exact_bytes(
         ("qe_identity", lambda b: b.update(mrsigner="AB" * 32), "qe_identity"),
         ("qe_identity", lambda b: b.update(isvprodid=9), "qe_identity"),
         ("qe_identity", lambda b: b.update(id="TD_QE"), "qe_identity"),
-        ("qe_identity", lambda b: b.update(tcbLevels=[{"tcb": {"isvsvn": 99}, "tcbDate": "2025-01-01T00:00:00Z", "tcbStatus": "UpToDate"}]), "tcb_level"),
+        (
+            "qe_identity",
+            lambda b: b.update(
+                tcbLevels=[
+                    {
+                        "tcb": {"isvsvn": 99},
+                        "tcbDate": "2025-01-01T00:00:00Z",
+                        "tcbStatus": "UpToDate",
+                    }
+                ]
+            ),
+            "tcb_level",
+        ),
     ],
 )
 def test_collateral_content_must_match_the_platform(
@@ -265,18 +317,36 @@ def test_collateral_content_must_match_the_platform(
 ) -> None:
     collateral = edited(platform, resign(platform, field, edit))
     with pytest.raises(QuoteVerificationError) as caught:
-        verify_quote(platform.quote(IDENTITY, REPORT_DATA), collateral, now(), VerificationPolicy(), anchor_of(platform))
+        verify_quote(
+            platform.quote(IDENTITY, REPORT_DATA),
+            collateral,
+            now(),
+            VerificationPolicy(),
+            anchor_of(platform),
+        )
     assert caught.value.check == check
 
 
 def test_pck_crl_must_be_signed_by_the_pck_issuer(platform: SimulatedPlatform) -> None:
     stranger = pki.new_key()
     start = now() - dt.timedelta(hours=1)
-    forged = pki.crl(platform.certs["platform_ca"], stranger, [], this_update=start, next_update=start + dt.timedelta(days=1))
+    forged = pki.crl(
+        platform.certs["platform_ca"],
+        stranger,
+        [],
+        this_update=start,
+        next_update=start + dt.timedelta(days=1),
+    )
 
     def change(document: dict[str, str]) -> None:
         document["pck_crl"] = forged.public_bytes(serialization.Encoding.DER).hex()
 
     with pytest.raises(QuoteVerificationError) as caught:
-        verify_quote(platform.quote(IDENTITY, REPORT_DATA), edited(platform, change), now(), VerificationPolicy(), anchor_of(platform))
+        verify_quote(
+            platform.quote(IDENTITY, REPORT_DATA),
+            edited(platform, change),
+            now(),
+            VerificationPolicy(),
+            anchor_of(platform),
+        )
     assert caught.value.check == "pck_crl"

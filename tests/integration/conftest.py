@@ -48,7 +48,9 @@ def runtimes(deployment: SimulatedDeployment) -> Iterator[RuntimeFactory]:
         if isinstance(image, str):
             image = deployment.images[image]
         # A state directory per runtime: accepted manifest versions must not leak across tests.
-        config_path = deployment.runtime_config(f"{image.service.name}-{next(RUNTIME_IDS)}", peers=peers)
+        config_path = deployment.runtime_config(
+            f"{image.service.name}-{next(RUNTIME_IDS)}", peers=peers
+        )
         config = parse_runtime_config(config_path.read_bytes(), config_path.parent)
         runtime = ServiceRuntime(
             image,

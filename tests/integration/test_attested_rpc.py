@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from teaclave_ma.rpc.client import PeerClient
+from teaclave_ma.runtime.service_runtime import ServiceRuntime
 from teaclave_ma.testing.deployment import SimulatedDeployment
 from teaclave_ma.transport.tls import PeerRejected, RefusedByPeer
-from teaclave_ma.runtime.service_runtime import ServiceRuntime
 
 RuntimeFactory = Callable[..., ServiceRuntime]
 
@@ -29,7 +29,9 @@ def test_client_reaches_storage_through_frontend_and_authentication(
 ) -> None:
     client = runtimes("client", frontend=chain["frontend"])
     frontend = client.context.client("frontend")
-    assert frontend.call("register", user="ada", password="analytical engine") == {"registered": "ada"}
+    assert frontend.call("register", user="ada", password="analytical engine") == {
+        "registered": "ada"
+    }
     token = frontend.call("login", user="ada", password="analytical engine")["token"]
     assert frontend.call("put", token=token, key="note", value="first program") == {"stored": True}
     assert frontend.call("get", token=token, key="note") == {"value": "first program"}
@@ -46,7 +48,9 @@ def test_storage_keeps_each_attested_caller_in_its_own_namespace(
     client = runtimes("client", frontend=chain["frontend"]).context.client("frontend")
     client.call("register", user="grace", password="compiler123")
     # authentication stored grace's record under its own namespace; frontend cannot see it.
-    frontend = runtimes("frontend", storage=chain["storage"], authentication=chain["authentication"])
+    frontend = runtimes(
+        "frontend", storage=chain["storage"], authentication=chain["authentication"]
+    )
     frontend_as_storage_client = frontend.context.client("storage")
     assert frontend_as_storage_client.call("get", key="user/grace") is None
     assert frontend_as_storage_client.call("keys") == []
@@ -66,7 +70,9 @@ def test_client_refuses_a_valid_enclave_of_another_service(
     chain: dict[str, tuple[str, int]], runtimes: RuntimeFactory
 ) -> None:
     client = runtimes("client", frontend=chain["frontend"])
-    misdirected = PeerClient("frontend", chain["authentication"], client.credentials, client.verifier)
+    misdirected = PeerClient(
+        "frontend", chain["authentication"], client.credentials, client.verifier
+    )
     with pytest.raises(PeerRejected) as caught:
         misdirected.call("login", user="ada", password="analytical engine")
     message = str(caught.value)

@@ -19,8 +19,14 @@ def test_demo_runs_end_to_end_and_every_expectation_holds(tmp_path: Path) -> Non
     assert report["ok"] is True
     assert len(titles) == 6
     assert all(outcome["held"] for outcome in titles.values())
-    assert "1 of the required 2" in titles["storage started with a manifest signed by alice only"]["detail"]
-    assert "not accepted for service 'frontend'" in titles["client expects frontend but reaches authentication"]["detail"]
+    assert (
+        "1 of the required 2"
+        in titles["storage started with a manifest signed by alice only"]["detail"]
+    )
+    assert (
+        "not accepted for service 'frontend'"
+        in titles["client expects frontend but reaches authentication"]["detail"]
+    )
     assert "debug enclave" in titles["frontend connects to a debug storage enclave"]["detail"]
     # the services that refused callers say so in their logs, with the caller's identity
     storage_log = (tmp_path / "run" / "logs" / "storage.log").read_text()

@@ -22,7 +22,7 @@ from teaclave_ma.runtime.service_runtime import ServiceRuntime
 from teaclave_ma.transport.tls import PeerRejected
 
 RuntimeFactory = Callable[..., ServiceRuntime]
-REQUEST = b'POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}'
+REQUEST = b"POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
 
 
 def plain_self_signed() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
@@ -43,7 +43,9 @@ def plain_self_signed() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     return key, certificate
 
 
-def raw_context(method: int, *, certificate: bool = True, max_version: int | None = None) -> SSL.Context:
+def raw_context(
+    method: int, *, certificate: bool = True, max_version: int | None = None
+) -> SSL.Context:
     context = SSL.Context(method)
     if certificate:
         key, cert = plain_self_signed()
@@ -97,9 +99,13 @@ def request_reads(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     "context",
     [
         pytest.param(lambda: raw_context(SSL.TLS_CLIENT_METHOD), id="self-signed-without-quote"),
-        pytest.param(lambda: raw_context(SSL.TLS_CLIENT_METHOD, certificate=False), id="no-client-certificate"),
         pytest.param(
-            lambda: raw_context(SSL.TLS_CLIENT_METHOD, max_version=SSL.TLS1_2_VERSION), id="tls-1.2-downgrade"
+            lambda: raw_context(SSL.TLS_CLIENT_METHOD, certificate=False),
+            id="no-client-certificate",
+        ),
+        pytest.param(
+            lambda: raw_context(SSL.TLS_CLIENT_METHOD, max_version=SSL.TLS1_2_VERSION),
+            id="tls-1.2-downgrade",
         ),
     ],
 )
@@ -112,7 +118,9 @@ def test_server_reads_no_request_bytes_from_an_unverified_client(
     assert request_reads == []
 
 
-def test_server_counts_and_logs_a_refused_client(storage: ServiceRuntime, caplog: pytest.LogCaptureFixture) -> None:
+def test_server_counts_and_logs_a_refused_client(
+    storage: ServiceRuntime, caplog: pytest.LogCaptureFixture
+) -> None:
     assert storage.server is not None
     raw_client_exchange(storage.server.address, raw_context(SSL.TLS_CLIENT_METHOD))
     deadline = time.monotonic() + 5  # the server thread logs after it has sent its alert
@@ -152,7 +160,9 @@ class RecordingServer:
 def test_client_sends_no_request_bytes_to_an_unverified_server(runtimes: RuntimeFactory) -> None:
     impostor = RecordingServer()
     frontend = runtimes("frontend", storage=impostor.address, authentication=impostor.address)
-    client = PeerClient("storage", impostor.address, frontend.credentials, frontend.verifier, timeout=5)
+    client = PeerClient(
+        "storage", impostor.address, frontend.credentials, frontend.verifier, timeout=5
+    )
     with pytest.raises(PeerRejected) as caught:
         client.call("get", key="user/ada")
     impostor.thread.join(timeout=10)

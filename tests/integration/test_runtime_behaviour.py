@@ -33,7 +33,13 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
     return predicate()
 
 
-def publish(deployment: SimulatedDeployment, directory: Path, services: list[str], version: int, signers: list[str]) -> tuple[Path, Path]:
+def publish(
+    deployment: SimulatedDeployment,
+    directory: Path,
+    services: list[str],
+    version: int,
+    signers: list[str],
+) -> tuple[Path, Path]:
     """A manifest of its own for one test, so the shared deployment stays untouched."""
     manifest = directory / "manifest.yaml"
     entries = {name: [accepted(deployment.images[name].identity)] for name in services}
@@ -88,25 +94,38 @@ def test_certificates_rotate_without_dropping_open_connections(runtimes: Runtime
         lifetime=dt.timedelta(seconds=4),
         refresh_before=dt.timedelta(seconds=3),
     )
-    server = RpcServer(storage.service, credentials, storage.verifier, inbound=["frontend"], address=("127.0.0.1", 0))
+    server = RpcServer(
+        storage.service,
+        credentials,
+        storage.verifier,
+        inbound=["frontend"],
+        address=("127.0.0.1", 0),
+    )
     address = server.start()
     try:
         frontend = runtimes("frontend", storage=address, authentication=address)
         first = PeerClient("storage", address, frontend.credentials, frontend.verifier)
         first_peer = first.connect()
         assert first.call("put", key="k", value="v") is True
-        time.sleep(1.2)  # now within refresh_before of expiry: the next connection gets a new certificate
+        time.sleep(
+            1.2
+        )  # now within refresh_before of expiry: the next connection gets a new certificate
         second = PeerClient("storage", address, frontend.credentials, frontend.verifier)
         second_peer = second.connect()
         assert second_peer.certificate_sha256 != first_peer.certificate_sha256
         assert credentials.generation == 2
         assert first.call("get", key="k") == "v"  # the old connection keeps working
-        assert first.peer is not None and first.peer.certificate_sha256 == first_peer.certificate_sha256
+        assert (
+            first.peer is not None
+            and first.peer.certificate_sha256 == first_peer.certificate_sha256
+        )
     finally:
         server.stop()
 
 
-def test_a_silent_connection_is_dropped_after_the_handshake_deadline(runtimes: RuntimeFactory) -> None:
+def test_a_silent_connection_is_dropped_after_the_handshake_deadline(
+    runtimes: RuntimeFactory,
+) -> None:
     storage = runtimes("storage", limits=ServerLimits(handshake_timeout=0.5))
     address = storage.start()
     silent = socket.create_connection(address)
@@ -120,13 +139,18 @@ def test_a_silent_connection_is_dropped_after_the_handshake_deadline(runtimes: R
 
 
 def test_connection_limit_and_request_size_limit(runtimes: RuntimeFactory) -> None:
-    storage = runtimes("storage", limits=ServerLimits(max_connections=1, handshake_timeout=1.0, max_request_bytes=2048))
+    storage = runtimes(
+        "storage",
+        limits=ServerLimits(max_connections=1, handshake_timeout=1.0, max_request_bytes=2048),
+    )
     address = storage.start()
     frontend = runtimes("frontend", storage=address, authentication=address)
     hog = socket.create_connection(address)  # holds the only slot until its handshake deadline
     time.sleep(0.2)
     with pytest.raises((TransportError, RefusedByPeer, PeerRejected)):
-        PeerClient("storage", address, frontend.credentials, frontend.verifier, timeout=2).call("keys")
+        PeerClient("storage", address, frontend.credentials, frontend.verifier, timeout=2).call(
+            "keys"
+        )
     hog.close()
     client = PeerClient("storage", address, frontend.credentials, frontend.verifier, timeout=5)
     assert wait_until(lambda: _succeeds(client))
@@ -146,7 +170,9 @@ def test_serve_process_reloads_on_sighup(deployment: SimulatedDeployment, tmp_pa
     manifest, signatures = publish(deployment, tmp_path, ALL, 1, ["alice", "bob"])
     config = deployment.runtime_config("storage-sighup")
     process = start_service(
-        "storage", serve_command(deployment.images["storage"].root, manifest, signatures, config), tmp_path / "storage.log"
+        "storage",
+        serve_command(deployment.images["storage"].root, manifest, signatures, config),
+        tmp_path / "storage.log",
     )
     try:
         publish(deployment, tmp_path, ALL, 2, ["alice", "bob"])

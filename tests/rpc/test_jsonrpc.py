@@ -6,7 +6,13 @@ import pytest
 
 from teaclave_ma.identity import SgxIdentity
 from teaclave_ma.rpc import jsonrpc
-from teaclave_ma.rpc.jsonrpc import RpcError, decode_request, decode_response, encode_error, encode_result
+from teaclave_ma.rpc.jsonrpc import (
+    RpcError,
+    decode_request,
+    decode_response,
+    encode_error,
+    encode_result,
+)
 from teaclave_ma.rpc.service import Service
 from teaclave_ma.transport.peer_verify import PeerIdentity
 
@@ -50,7 +56,11 @@ def test_response_decoding_checks_id_and_carries_errors() -> None:
         decode_response(encode_result(3, None), 4)
     with pytest.raises(RpcError) as caught:
         decode_response(encode_error(5, RpcError(-32001, "no", {"why": "x"})), 5)
-    assert (caught.value.code, caught.value.message, caught.value.data) == (-32001, "no", {"why": "x"})
+    assert (caught.value.code, caught.value.message, caught.value.data) == (
+        -32001,
+        "no",
+        {"why": "x"},
+    )
     with pytest.raises(RpcError, match="neither result nor error"):
         decode_response(json.dumps({"jsonrpc": "2.0", "id": 1}).encode(), 1)
 
@@ -71,7 +81,9 @@ def test_service_dispatch_passes_the_verified_peer_and_named_params() -> None:
     assert bad.value.code == jsonrpc.INVALID_PARAMS
 
 
-def test_handler_failures_become_internal_errors_without_details(caplog: pytest.LogCaptureFixture) -> None:
+def test_handler_failures_become_internal_errors_without_details(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     service = Service("storage")
 
     @service.handler()

@@ -20,7 +20,9 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, 
     return code, json.loads(out) if out.lstrip().startswith("{") else {}
 
 
-def test_keygen_writes_a_private_key_only_the_owner_can_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_keygen_writes_a_private_key_only_the_owner_can_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, data = run(capsys, "auditor", "keygen", "alice", "--out", str(tmp_path), "--json")
     assert code == 0
     private, public = tmp_path / "alice.key.pem", tmp_path / "alice.pub.pem"
@@ -58,20 +60,60 @@ def test_keygen_to_verify_two_of_three(tmp_path: Path, capsys: pytest.CaptureFix
         *[arg for name in ("alice", "bob", "carol") for arg in ("--auditor", str(keys / f"{name}.pub.pem"))],
     ]) == 0  # fmt: skip
     manifest = tmp_path / "manifest.yaml"
-    assert main(["manifest", "new", "--version", "3", "--expires", "2030-01-01T00:00:00Z", "--out", str(manifest)]) == 0
+    assert (
+        main(
+            [
+                "manifest",
+                "new",
+                "--version",
+                "3",
+                "--expires",
+                "2030-01-01T00:00:00Z",
+                "--out",
+                str(manifest),
+            ]
+        )
+        == 0
+    )
     assert main([
         "manifest", "add", str(manifest), "--service", "storage", "--mr-enclave", "ab" * 32,
         "--mr-signer", "cd" * 32, "--isv-prod-id", "4", "--min-isv-svn", "1",
     ]) == 0  # fmt: skip
     signatures = tmp_path / "sigs"
     for name in ("alice", "carol"):
-        assert main(["manifest", "sign", str(manifest), "--key", str(keys / f"{name}.key.pem"), "--out-dir", str(signatures)]) == 0
-    assert sorted(p.suffix for p in signatures.iterdir()) == [".sig", ".sig"]  # and no temp files left
+        assert (
+            main(
+                [
+                    "manifest",
+                    "sign",
+                    str(manifest),
+                    "--key",
+                    str(keys / f"{name}.key.pem"),
+                    "--out-dir",
+                    str(signatures),
+                ]
+            )
+            == 0
+        )
+    assert sorted(p.suffix for p in signatures.iterdir()) == [
+        ".sig",
+        ".sig",
+    ]  # and no temp files left
     capsys.readouterr()
-    verify = ["manifest", "verify", str(manifest), "--trust", str(trust), "--signatures", str(signatures)]
+    verify = [
+        "manifest",
+        "verify",
+        str(manifest),
+        "--trust",
+        str(trust),
+        "--signatures",
+        str(signatures),
+    ]
     code, data = run(capsys, *verify, "--now", "2029-01-01T00:00:00Z", "--json")
     assert code == 0
-    assert data["valid"] is True and data["version"] == 3 and data["expires"] == "2030-01-01T00:00:00Z"
+    assert (
+        data["valid"] is True and data["version"] == 3 and data["expires"] == "2030-01-01T00:00:00Z"
+    )
     assert len(data["signed_by"]) == 2  # type: ignore[arg-type]
     code, data = run(capsys, *verify, "--now", "2031-01-01T00:00:00Z", "--json")
     assert code == 1
@@ -84,10 +126,25 @@ def test_keygen_to_verify_two_of_three(tmp_path: Path, capsys: pytest.CaptureFix
     assert main([*verify]) == 1
 
 
-def test_sign_refuses_a_malformed_manifest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_sign_refuses_a_malformed_manifest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["auditor", "keygen", "alice", "--out", str(tmp_path)]) == 0
     bad = tmp_path / "bad.yaml"
     bad.write_text("version: 1\nexpires: soon\nenclaves: {}\n")
-    assert main(["manifest", "sign", str(bad), "--key", str(tmp_path / "alice.key.pem"), "--out-dir", str(tmp_path / "s")]) == 2
+    assert (
+        main(
+            [
+                "manifest",
+                "sign",
+                str(bad),
+                "--key",
+                str(tmp_path / "alice.key.pem"),
+                "--out-dir",
+                str(tmp_path / "s"),
+            ]
+        )
+        == 2
+    )
     assert "expires" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()

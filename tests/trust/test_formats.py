@@ -7,10 +7,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from teaclave_ma.crypto.auditor_key import AuditorSigningKey
+from teaclave_ma.errors import InputError
 from teaclave_ma.formats.manifest import ManifestFormatError, parse_manifest
 from teaclave_ma.formats.service_config import parse_service_config
 from teaclave_ma.formats.trust import TrustedAuditor, TrustFile, TrustFileError, parse_trust_file
-from teaclave_ma.errors import InputError
 from teaclave_ma.testing import AuditorPanel
 
 GOOD = """version: 1
@@ -29,8 +29,6 @@ enclaves:
 """
 
 
-
-
 def test_good_manifest_parses() -> None:
     manifest = parse_manifest(GOOD.format(a="aa" * 32, b="bb" * 32).encode())
     assert manifest.version == 1
@@ -40,15 +38,64 @@ def test_good_manifest_parses() -> None:
 @pytest.mark.parametrize(
     ("data", "field", "fragment"),
     [
-        (GOOD.format(a="aa" * 32, b="bb" * 32).replace("aa" * 32 + "\n    mr_signer: " + "bb" * 32 + "\n    isv_prod_id: 4\n    min_isv_svn: 2", "a" * 63 + "\n    mr_signer: " + "bb" * 32 + "\n    isv_prod_id: 4\n    min_isv_svn: 2"), "enclaves.storage[1].mr_enclave", "expected 64 hex characters, got 63"),
-        (GOOD.format(a="zz" * 32, b="bb" * 32), "enclaves.storage[0].mr_enclave", "expected hex characters"),
-        (GOOD.format(a="aa" * 32, b="bb" * 32).replace("isv_prod_id: 4\n    min_isv_svn: 1", "isv_prod_id: 70000\n    min_isv_svn: 1"), "enclaves.storage[0].isv_prod_id", "0..65535"),
-        (GOOD.format(a="aa" * 32, b="bb" * 32).replace("debug: false", "debug: 0"), "enclaves.storage[1].debug", "true or false"),
-        (GOOD.format(a="aa" * 32, b="bb" * 32).replace("version: 1", "version: true"), "version", "expected an integer"),
-        (GOOD.format(a="aa" * 32, b="bb" * 32).replace("version: 1", "version: 1\ncolour: red"), "colour", "unknown field"),
-        (GOOD.format(a="aa" * 32, b="bb" * 32).replace('"2027-01-01T00:00:00Z"', '"2027-01-01T00:00:00"'), "expires", "UTC"),
-        (GOOD.format(a="aa" * 32, b="bb" * 32).replace("version: 1", "version: 1\nversion: 2"), "version", "duplicate key"),
-        (GOOD.format(a="aa" * 32, b="bb" * 32).replace("  storage:", "  Storage!:"), "enclaves.Storage!", "invalid service name"),
+        (
+            GOOD.format(a="aa" * 32, b="bb" * 32).replace(
+                "aa" * 32
+                + "\n    mr_signer: "
+                + "bb" * 32
+                + "\n    isv_prod_id: 4\n    min_isv_svn: 2",
+                "a" * 63
+                + "\n    mr_signer: "
+                + "bb" * 32
+                + "\n    isv_prod_id: 4\n    min_isv_svn: 2",
+            ),
+            "enclaves.storage[1].mr_enclave",
+            "expected 64 hex characters, got 63",
+        ),
+        (
+            GOOD.format(a="zz" * 32, b="bb" * 32),
+            "enclaves.storage[0].mr_enclave",
+            "expected hex characters",
+        ),
+        (
+            GOOD.format(a="aa" * 32, b="bb" * 32).replace(
+                "isv_prod_id: 4\n    min_isv_svn: 1", "isv_prod_id: 70000\n    min_isv_svn: 1"
+            ),
+            "enclaves.storage[0].isv_prod_id",
+            "0..65535",
+        ),
+        (
+            GOOD.format(a="aa" * 32, b="bb" * 32).replace("debug: false", "debug: 0"),
+            "enclaves.storage[1].debug",
+            "true or false",
+        ),
+        (
+            GOOD.format(a="aa" * 32, b="bb" * 32).replace("version: 1", "version: true"),
+            "version",
+            "expected an integer",
+        ),
+        (
+            GOOD.format(a="aa" * 32, b="bb" * 32).replace("version: 1", "version: 1\ncolour: red"),
+            "colour",
+            "unknown field",
+        ),
+        (
+            GOOD.format(a="aa" * 32, b="bb" * 32).replace(
+                '"2027-01-01T00:00:00Z"', '"2027-01-01T00:00:00"'
+            ),
+            "expires",
+            "UTC",
+        ),
+        (
+            GOOD.format(a="aa" * 32, b="bb" * 32).replace("version: 1", "version: 1\nversion: 2"),
+            "version",
+            "duplicate key",
+        ),
+        (
+            GOOD.format(a="aa" * 32, b="bb" * 32).replace("  storage:", "  Storage!:"),
+            "enclaves.Storage!",
+            "invalid service name",
+        ),
         ("- just\n- a list\n", "manifest", "expected a mapping"),
         ("version: [\n", "manifest", "not valid YAML"),
     ],
@@ -71,11 +118,17 @@ def test_trust_file_round_trip(auditor_panel: AuditorPanel) -> None:
 
 @pytest.mark.parametrize(("threshold", "count"), [(0, 3), (4, 3)])
 def test_trust_threshold_must_be_between_one_and_n(threshold: int, count: int) -> None:
-    auditors = tuple(TrustedAuditor(f"a{i}", AuditorSigningKey.generate().public_key) for i in range(count))
+    auditors = tuple(
+        TrustedAuditor(f"a{i}", AuditorSigningKey.generate().public_key) for i in range(count)
+    )
     with pytest.raises(TrustFileError) as caught:
         TrustFile(threshold=threshold, auditors=auditors)
     assert caught.value.field == "threshold"
-    text = TrustFile(threshold=1, auditors=auditors).to_bytes().replace(b"threshold: 1", f"threshold: {threshold}".encode())
+    text = (
+        TrustFile(threshold=1, auditors=auditors)
+        .to_bytes()
+        .replace(b"threshold: 1", f"threshold: {threshold}".encode())
+    )
     with pytest.raises(TrustFileError, match="threshold"):
         parse_trust_file(text)
 
@@ -83,7 +136,9 @@ def test_trust_threshold_must_be_between_one_and_n(threshold: int, count: int) -
 def test_trust_file_refuses_one_key_under_two_names() -> None:
     key = AuditorSigningKey.generate().public_key
     with pytest.raises(TrustFileError, match="duplicate keys would inflate the threshold"):
-        TrustFile(threshold=2, auditors=(TrustedAuditor("alice", key), TrustedAuditor("mallory", key)))
+        TrustFile(
+            threshold=2, auditors=(TrustedAuditor("alice", key), TrustedAuditor("mallory", key))
+        )
 
 
 def test_trust_file_key_id_must_match_the_key(auditor_panel: AuditorPanel) -> None:
@@ -95,10 +150,15 @@ def test_trust_file_key_id_must_match_the_key(auditor_panel: AuditorPanel) -> No
 
 
 def test_trust_file_with_a_non_ed25519_key_is_refused(auditor_panel: AuditorPanel) -> None:
-    pem = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
-    text = "threshold: 1\nauditors:\n- name: x\n  public_key: |\n" + "".join(f"    {line}\n" for line in pem.splitlines())
+    pem = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    text = "threshold: 1\nauditors:\n- name: x\n  public_key: |\n" + "".join(
+        f"    {line}\n" for line in pem.splitlines()
+    )
     with pytest.raises(TrustFileError, match="expected an Ed25519 key"):
         parse_trust_file(text.encode())
 

@@ -44,14 +44,20 @@ def test_signatures_are_checked_on_raw_bytes_before_parsing(auditor_panel: Audit
     garbage = b"\xff\xfe: [unclosed"
     assert rejected(lambda: trust.check(garbage, [], NOW)).checks == {"threshold"}
     # signed by enough auditors yet malformed: still a typed refusal, after the signatures
-    assert rejected(lambda: trust.check(garbage, auditor_panel.sign(garbage), NOW)).checks == {"format"}
+    assert rejected(lambda: trust.check(garbage, auditor_panel.sign(garbage), NOW)).checks == {
+        "format"
+    }
 
 
-def test_an_equivalent_reserialisation_does_not_carry_the_signatures(auditor_panel: AuditorPanel) -> None:
+def test_an_equivalent_reserialisation_does_not_carry_the_signatures(
+    auditor_panel: AuditorPanel,
+) -> None:
     data = manifest(auditor_panel)
     signatures = auditor_panel.sign(data)
     reformatted = data.replace(b"version: 1", b"version:   1")
-    reasons = rejected(lambda: ManifestTrust(auditor_panel.trust).check(reformatted, signatures, NOW))
+    reasons = rejected(
+        lambda: ManifestTrust(auditor_panel.trust).check(reformatted, signatures, NOW)
+    )
     assert reasons.checks == {"threshold", "signature"}
     assert "does not verify over these manifest bytes" in str(reasons)
 
@@ -59,7 +65,10 @@ def test_an_equivalent_reserialisation_does_not_carry_the_signatures(auditor_pan
 def test_unknown_auditor_is_ignored_and_reported(auditor_panel: AuditorPanel) -> None:
     data = manifest(auditor_panel)
     outsider = AuditorPanel.outsider()
-    signatures = auditor_panel.sign(data, by=[0]) + [(f"{outsider.key_id}.sig", outsider.sign(data).to_bytes())]
+    signatures = [
+        *auditor_panel.sign(data, by=[0]),
+        (f"{outsider.key_id}.sig", outsider.sign(data).to_bytes()),
+    ]
     error = rejected(lambda: ManifestTrust(auditor_panel.trust).check(data, signatures, NOW))
     assert "1 of the required 2" in str(error)
     assert "is not a trusted auditor; ignored" in str(error)
@@ -67,7 +76,10 @@ def test_unknown_auditor_is_ignored_and_reported(auditor_panel: AuditorPanel) ->
 
 def test_the_same_auditor_counts_once(auditor_panel: AuditorPanel) -> None:
     data = manifest(auditor_panel)
-    twice = auditor_panel.sign(data, by=[0]) + [("copy.sig", auditor_panel.sign(data, by=[0])[0][1])]
+    twice = [
+        *auditor_panel.sign(data, by=[0]),
+        ("copy.sig", auditor_panel.sign(data, by=[0])[0][1]),
+    ]
     error = rejected(lambda: ManifestTrust(auditor_panel.trust).check(data, twice, NOW))
     assert "1 of the required 2" in str(error)
     assert "already counted" in str(error)
@@ -75,27 +87,41 @@ def test_the_same_auditor_counts_once(auditor_panel: AuditorPanel) -> None:
 
 def test_expired_manifest_is_refused(auditor_panel: AuditorPanel) -> None:
     data = manifest(auditor_panel, expires=NOW - dt.timedelta(seconds=1))
-    assert rejected(lambda: ManifestTrust(auditor_panel.trust).check(data, auditor_panel.sign(data), NOW)).checks == {"expired"}
+    assert rejected(
+        lambda: ManifestTrust(auditor_panel.trust).check(data, auditor_panel.sign(data), NOW)
+    ).checks == {"expired"}
 
 
-def test_rollback_and_same_version_with_other_content_are_refused(auditor_panel: AuditorPanel) -> None:
+def test_rollback_and_same_version_with_other_content_are_refused(
+    auditor_panel: AuditorPanel,
+) -> None:
     trust = ManifestTrust(auditor_panel.trust)
     v2 = manifest(auditor_panel, version=2)
     trust.accept(v2, auditor_panel.sign(v2), NOW)
     v1 = manifest(auditor_panel, version=1)
     assert "older than v2" in str(rejected(lambda: trust.check(v1, auditor_panel.sign(v1), NOW)))
     other_v2 = auditor_panel.manifest({}, version=2, expires=LATER)
-    assert rejected(lambda: trust.check(other_v2, auditor_panel.sign(other_v2), NOW)).checks == {"rollback"}
-    assert trust.check(v2, auditor_panel.sign(v2), NOW).version == 2  # the same bytes again are fine
+    assert rejected(lambda: trust.check(other_v2, auditor_panel.sign(other_v2), NOW)).checks == {
+        "rollback"
+    }
+    assert (
+        trust.check(v2, auditor_panel.sign(v2), NOW).version == 2
+    )  # the same bytes again are fine
 
 
-def test_freeze_a_manifest_that_expires_while_in_use_stops_being_served(auditor_panel: AuditorPanel) -> None:
+def test_freeze_a_manifest_that_expires_while_in_use_stops_being_served(
+    auditor_panel: AuditorPanel,
+) -> None:
     trust = ManifestTrust(auditor_panel.trust)
     data = manifest(auditor_panel)
     trust.accept(data, auditor_panel.sign(data), NOW)
     assert trust.require_current(NOW).version == 1
-    assert rejected(lambda: trust.require_current(LATER + dt.timedelta(seconds=1))).checks == {"expired"}
-    assert rejected(lambda: ManifestTrust(auditor_panel.trust).require_current(NOW)).checks == {"missing"}
+    assert rejected(lambda: trust.require_current(LATER + dt.timedelta(seconds=1))).checks == {
+        "expired"
+    }
+    assert rejected(lambda: ManifestTrust(auditor_panel.trust).require_current(NOW)).checks == {
+        "missing"
+    }
 
 
 @pytest.mark.parametrize(
@@ -125,7 +151,9 @@ def test_rolling_upgrade_accepts_either_listed_build(auditor_panel: AuditorPanel
     newer = SgxIdentity(b"\x03" * 32, b"\x02" * 32, 4, 3, False)
     data = auditor_panel.manifest({"storage": [STORAGE, newer]}, expires=LATER)
     verified = ManifestTrust(auditor_panel.trust).check(data, auditor_panel.sign(data), NOW)
-    assert verified.expect("storage", newer) == AcceptedIdentity(newer.mr_enclave, newer.mr_signer, 4, 3, False)
+    assert verified.expect("storage", newer) == AcceptedIdentity(
+        newer.mr_enclave, newer.mr_signer, 4, 3, False
+    )
 
 
 # -- the keeper: files, persistence, reloads ----------------------------------------------------
@@ -139,7 +167,12 @@ def write(panel: AuditorPanel, tmp_path: Path, data: bytes, by: list[int]) -> No
 
 
 def keeper(panel: AuditorPanel, tmp_path: Path) -> ManifestKeeper:
-    return ManifestKeeper(ManifestTrust(panel.trust), tmp_path / "manifest.yaml", tmp_path / "sigs", tmp_path / "state.json")
+    return ManifestKeeper(
+        ManifestTrust(panel.trust),
+        tmp_path / "manifest.yaml",
+        tmp_path / "sigs",
+        tmp_path / "state.json",
+    )
 
 
 def test_accepted_version_survives_a_restart(auditor_panel: AuditorPanel, tmp_path: Path) -> None:
@@ -150,7 +183,9 @@ def test_accepted_version_survives_a_restart(auditor_panel: AuditorPanel, tmp_pa
     assert rejected(lambda: keeper(auditor_panel, tmp_path).load(NOW)).checks == {"rollback"}
 
 
-def test_corrupt_state_is_refused_rather_than_forgotten(auditor_panel: AuditorPanel, tmp_path: Path) -> None:
+def test_corrupt_state_is_refused_rather_than_forgotten(
+    auditor_panel: AuditorPanel, tmp_path: Path
+) -> None:
     (tmp_path / "state.json").write_text("{not json")
     with pytest.raises(VersionStateError):
         keeper(auditor_panel, tmp_path)

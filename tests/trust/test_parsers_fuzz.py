@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import pytest
@@ -15,7 +16,12 @@ from teaclave_ma.formats.signature import parse_signature
 from teaclave_ma.formats.trust import parse_trust_file
 from teaclave_ma.testing import AuditorPanel
 
-PARSERS: list[Callable[[bytes], object]] = [parse_manifest, parse_trust_file, parse_signature, parse_service_config]
+PARSERS: list[Callable[[bytes], object]] = [
+    parse_manifest,
+    parse_trust_file,
+    parse_signature,
+    parse_service_config,
+]
 PANEL = AuditorPanel()
 SAMPLES = [
     PANEL.manifest({}, version=1),
@@ -29,10 +35,8 @@ SAMPLES = [
 @settings(max_examples=150, deadline=None)
 @given(data=st.binary(max_size=400))
 def test_random_bytes(parser: Callable[[bytes], object], data: bytes) -> None:
-    try:
+    with contextlib.suppress(TeaclaveMAError):
         parser(data)
-    except TeaclaveMAError:
-        pass
 
 
 @pytest.mark.parametrize("index", range(len(PARSERS)))
@@ -42,7 +46,5 @@ def test_mutated_valid_documents(index: int, choice: st.DataObject) -> None:
     sample = SAMPLES[index]
     position = choice.draw(st.integers(0, len(sample) - 1))
     value = choice.draw(st.integers(0, 255))
-    try:
+    with contextlib.suppress(TeaclaveMAError):
         PARSERS[index](sample[:position] + bytes([value]) + sample[position + 1 :])
-    except TeaclaveMAError:
-        pass

@@ -33,13 +33,21 @@ def _level(components: Sequence[int], pce_svn: int, status: str, date: str) -> d
 
 
 def tcb_info_json(
-    *, fmspc: bytes, components: Sequence[int], pce_svn: int, status: str, issued: dt.datetime, next_update: dt.datetime
+    *,
+    fmspc: bytes,
+    components: Sequence[int],
+    pce_svn: int,
+    status: str,
+    issued: dt.datetime,
+    next_update: dt.datetime,
 ) -> bytes:
     if status not in TCB_STATUSES:
         raise ValueError(f"unknown TCB status {status!r}")
     levels = []
     if status != "UpToDate":
-        levels.append(_level([svn + 1 for svn in components], pce_svn + 1, "UpToDate", "2026-06-01T00:00:00Z"))
+        levels.append(
+            _level([svn + 1 for svn in components], pce_svn + 1, "UpToDate", "2026-06-01T00:00:00Z")
+        )
     levels.append(_level(components, pce_svn, status, "2025-06-01T00:00:00Z"))
     levels.append(_level([0] * 16, 0, "OutOfDate", "2020-01-01T00:00:00Z"))
     document = {
@@ -56,7 +64,9 @@ def tcb_info_json(
     return json.dumps(document, separators=(",", ":")).encode()
 
 
-def qe_identity_json(*, mrsigner: bytes, isvprodid: int, issued: dt.datetime, next_update: dt.datetime) -> bytes:
+def qe_identity_json(
+    *, mrsigner: bytes, isvprodid: int, issued: dt.datetime, next_update: dt.datetime
+) -> bytes:
     document = {
         "id": "QE",
         "version": 2,
@@ -70,8 +80,17 @@ def qe_identity_json(*, mrsigner: bytes, isvprodid: int, issued: dt.datetime, ne
         "mrsigner": mrsigner.hex().upper(),
         "isvprodid": isvprodid,
         "tcbLevels": [
-            {"tcb": {"isvsvn": QE_ISV_SVN}, "tcbDate": "2025-06-01T00:00:00Z", "tcbStatus": "UpToDate"},
-            {"tcb": {"isvsvn": 0}, "tcbDate": "2020-01-01T00:00:00Z", "tcbStatus": "OutOfDate", "advisoryIDs": [SIM_ADVISORY]},
+            {
+                "tcb": {"isvsvn": QE_ISV_SVN},
+                "tcbDate": "2025-06-01T00:00:00Z",
+                "tcbStatus": "UpToDate",
+            },
+            {
+                "tcb": {"isvsvn": 0},
+                "tcbDate": "2020-01-01T00:00:00Z",
+                "tcbStatus": "OutOfDate",
+                "advisoryIDs": [SIM_ADVISORY],
+            },
         ],
     }
     return json.dumps(document, separators=(",", ":")).encode()

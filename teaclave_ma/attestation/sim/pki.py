@@ -62,10 +62,13 @@ def issue(
             critical=True,
         )
     )  # fmt: skip
-    builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    builder = builder.add_extension(
+        x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+    )
     if issuer is not None:
         builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+            critical=False,
         )
     for extension in extensions:
         builder = builder.add_extension(extension, critical=False)
@@ -73,14 +76,23 @@ def issue(
 
 
 def sgx_extension(
-    *, ppid: bytes, components: Sequence[int], pce_svn: int, cpu_svn: bytes, pce_id: bytes, fmspc: bytes
+    *,
+    ppid: bytes,
+    components: Sequence[int],
+    pce_svn: int,
+    cpu_svn: bytes,
+    pce_id: bytes,
+    fmspc: bytes,
 ) -> x509.UnrecognizedExtension:
     """The Intel SGX extension, laid out as Intel's PCK certificates carry it."""
 
     def entry(oid: str, value: bytes) -> bytes:
         return der.encode_sequence(der.encode_oid(oid), value)
 
-    tcb = [entry(f"{SGX_EXTENSION_OID}.2.{i + 1}", der.encode_int(svn)) for i, svn in enumerate(components)]
+    tcb = [
+        entry(f"{SGX_EXTENSION_OID}.2.{i + 1}", der.encode_int(svn))
+        for i, svn in enumerate(components)
+    ]
     tcb.append(entry(f"{SGX_EXTENSION_OID}.2.17", der.encode_int(pce_svn)))
     tcb.append(entry(f"{SGX_EXTENSION_OID}.2.18", der.encode_tlv(der.TAG_OCTET_STRING, cpu_svn)))
     value = der.encode_sequence(
@@ -108,11 +120,15 @@ def crl(
         .next_update(next_update)
         .add_extension(x509.CRLNumber(1), critical=False)
         .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+            critical=False,
         )
     )
     for serial in revoked_serials:
         builder = builder.add_revoked_certificate(
-            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(this_update).build()
+            x509.RevokedCertificateBuilder()
+            .serial_number(serial)
+            .revocation_date(this_update)
+            .build()
         )
     return builder.sign(issuer_key, hashes.SHA256())

@@ -86,17 +86,53 @@ class SimulatedPlatform:
     ) -> SimulatedPlatform:
         now = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
         start, end = now - dt.timedelta(hours=1), now + validity
-        keys = {name: pki.new_key() for name in ("root", "platform_ca", "tcb_signing", "pck", "attestation")}
-        root = pki.issue(pki.ROOT_CN, keys["root"], None, keys["root"], ca=True, not_before=start, not_after=end + dt.timedelta(days=365))
-        platform_ca = pki.issue(pki.PLATFORM_CA_CN, keys["platform_ca"], root, keys["root"], ca=True, not_before=start, not_after=end + dt.timedelta(days=365))
-        tcb_signing = pki.issue(pki.TCB_SIGNING_CN, keys["tcb_signing"], root, keys["root"], ca=False, not_before=start, not_after=end + dt.timedelta(days=365))
+        keys = {
+            name: pki.new_key()
+            for name in ("root", "platform_ca", "tcb_signing", "pck", "attestation")
+        }
+        root = pki.issue(
+            pki.ROOT_CN,
+            keys["root"],
+            None,
+            keys["root"],
+            ca=True,
+            not_before=start,
+            not_after=end + dt.timedelta(days=365),
+        )
+        platform_ca = pki.issue(
+            pki.PLATFORM_CA_CN,
+            keys["platform_ca"],
+            root,
+            keys["root"],
+            ca=True,
+            not_before=start,
+            not_after=end + dt.timedelta(days=365),
+        )
+        tcb_signing = pki.issue(
+            pki.TCB_SIGNING_CN,
+            keys["tcb_signing"],
+            root,
+            keys["root"],
+            ca=False,
+            not_before=start,
+            not_after=end + dt.timedelta(days=365),
+        )
         fmspc = secrets.token_bytes(6)
         cpu_svn = bytes(PLATFORM_COMPONENTS)
         extension = pki.sgx_extension(
             ppid=secrets.token_bytes(16), components=PLATFORM_COMPONENTS, pce_svn=PLATFORM_PCE_SVN,
             cpu_svn=cpu_svn, pce_id=b"\x00\x00", fmspc=fmspc,
         )  # fmt: skip
-        pck = pki.issue(pki.PCK_CN, keys["pck"], platform_ca, keys["platform_ca"], ca=False, not_before=start, not_after=end + dt.timedelta(days=365), extensions=[extension])
+        pck = pki.issue(
+            pki.PCK_CN,
+            keys["pck"],
+            platform_ca,
+            keys["platform_ca"],
+            ca=False,
+            not_before=start,
+            not_after=end + dt.timedelta(days=365),
+            extensions=[extension],
+        )
         settings: dict[str, Any] = {
             "format": FORMAT,
             "created": now.isoformat(),
@@ -122,7 +158,12 @@ class SimulatedPlatform:
         )
         platform = cls(
             keys=keys,
-            certs={"root": root, "platform_ca": platform_ca, "tcb_signing": tcb_signing, "pck": pck},
+            certs={
+                "root": root,
+                "platform_ca": platform_ca,
+                "tcb_signing": tcb_signing,
+                "pck": pck,
+            },
             settings=settings,
             collateral={},
             qe_report=qe_report,
@@ -141,14 +182,26 @@ class SimulatedPlatform:
             pce_svn=PLATFORM_PCE_SVN, status=self.settings["tcb_status"], issued=start, next_update=end,
         )  # fmt: skip
         qe_identity = qe_identity_json(
-            mrsigner=bytes.fromhex(self.settings["qe_mr_signer"]), isvprodid=QE_PROD_ID, issued=start, next_update=end
+            mrsigner=bytes.fromhex(self.settings["qe_mr_signer"]),
+            isvprodid=QE_PROD_ID,
+            issued=start,
+            next_update=end,
         )
         revoked = [self.certs["pck"].serial_number] if self.settings["revoked_pck"] else []
-        root_crl = pki.crl(self.certs["root"], self.keys["root"], [], this_update=start, next_update=end)
-        pck_crl = pki.crl(self.certs["platform_ca"], self.keys["platform_ca"], revoked, this_update=start, next_update=end)
+        root_crl = pki.crl(
+            self.certs["root"], self.keys["root"], [], this_update=start, next_update=end
+        )
+        pck_crl = pki.crl(
+            self.certs["platform_ca"],
+            self.keys["platform_ca"],
+            revoked,
+            this_update=start,
+            next_update=end,
+        )
         signing_chain = _pem_cert(self.certs["tcb_signing"]) + _pem_cert(self.certs["root"])
         self.collateral = {
-            "pck_crl_issuer_chain": _pem_cert(self.certs["platform_ca"]) + _pem_cert(self.certs["root"]),
+            "pck_crl_issuer_chain": _pem_cert(self.certs["platform_ca"])
+            + _pem_cert(self.certs["root"]),
             "root_ca_crl": root_crl.public_bytes(serialization.Encoding.DER).hex(),
             "pck_crl": pck_crl.public_bytes(serialization.Encoding.DER).hex(),
             "tcb_info_issuer_chain": signing_chain,
@@ -207,7 +260,10 @@ class SimulatedPlatform:
             "qe_report_signature": self.qe_report_signature.hex(),
             "qe_auth_data": self.qe_auth_data.hex(),
         }
-        atomic_write(directory / WARNING_FILE, b"SIMULATED SGX PLATFORM: development and tests only. Its keys are on disk;\nits quotes prove nothing about hardware.\n")
+        atomic_write(
+            directory / WARNING_FILE,
+            b"SIMULATED SGX PLATFORM: development and tests only. Its keys are on disk;\nits quotes prove nothing about hardware.\n",
+        )
         atomic_write(directory / STATE_FILE, json.dumps(state, indent=1).encode(), mode=0o600)
         atomic_write(directory / "root.der", self.root_certificate_der)
         atomic_write(directory / "collateral.json", self.collateral_json())
@@ -218,7 +274,9 @@ class SimulatedPlatform:
         try:
             state = json.loads(path.read_bytes())
             if state["settings"]["format"] != FORMAT:
-                raise SimulatedPlatformError(str(path), f"unknown format {state['settings']['format']!r}")
+                raise SimulatedPlatformError(
+                    str(path), f"unknown format {state['settings']['format']!r}"
+                )
             keys = {}
             for key_name, pem in state["keys"].items():
                 key = serialization.load_pem_private_key(pem.encode(), password=None)
@@ -227,7 +285,10 @@ class SimulatedPlatform:
                 keys[key_name] = key
             platform = cls(
                 keys=keys,
-                certs={n: x509.load_pem_x509_certificate(pem.encode()) for n, pem in state["certs"].items()},
+                certs={
+                    n: x509.load_pem_x509_certificate(pem.encode())
+                    for n, pem in state["certs"].items()
+                },
                 settings=state["settings"],
                 collateral={},
                 qe_report=bytes.fromhex(state["qe_report"]),
@@ -236,8 +297,12 @@ class SimulatedPlatform:
             )
             platform._issue_collateral()
         except FileNotFoundError as exc:
-            raise SimulatedPlatformError(str(path), "no simulated platform here (run `teaclave-ma sim init`)") from exc
+            raise SimulatedPlatformError(
+                str(path), "no simulated platform here (run `teaclave-ma sim init`)"
+            ) from exc
         except (ValueError, KeyError, TypeError, CollateralError) as exc:
-            raise SimulatedPlatformError(str(path), f"corrupt simulated platform state ({exc!r})") from exc
+            raise SimulatedPlatformError(
+                str(path), f"corrupt simulated platform state ({exc!r})"
+            ) from exc
         _warn(f"loaded from {directory}")
         return platform

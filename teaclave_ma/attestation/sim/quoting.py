@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import struct
 
-from teaclave_ma.attestation.quote import ATTESTATION_KEY_ECDSA_P256, CERT_DATA_PCK_CHAIN, TEE_TYPE_SGX
+from teaclave_ma.attestation.quote import (
+    ATTESTATION_KEY_ECDSA_P256,
+    CERT_DATA_PCK_CHAIN,
+    TEE_TYPE_SGX,
+)
 
 INTEL_QE_VENDOR_ID = bytes.fromhex("939a7233f79c4ca9940a0db3957f0607")
 SGX_FLAGS_INIT = 0x01
