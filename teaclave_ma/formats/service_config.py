@@ -13,6 +13,7 @@ import re
 
 import attrs
 
+from teaclave_ma.attestation.policy import TCB_STATUSES
 from teaclave_ma.errors import InputError
 from teaclave_ma.formats.strict import (
     expect_bool,
@@ -27,15 +28,8 @@ from teaclave_ma.formats.strict import (
 
 SERVICE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 ENTRYPOINT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*:[A-Za-z_][A-Za-z0-9_]*")
-TCB_STATUSES = (
-    "UpToDate",
-    "SWHardeningNeeded",
-    "ConfigurationNeeded",
-    "ConfigurationAndSWHardeningNeeded",
-    "OutOfDate",
-    "OutOfDateConfigurationNeeded",
-)
-_TCB_STATUS = re.compile("|".join(TCB_STATUSES))
+# Revoked is not listed: no configuration may accept a revoked platform.
+_TCB_STATUS = re.compile("|".join(sorted(TCB_STATUSES - {"Revoked"})))
 
 
 @attrs.frozen

@@ -1,24 +1,18 @@
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from teaclave_ma.attestation.sim.platform import SimulatedPlatform, SimulatedPlatformError
 from teaclave_ma.cli.main import main
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, object]]:
-    code = main(list(argv))
-    out = capsys.readouterr().out
-    return code, json.loads(out) if out.strip().startswith("{") else {}
+from tests.helpers import run_cli
 
 
 def test_quote_show_prints_identity_fields(
     shared_data: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, data = run(capsys, "quote", "show", str(shared_data / "sgx" / "quote.bin"), "--json")
+    code, data = run_cli(capsys, "quote", "show", str(shared_data / "sgx" / "quote.bin"), "--json")
     assert code == 0
     assert data["tee"] == "SGX"
     assert data["mr_enclave"] == "33d8736db756ed4997e04ba358d27833188f1932ff7b1d156904d3f560452fbb"
@@ -31,7 +25,7 @@ def test_quote_verify_real_sample_json(
 ) -> None:
     quote = str(shared_data / "sgx" / "quote.bin")
     collateral = str(shared_data / "sgx" / "collateral.json")
-    code, data = run(
+    code, data = run_cli(
         capsys,
         "quote",
         "verify",
@@ -46,7 +40,7 @@ def test_quote_verify_real_sample_json(
     assert data["verified"] is False
     assert data["tcb_status"] == "ConfigurationAndSWHardeningNeeded"
     assert data["advisory_ids"] == ["INTEL-SA-00289", "INTEL-SA-00615"]
-    code, data = run(
+    code, data = run_cli(
         capsys, "quote", "verify", quote, "--collateral", collateral, "--at", "2025-07-01T00:00:00Z",
         "--allow-status", "ConfigurationAndSWHardeningNeeded", "--json",
     )  # fmt: skip
@@ -56,7 +50,7 @@ def test_quote_verify_real_sample_json(
 
 
 def test_quote_verify_tdx_sample(shared_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, data = run(
+    code, data = run_cli(
         capsys, "quote", "verify", str(shared_data / "tdx" / "quote.bin"),
         "--collateral", str(shared_data / "tdx" / "collateral.json"), "--at", "2025-07-01T00:00:00Z", "--json",
     )  # fmt: skip
@@ -83,11 +77,13 @@ def test_simulated_root_needs_the_explicit_opt_in(
     ]) == 0  # fmt: skip
     collateral = str(tmp_path / "sim" / "collateral.json")
     root = str(tmp_path / "sim" / "root.der")
-    code, data = run(capsys, "quote", "verify", str(quote), "--collateral", collateral, "--json")
+    code, data = run_cli(
+        capsys, "quote", "verify", str(quote), "--collateral", collateral, "--json"
+    )
     assert code == 1
     assert "simulated_root" in str(data["reasons"])
     assert main(["quote", "verify", str(quote), "--collateral", collateral, "--root", root]) == 2
-    code, data = run(
+    code, data = run_cli(
         capsys,
         "quote",
         "verify",

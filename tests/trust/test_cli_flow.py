@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,18 +11,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from teaclave_ma.cli.main import main
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, object]]:
-    code = main(list(argv))
-    out = capsys.readouterr().out
-    return code, json.loads(out) if out.lstrip().startswith("{") else {}
+from tests.helpers import run_cli
 
 
 def test_keygen_writes_a_private_key_only_the_owner_can_read(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, data = run(capsys, "auditor", "keygen", "alice", "--out", str(tmp_path), "--json")
+    code, data = run_cli(capsys, "auditor", "keygen", "alice", "--out", str(tmp_path), "--json")
     assert code == 0
     private, public = tmp_path / "alice.key.pem", tmp_path / "alice.pub.pem"
     assert private.stat().st_mode & 0o777 == 0o600
@@ -109,17 +103,17 @@ def test_keygen_to_verify_two_of_three(tmp_path: Path, capsys: pytest.CaptureFix
         "--signatures",
         str(signatures),
     ]
-    code, data = run(capsys, *verify, "--now", "2029-01-01T00:00:00Z", "--json")
+    code, data = run_cli(capsys, *verify, "--now", "2029-01-01T00:00:00Z", "--json")
     assert code == 0
     assert (
         data["valid"] is True and data["version"] == 3 and data["expires"] == "2030-01-01T00:00:00Z"
     )
     assert len(data["signed_by"]) == 2  # type: ignore[arg-type]
-    code, data = run(capsys, *verify, "--now", "2031-01-01T00:00:00Z", "--json")
+    code, data = run_cli(capsys, *verify, "--now", "2031-01-01T00:00:00Z", "--json")
     assert code == 1
     assert any("expired" in reason for reason in data["reasons"])  # type: ignore[union-attr]
     next(signatures.iterdir()).unlink()
-    code, data = run(capsys, *verify, "--now", "2029-01-01T00:00:00Z", "--json")
+    code, data = run_cli(capsys, *verify, "--now", "2029-01-01T00:00:00Z", "--json")
     assert code == 1
     assert "1 of the required 2" in data["reasons"][0]  # type: ignore[index]
     manifest.write_bytes(manifest.read_bytes().replace(b"version: 3", b"version: 4"))

@@ -90,49 +90,28 @@ class SimulatedPlatform:
             name: pki.new_key()
             for name in ("root", "platform_ca", "tcb_signing", "pck", "attestation")
         }
-        root = pki.issue(
-            pki.ROOT_CN,
-            keys["root"],
-            None,
-            keys["root"],
-            ca=True,
-            not_before=start,
-            not_after=end + dt.timedelta(days=365),
-        )
-        platform_ca = pki.issue(
-            pki.PLATFORM_CA_CN,
-            keys["platform_ca"],
-            root,
-            keys["root"],
-            ca=True,
-            not_before=start,
-            not_after=end + dt.timedelta(days=365),
-        )
-        tcb_signing = pki.issue(
-            pki.TCB_SIGNING_CN,
-            keys["tcb_signing"],
-            root,
-            keys["root"],
-            ca=False,
-            not_before=start,
-            not_after=end + dt.timedelta(days=365),
-        )
+        # Certificates outlive the collateral, as Intel's do, so that collateral expiry is
+        # what tests of "expired" exercise.
+        certificates_until = end + dt.timedelta(days=365)
+
+        certs: dict[str, x509.Certificate] = {}
+
+        def issue(name: str, subject: str, issuer: str, *, ca: bool, **extra: Any) -> None:
+            certs[name] = pki.issue(
+                subject, keys[name], certs.get(issuer), keys[issuer],
+                ca=ca, not_before=start, not_after=certificates_until, **extra,
+            )  # fmt: skip
+
+        issue("root", pki.ROOT_CN, "root", ca=True)
+        issue("platform_ca", pki.PLATFORM_CA_CN, "root", ca=True)
+        issue("tcb_signing", pki.TCB_SIGNING_CN, "root", ca=False)
         fmspc = secrets.token_bytes(6)
         cpu_svn = bytes(PLATFORM_COMPONENTS)
         extension = pki.sgx_extension(
             ppid=secrets.token_bytes(16), components=PLATFORM_COMPONENTS, pce_svn=PLATFORM_PCE_SVN,
             cpu_svn=cpu_svn, pce_id=b"\x00\x00", fmspc=fmspc,
         )  # fmt: skip
-        pck = pki.issue(
-            pki.PCK_CN,
-            keys["pck"],
-            platform_ca,
-            keys["platform_ca"],
-            ca=False,
-            not_before=start,
-            not_after=end + dt.timedelta(days=365),
-            extensions=[extension],
-        )
+        issue("pck", pki.PCK_CN, "platform_ca", ca=False, extensions=[extension])
         settings: dict[str, Any] = {
             "format": FORMAT,
             "created": now.isoformat(),
@@ -158,12 +137,7 @@ class SimulatedPlatform:
         )
         platform = cls(
             keys=keys,
-            certs={
-                "root": root,
-                "platform_ca": platform_ca,
-                "tcb_signing": tcb_signing,
-                "pck": pck,
-            },
+            certs=certs,
             settings=settings,
             collateral={},
             qe_report=qe_report,
