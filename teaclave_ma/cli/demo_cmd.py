@@ -30,8 +30,9 @@ def register(subparsers: Any) -> None:
 
 def _demo(args: argparse.Namespace) -> int:
     if not args.verbose:
-        # The account below tells the story; library INFO lines would drown it.
-        logging.getLogger("teaclave_ma").setLevel(logging.WARNING)
+        # The account below tells the story (and says once, loudly, that the platform is
+        # simulated); the library's repeated warnings would drown it. -v shows them all.
+        logging.getLogger("teaclave_ma").setLevel(logging.ERROR)
     progress = (lambda _line: None) if args.json else say
     outcomes = Demo(args.workdir.resolve(), args.services.resolve(), progress).run()
     held = all(outcome.held for outcome in outcomes)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -105,15 +106,31 @@ class Demo:
         self.progress(f"[{'ok' if held else 'FAILED'}] {title}: {detail}")
 
     @contextlib.contextmanager
-    def _expect_refusal(self, title: str, expected: str, kind: type[Exception]) -> Iterator[None]:
+    def _expect_refusal(
+        self, title: str, expected: str, kind: type[Exception], *, refused_by: str | None = None
+    ) -> Iterator[None]:
+        """``refused_by`` names the service process whose log states its side of the refusal."""
         try:
             yield
         except kind as exc:
-            self._record(title, expected, True, str(exc))
+            detail = str(exc)
+            if refused_by is not None:
+                detail += f"; {refused_by} says: {self._last_refusal(refused_by)}"
+            self._record(title, expected, True, detail)
         except TeaclaveMAError as exc:
             self._record(title, expected, False, f"refused, but not as expected: {exc!r}")
         else:
             self._record(title, expected, False, "no refusal happened")
+
+    def _last_refusal(self, service: str) -> str:
+        log_path = self.processes[service].log_path
+        # the server logs after sending its alert; give it a moment
+        for _attempt in range(50):
+            lines = [line for line in log_path.read_text().splitlines() if "refused client" in line]
+            if lines:
+                return lines[-1].split("refused client ", 1)[1]
+            time.sleep(0.05)
+        return "(nothing logged)"
 
     # -- the story -------------------------------------------------------------------------
 
@@ -161,7 +178,10 @@ class Demo:
             authentication=self.processes["authentication"].address,
         )
         with self._expect_refusal(
-            "tampered frontend calls storage", "storage refuses it", RefusedByPeer
+            "tampered frontend calls storage",
+            "storage refuses it",
+            RefusedByPeer,
+            refused_by="storage",
         ):
             runtime.context.client("storage").call("keys")
 
@@ -208,7 +228,10 @@ class Demo:
             "storage", self.processes["storage"].address, client.credentials, client.verifier
         )
         with self._expect_refusal(
-            "client calls storage directly", "storage refuses: client is not inbound", RefusedByPeer
+            "client calls storage directly",
+            "storage refuses: client is not inbound",
+            RefusedByPeer,
+            refused_by="storage",
         ):
             rogue.call("keys")
         rogue.close()

@@ -58,9 +58,11 @@ class AcceptedIdentity:
     def mismatch(self, identity: SgxIdentity) -> str | None:
         """Why ``identity`` does not match this entry (first differing field), or None."""
         if identity.mr_enclave != self.mr_enclave:
-            return f"mr_enclave {identity.mr_enclave.hex()} != {self.mr_enclave.hex()}"
+            return (
+                f"mr_enclave {identity.mr_enclave.hex()[:16]}... != {self.mr_enclave.hex()[:16]}..."
+            )
         if identity.mr_signer != self.mr_signer:
-            return f"mr_signer {identity.mr_signer.hex()} != {self.mr_signer.hex()}"
+            return f"mr_signer {identity.mr_signer.hex()[:16]}... != {self.mr_signer.hex()[:16]}..."
         if identity.isv_prod_id != self.isv_prod_id:
             return f"isv_prod_id {identity.isv_prod_id} != {self.isv_prod_id}"
         if identity.isv_svn < self.min_isv_svn:

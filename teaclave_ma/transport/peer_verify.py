@@ -97,7 +97,7 @@ class PeerVerifier:
             try:
                 manifest.expect(service, identity)
             except IdentityNotAccepted as exc:
-                refusals.append(str(exc))
+                refusals.append(exc)
                 continue
             return PeerIdentity(
                 service=service,
@@ -107,4 +107,16 @@ class PeerVerifier:
                 manifest_version=manifest.version,
                 certificate_sha256=evidence.sha256,
             )
-        raise IdentityNotAccepted("; ".join(refusals))
+        expected = ", ".join(repr(service) for service in services)
+        prefix = (
+            f"peer mr_enclave {identity.mr_enclave.hex()} is not accepted for "
+            f"service{'s' if len(services) > 1 else ''} {expected} by manifest v{manifest.version}"
+        )
+        known = manifest.services_of(identity)
+        if known:
+            raise IdentityNotAccepted(
+                f"{prefix}: it is the manifest's {', '.join(map(repr, known))}, which is not allowed on this edge"
+            )
+        if len(refusals) == 1:
+            raise refusals[0]
+        raise IdentityNotAccepted(f"{prefix}: it matches no entry of any of them")

@@ -72,6 +72,14 @@ class VerifiedManifest:
     def accepted(self) -> AcceptedVersion:
         return AcceptedVersion(self.manifest.version, self.sha256)
 
+    def services_of(self, identity: SgxIdentity) -> list[str]:
+        """Every service whose manifest entries accept ``identity`` (for diagnostics)."""
+        return sorted(
+            name
+            for name, entries in self.manifest.enclaves.items()
+            if any(entry.mismatch(identity) is None for entry in entries)
+        )
+
     def expect(self, service: str, identity: SgxIdentity) -> AcceptedIdentity:
         """The entry of ``service`` that ``identity`` matches; IdentityNotAccepted otherwise."""
         entries = self.manifest.enclaves.get(service)
