@@ -16,6 +16,7 @@ import attrs
 from cryptography import x509
 
 from teaclave_ma.attestation.errors import CollateralError
+from teaclave_ma.attestation.x509_load import load_der_crl, load_pem_chain
 
 FIELDS = (
     "pck_crl_issuer_chain",
@@ -124,18 +125,15 @@ class Collateral:
 
 
 def _chain(pem: str, field: str) -> tuple[x509.Certificate, ...]:
-    try:
-        certificates = x509.load_pem_x509_certificates(pem.encode())
-    except ValueError as exc:
-        raise CollateralError(field, f"not a PEM certificate chain ({exc})") from exc
-    return tuple(certificates)
+    return tuple(load_pem_chain(pem.encode(), field, CollateralError))
 
 
 def _crl(hex_der: str, field: str) -> x509.CertificateRevocationList:
     try:
-        return x509.load_der_x509_crl(bytes.fromhex(hex_der))
+        der = bytes.fromhex(hex_der)
     except ValueError as exc:
-        raise CollateralError(field, f"not a hex DER CRL ({exc})") from exc
+        raise CollateralError(field, "not hex") from exc
+    return load_der_crl(der, field, CollateralError)
 
 
 def _signature(hex_text: str, field: str) -> bytes:

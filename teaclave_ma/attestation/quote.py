@@ -14,6 +14,7 @@ import attrs
 from cryptography import x509
 
 from teaclave_ma.attestation.errors import QuoteFormatError
+from teaclave_ma.attestation.x509_load import load_pem_chain
 from teaclave_ma.identity import SgxIdentity
 
 TEE_TYPE_SGX = 0x00000000
@@ -343,13 +344,7 @@ def parse_quote(data: bytes) -> Quote:
 def pck_certificates(pem: bytes) -> list[x509.Certificate]:
     """The PCK chain carried in a quote, leaf first."""
     # Intel's quoting library appends a NUL terminator to the PEM text.
-    text = pem.rstrip(b"\0")
-    try:
-        certificates = x509.load_pem_x509_certificates(text)
-    except ValueError as exc:
-        raise QuoteFormatError(
-            "certification_data", f"not a PEM certificate chain ({exc})"
-        ) from exc
+    certificates = load_pem_chain(pem.rstrip(b"\0"), "certification_data", QuoteFormatError)
     if len(certificates) < 2:
         raise QuoteFormatError(
             "certification_data", f"expected a PCK chain of 3 certificates, got {len(certificates)}"

@@ -1,0 +1,53 @@
+"""Loading X.509 certificates and CRLs completely, up front.
+
+pyca/cryptography parses many fields lazily, so a malformed issuer or extension would
+otherwise surface as a ValueError deep inside a check. Touching every field we rely on
+at load time turns any such defect into one typed error naming where the input came from.
+"""
+
+from __future__ import annotations
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+
+from teaclave_ma.errors import InputError
+
+# What cryptography raises, lazily, for the different ways a certificate can be malformed.
+_MALFORMED = (
+    ValueError,
+    UnsupportedAlgorithm,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+)
+
+
+def _touch_certificate(certificate: x509.Certificate) -> None:
+    _ = (certificate.subject, certificate.issuer, certificate.serial_number)
+    _ = (certificate.not_valid_before_utc, certificate.not_valid_after_utc)
+    _ = (certificate.signature_hash_algorithm, certificate.signature_algorithm_oid)
+    certificate.public_key()
+    for extension in certificate.extensions:
+        _ = extension.value
+
+
+def load_pem_chain(pem: bytes, field: str, error: type[InputError]) -> list[x509.Certificate]:
+    try:
+        certificates = x509.load_pem_x509_certificates(pem)
+        for certificate in certificates:
+            _touch_certificate(certificate)
+    except _MALFORMED as exc:
+        raise error(field, f"not a well-formed PEM certificate chain ({exc})") from exc
+    return certificates
+
+
+def load_der_crl(der: bytes, field: str, error: type[InputError]) -> x509.CertificateRevocationList:
+    try:
+        crl = x509.load_der_x509_crl(der)
+        _ = (crl.issuer, crl.last_update_utc, crl.next_update_utc, crl.signature_hash_algorithm)
+        for extension in crl.extensions:
+            _ = extension.value
+        for revoked in crl:
+            _ = (revoked.serial_number, revoked.revocation_date_utc)
+    except _MALFORMED as exc:
+        raise error(field, f"not a well-formed DER CRL ({exc})") from exc
+    return crl
