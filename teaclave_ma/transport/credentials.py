@@ -18,6 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from teaclave_ma.attestation.attester import Attester
+from teaclave_ma.errors import ConfigError
 from teaclave_ma.transport.ratls_cert import create_ratls_certificate
 
 log = logging.getLogger(__name__)
@@ -59,8 +60,11 @@ class RotatingCredentials:
         refresh_before: dt.timedelta = dt.timedelta(minutes=10),
         clock: Clock = utc_now,
     ) -> None:
-        if refresh_before >= lifetime:
-            raise ValueError("refresh_before must be shorter than the certificate lifetime")
+        if not dt.timedelta(0) < refresh_before < lifetime:
+            raise ConfigError(
+                "refresh_before",
+                f"must be positive and shorter than the lifetime {lifetime}, got {refresh_before}",
+            )
         self._attester = attester
         self._common_name = common_name
         self._lifetime = lifetime

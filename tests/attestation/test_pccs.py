@@ -15,6 +15,7 @@ import pytest
 from teaclave_ma.attestation.collateral import Collateral
 from teaclave_ma.attestation.pccs import PccsError, fetch_collateral
 from tests.attestation.conftest import SAMPLE_TIME
+from tests.helpers import run_cli
 
 FMSPC = bytes.fromhex("00a067110000")
 
@@ -143,3 +144,15 @@ def test_http_errors_are_typed_and_name_the_url(
 def test_unknown_ca_type_is_refused(tmp_path: Path) -> None:
     with pytest.raises(PccsError, match="platform, processor"):
         fetch_collateral("http://127.0.0.1:9", FMSPC, "intel", tmp_path)
+
+
+def test_quote_verify_fetches_collateral_from_a_pccs(
+    pccs: FakePccs, shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, data = run_cli(
+        capsys, "quote", "verify", str(shared_data / "sgx" / "quote.bin"), "--pccs", pccs.url,
+        "--pccs-cache", str(tmp_path), "--at", "2025-07-01T00:00:00Z", "--json",
+    )  # fmt: skip
+    assert code == 1  # fetched and verified; refused by the default policy only
+    assert data["tcb_status"] == "ConfigurationAndSWHardeningNeeded"
+    assert "/sgx/certification/v4/tcb" in pccs.requests

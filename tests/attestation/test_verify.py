@@ -350,3 +350,92 @@ def test_pck_crl_must_be_signed_by_the_pck_issuer(platform: SimulatedPlatform) -
             anchor_of(platform),
         )
     assert caught.value.check == "pck_crl"
+
+
+def test_tcb_info_for_another_tee_is_refused(platform: SimulatedPlatform) -> None:
+    collateral = edited(platform, resign(platform, "tcb_info", lambda b: b.update(id="TDX")))
+    with pytest.raises(QuoteVerificationError) as caught:
+        verify_quote(
+            platform.quote(IDENTITY, REPORT_DATA),
+            collateral,
+            now(),
+            VerificationPolicy(),
+            anchor_of(platform),
+        )
+    assert caught.value.check == "tcb_info"
+
+
+@pytest.mark.parametrize(
+    ("edit", "fragment"),
+    [
+        (lambda b: b.update(miscselect="00000001"), "miscselect"),
+        (lambda b: b.update(attributes="13000000000000000000000000000000"), "attributes"),
+    ],
+)
+def test_qe_identity_masks_are_applied(
+    platform: SimulatedPlatform, edit: Callable[[dict[str, object]], None], fragment: str
+) -> None:
+    collateral = edited(platform, resign(platform, "qe_identity", edit))
+    with pytest.raises(QuoteVerificationError, match=fragment) as caught:
+        verify_quote(
+            platform.quote(IDENTITY, REPORT_DATA),
+            collateral,
+            now(),
+            VerificationPolicy(),
+            anchor_of(platform),
+        )
+    assert caught.value.check == "qe_identity"
+
+
+def test_an_issuer_that_is_not_a_ca_is_refused() -> None:
+    platform = SimulatedPlatform.create()
+    start = now() - dt.timedelta(hours=1)
+    platform.certs["platform_ca"] = pki.issue(
+        pki.PLATFORM_CA_CN, platform.keys["platform_ca"], platform.certs["root"], platform.keys["root"],
+        ca=False, not_before=start, not_after=start + dt.timedelta(days=1),
+    )  # fmt: skip
+    with pytest.raises(QuoteVerificationError, match="is not a CA certificate"):
+        verify_quote(
+            platform.quote(IDENTITY, REPORT_DATA),
+            Collateral.from_json(platform.collateral_json()),
+            now(),
+            VerificationPolicy(),
+            anchor_of(platform),
+        )
+
+
+def test_an_intermediate_revoked_by_the_root_is_refused(platform: SimulatedPlatform) -> None:
+    start = now() - dt.timedelta(hours=1)
+    revoking = pki.crl(
+        platform.certs["root"], platform.keys["root"], [platform.certs["platform_ca"].serial_number],
+        this_update=start, next_update=start + dt.timedelta(days=1),
+    )  # fmt: skip
+
+    def change(document: dict[str, str]) -> None:
+        document["root_ca_crl"] = revoking.public_bytes(serialization.Encoding.DER).hex()
+
+    with pytest.raises(QuoteVerificationError, match="PCK Platform CA") as caught:
+        verify_quote(
+            platform.quote(IDENTITY, REPORT_DATA),
+            edited(platform, change),
+            now(),
+            VerificationPolicy(),
+            anchor_of(platform),
+        )
+    assert caught.value.check == "revoked"
+
+
+def test_gramine_style_opt_ins() -> None:
+    assert VerificationPolicy.from_gramine_env({}) == VerificationPolicy()
+    policy = VerificationPolicy.from_gramine_env(
+        {"RA_TLS_ALLOW_OUTDATED_TCB_INSECURE": "1", "RA_TLS_ALLOW_DEBUG_ENCLAVE_INSECURE": "1"}
+    )
+    assert policy.allowed_tcb_statuses == {"UpToDate", "OutOfDate", "OutOfDateConfigurationNeeded"}
+    assert policy.allow_debug
+    both = VerificationPolicy.from_gramine_env(
+        {"RA_TLS_ALLOW_HW_CONFIG_NEEDED": "1", "RA_TLS_ALLOW_SW_HARDENING_NEEDED": "1"}
+    )
+    assert "ConfigurationAndSWHardeningNeeded" in both.allowed_tcb_statuses
+    assert "OutOfDate" not in both.allowed_tcb_statuses
+    with pytest.raises(ConfigError, match="unknown TCB status"):
+        VerificationPolicy(allowed_tcb_statuses=frozenset({"Fine"}))

@@ -12,6 +12,7 @@ import json
 from collections.abc import Sequence
 
 from teaclave_ma.attestation.policy import TCB_STATUSES
+from teaclave_ma.errors import ConfigError
 
 SIM_ADVISORY = "TEACLAVE-SIM-SA-0001"
 QE_ISV_SVN = 8
@@ -42,7 +43,7 @@ def tcb_info_json(
     next_update: dt.datetime,
 ) -> bytes:
     if status not in TCB_STATUSES:
-        raise ValueError(f"unknown TCB status {status!r}")
+        raise ConfigError("tcb_status", f"unknown TCB status {status!r}")
     levels = []
     if status != "UpToDate":
         levels.append(

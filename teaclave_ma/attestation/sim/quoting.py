@@ -9,6 +9,7 @@ from teaclave_ma.attestation.quote import (
     CERT_DATA_PCK_CHAIN,
     TEE_TYPE_SGX,
 )
+from teaclave_ma.errors import InputError
 
 INTEL_QE_VENDOR_ID = bytes.fromhex("939a7233f79c4ca9940a0db3957f0607")
 SGX_FLAGS_INIT = 0x01
@@ -34,7 +35,7 @@ def report_body(
     misc_select: int = 0,
 ) -> bytes:
     if len(report_data) != 64:
-        raise ValueError(f"report_data must be 64 bytes, got {len(report_data)}")
+        raise InputError("report_data", f"must be 64 bytes, got {len(report_data)}")
     body = b"".join(
         (
             cpu_svn, struct.pack("<I", misc_select), bytes(12), bytes(16), attributes,
