@@ -16,11 +16,18 @@ from typing import Any
 
 import h11
 
+from teaclave_ma.errors import VerificationError
 from teaclave_ma.rpc.http import read_message, rpc_request, send_message
 from teaclave_ma.rpc.jsonrpc import decode_response, encode_request
 from teaclave_ma.transport.credentials import CredentialSource
 from teaclave_ma.transport.peer_verify import PeerIdentity, PeerVerifier
-from teaclave_ma.transport.tls import ContextCache, SecureChannel, TransportError, handshake
+from teaclave_ma.transport.tls import (
+    ContextCache,
+    PeerRejected,
+    SecureChannel,
+    TransportError,
+    handshake,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +69,11 @@ class PeerClient:
     def call(self, method: str, **params: Any) -> Any:
         with self._lock:
             channel, http = self._connection()
+            try:
+                self._verifier.recheck(channel.peer)  # type: ignore[arg-type]
+            except VerificationError as exc:
+                self._drop()
+                raise PeerRejected("server certificate", exc) from exc
             request_id = next(self._ids)
             body = encode_request(request_id, method, params)
             try:

@@ -16,10 +16,11 @@ from collections.abc import Sequence
 import attrs
 import h11
 
-from teaclave_ma.errors import TeaclaveMAError
+from teaclave_ma.errors import TeaclaveMAError, VerificationError
 from teaclave_ma.rpc.http import RPC_PATH, HttpLimitError, read_message, rpc_response, send_message
 from teaclave_ma.rpc.jsonrpc import (
     INVALID_REQUEST,
+    NOT_ALLOWED,
     RpcError,
     decode_request,
     encode_error,
@@ -166,6 +167,16 @@ class RpcServer:
                 return
             request, body = message
             assert isinstance(request, h11.Request)
+            try:
+                self._verifier.recheck(peer)
+            except VerificationError as exc:
+                self.rejections += 1
+                log.warning("%s: no longer serving %s: %s", self.service.name, peer.describe(), exc)
+                answer = encode_error(
+                    None, RpcError(NOT_ALLOWED, f"attestation no longer accepted: {exc}")
+                )
+                send_message(channel, http, rpc_response(403, answer, close=True), answer)
+                return
             status, answer = self._answer(request, body, peer)
             send_message(channel, http, rpc_response(status, answer), answer)
             if http.our_state is h11.MUST_CLOSE or http.their_state is h11.MUST_CLOSE:

@@ -67,6 +67,14 @@ class PeerVerifier:
         self._allowed = frozenset(allowed_tcb_statuses)
         self._clock = clock
 
+    def recheck(self, peer: PeerIdentity) -> None:
+        """Before each request on an open connection: is the peer still accepted by the
+        manifest in force now? A newer manifest may have dropped it, or the one in force
+        may have expired; either ends the connection."""
+        manifest = self._manifests.current(self._clock())
+        if manifest.version != peer.manifest_version:
+            manifest.expect(peer.service, peer.identity)
+
     def verify(self, certificate: bytes, services: Sequence[str]) -> PeerIdentity:
         """The peer behind ``certificate`` if it is one of ``services``; raises otherwise."""
         now = self._clock()

@@ -62,11 +62,14 @@ def test_a_replaced_manifest_takes_effect_and_a_bad_one_is_ignored(
     storage = runtimes("storage", manifest=manifest, signatures=signatures)
     address = storage.start()
     frontend = runtimes("frontend", storage=address, authentication=address)
-    assert frontend.context.client("storage").call("keys") == []
+    open_connection = frontend.context.client("storage")
+    assert open_connection.call("keys") == []
 
     publish(deployment, tmp_path, ["client", "authentication", "storage"], 2, ["bob", "carol"])
     assert storage.reload_manifest() is True
     assert storage.keeper.current().version == 2
+    with pytest.raises(TransportError, match=r"HTTP 403.*no longer accepted"):
+        open_connection.call("keys")  # an open connection is re-checked before every request
     fresh = PeerClient("storage", address, frontend.credentials, frontend.verifier)
     with pytest.raises(RefusedByPeer):
         fresh.call("keys")  # frontend is no longer accepted by storage's manifest
