@@ -1,6 +1,7 @@
 """User registration and login. Password records (scrypt hashes) live in storage, in the
-namespace storage keeps for this service alone; tokens are HMACs under a key that exists
-only in this enclave's memory."""
+namespace storage keeps for this service alone; tokens are HMACs under a key that the
+key-provisioning service releases to this enclave only, so every replica of
+authentication accepts the tokens of the others."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def _hash(password: str, salt: bytes) -> bytes:
 def build(context: ServiceContext) -> Service:
     service = Service(context.name)
     storage = context.client("storage")
-    token_key = secrets.token_bytes(32)
+    token_key = context.secret("token-key").reveal()
 
     def check_user(user: str) -> None:
         if not USER_NAME.fullmatch(user):

@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "teaclave_ma.cli.sim_cmd",
     "teaclave_ma.cli.cert_cmd",
     "teaclave_ma.cli.serve_cmd",
+    "teaclave_ma.cli.secrets_cmd",
     "teaclave_ma.cli.demo_cmd",
 )
 
@@ -45,7 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    # Everything after the first "--" is a command to run (`teaclave-ma run ... -- CMD`);
+    # argparse's subparsers cannot carry that through on their own.
+    passthrough: list[str] = []
+    if "--" in arguments:
+        split = arguments.index("--")
+        arguments, passthrough = arguments[:split], arguments[split + 1 :]
+    args = parser.parse_args(arguments)
+    args.passthrough = passthrough
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,12 +18,14 @@ from teaclave_ma.errors import TeaclaveMAError
 from teaclave_ma.formats.runtime_config import parse_runtime_config
 from teaclave_ma.rpc.client import PeerClient
 from teaclave_ma.runtime.service_runtime import ServiceRuntime
+from teaclave_ma.secrets.client import fetch_secret
+from teaclave_ma.secrets.policy import SecretRefused
 from teaclave_ma.testing.deployment import Progress, SimulatedDeployment
 from teaclave_ma.transport.tls import PeerRejected, RefusedByPeer
 
 log = logging.getLogger(__name__)
 
-SERVICES = ("client", "frontend", "authentication", "storage")
+SERVICES = ("client", "frontend", "authentication", "storage", "kms", "report")
 DEMO_PASSWORD = "analytical engine"  # noqa: S105 - a demo user's password, printed nowhere
 
 
@@ -51,6 +55,9 @@ class Demo:
             self._debug_enclave()
             self._edge_not_allowed()
             self._wrong_service_at_address()
+            self._secret_for_another_service()
+            self._sealed_job_runs_after_provisioning()
+            self._sealed_job_with_an_impostor_kms()
         finally:
             for runtime in self._runtimes:
                 runtime.stop()
@@ -61,14 +68,23 @@ class Demo:
     # -- preparation -----------------------------------------------------------------------
 
     def _prepare(self) -> None:
+        self.ws.add_secret("token-key", ["authentication"])
+        self.ws.add_secret("api-token", ["report"])
+        sealed = self.ws.seal("report", ["config.yaml"])
+        self.progress("kms secrets: token-key for authentication, api-token for report")
+        self.progress(
+            "sealed report/config.yaml; its key is registered with the kms for report only"
+        )
         self.progress("building enclave images with the trust file embedded:")
         for name in SERVICES:
-            identity = self.ws.build(name).identity
+            identity = self.ws.build(name, source=sealed if name == "report" else None).identity
             self.progress(f"  {name:<15} mr_enclave {identity.mr_enclave.hex()[:24]}...")
         self.progress("auditors review: rebuild each service from source and compare measurements")
         entries = {name: self.ws.review(name) for name in SERVICES}
         self.ws.publish_manifest(entries, version=1, signers=["alice", "bob"])
-        self.progress("manifest v1 accepts all four services; signed by alice and bob (2 of 3)")
+        self.progress(
+            f"manifest v1 accepts all {len(SERVICES)} services; signed by alice and bob (2 of 3)"
+        )
         self.ws.create_platform()
         self.progress(
             "simulated SGX platform created (SIMULATED root: quotes prove nothing about hardware)"
@@ -80,12 +96,16 @@ class Demo:
     def _start_services(self) -> None:
         self.progress("starting each service as its own process on loopback:")
         order: list[tuple[str, tuple[str, ...]]] = [
+            ("kms", ()),
             ("storage", ()),
-            ("authentication", ("storage",)),
+            ("authentication", ("storage", "kms")),
             ("frontend", ("authentication", "storage")),
         ]
         for name, peers in order:
-            config = self._config(name, **{p: self.processes[p].address for p in peers})
+            settings = {"secrets_file": str(self.ws.kms_secrets)} if name == "kms" else None
+            config = self.ws.runtime_config(
+                name, peers={p: self.processes[p].address for p in peers}, settings=settings
+            )
             command = serve_command(
                 self.ws.images[name].root, self.ws.manifest_path, self.ws.signatures_dir, config
             )
@@ -235,6 +255,55 @@ class Demo:
         ):
             rogue.call("keys")
         rogue.close()
+
+    def _secret_for_another_service(self) -> None:
+        frontend = self._runtime(
+            self.ws.images["frontend"],
+            "frontend-asks-kms",
+            storage=self.processes["storage"].address,
+            authentication=self.processes["authentication"].address,
+        )
+        kms = PeerClient(
+            "kms", self.processes["kms"].address, frontend.credentials, frontend.verifier
+        )
+        with self._expect_refusal(
+            "frontend asks the kms for authentication's token key",
+            "the kms refuses, naming the rule",
+            SecretRefused,
+        ):
+            fetch_secret(kms, "token-key")
+        kms.close()
+
+    def _run_report(self, name: str, kms: tuple[str, int]) -> subprocess.CompletedProcess[str]:
+        config = self.ws.runtime_config(name, peers={"kms": kms}, provision=True)
+        command = [
+            sys.executable, "-m", "teaclave_ma.cli.main", "run", str(self.ws.images["report"].root),
+            "--manifest", str(self.ws.manifest_path), "--signatures", str(self.ws.signatures_dir),
+            "--config", str(config), "--", sys.executable, "report.py",
+        ]  # fmt: skip
+        return run_to_exit(command)
+
+    def _sealed_job_runs_after_provisioning(self) -> None:
+        result = self._run_report("report", self.processes["kms"].address)
+        output = result.stdout.strip()
+        self._record(
+            "sealed report job started with `teaclave-ma run`",
+            "attested, provisioned, unsealed, then run",
+            result.returncode == 0 and output.startswith("report ran for ACME Bank"),
+            output or (result.stderr.strip().splitlines() or ["(no output)"])[-1],
+        )
+
+    def _sealed_job_with_an_impostor_kms(self) -> None:
+        result = self._run_report("report-impostor-kms", self.processes["storage"].address)
+        reason = (result.stderr.strip().splitlines() or ["(nothing)"])[-1]
+        self._record(
+            "sealed report job pointed at storage posing as the kms",
+            "it never starts",
+            result.returncode != 0
+            and "report ran" not in result.stdout
+            and "not accepted for service 'kms'" in reason,
+            f"exit status {result.returncode}: {reason}",
+        )
 
     def _wrong_service_at_address(self) -> None:
         client = self.client

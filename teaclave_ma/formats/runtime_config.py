@@ -53,13 +53,32 @@ class RuntimeConfig:
     peers: dict[str, tuple[str, int]]
     state_dir: Path
     attestation: SimulatedAttestation
+    config_dir: Path = Path()
+    settings: dict[str, str] = attrs.field(factory=dict)
+    provision_dir: Path | None = (
+        None  # where `teaclave-ma run` may write secrets and unsealed files
+    )
 
 
 def parse_runtime_config(data: bytes, base: Path, what: str = "runtime.yaml") -> RuntimeConfig:
     """Relative paths are resolved against ``base`` (the config file's directory)."""
     try:
         mapping = parse_yaml_mapping(data, what)
-        expect_keys(mapping, "", ["listen", "state_dir", "attestation"], ["peers"])
+        expect_keys(
+            mapping,
+            "",
+            ["listen", "state_dir", "attestation"],
+            ["peers", "settings", "provision_dir"],
+        )
+        settings = {
+            key: expect_str(value, join("settings", key))
+            for key, value in expect_mapping(mapping.get("settings", {}), "settings").items()
+        }
+        provision_dir = (
+            base / expect_str(mapping["provision_dir"], "provision_dir")
+            if "provision_dir" in mapping
+            else None
+        )
         peers = {}
         for name, address in expect_mapping(mapping.get("peers", {}), "peers").items():
             if not SERVICE_NAME.fullmatch(name):
@@ -95,6 +114,9 @@ def parse_runtime_config(data: bytes, base: Path, what: str = "runtime.yaml") ->
             peers=peers,
             state_dir=base / expect_str(mapping["state_dir"], "state_dir"),
             attestation=SimulatedAttestation(base / platform_dir),
+            config_dir=base,
+            settings=settings,
+            provision_dir=provision_dir,
         )
     except ConfigError:
         raise

@@ -43,13 +43,24 @@ class EnclaveConfig:
 
 
 @attrs.frozen
+class ProvisionedSecret:
+    """A secret fetched from the kms at start: into a file of the provision directory, or
+    into an environment variable of the application."""
+
+    name: str
+    file: str | None = None
+    env: str | None = None
+
+
+@attrs.frozen
 class ServiceConfig:
     name: str
-    entrypoint: str
+    entrypoint: str | None
     enclave: EnclaveConfig
     inbound: tuple[str, ...] = ()
     outbound: tuple[str, ...] = ()
     allow_tcb_status: tuple[str, ...] = ("UpToDate",)
+    provision: tuple[ProvisionedSecret, ...] = ()
 
 
 def parse_enclave_config(value: object, path: str) -> EnclaveConfig:
@@ -83,8 +94,8 @@ def parse_service_config(data: bytes, what: str = "service.yaml") -> ServiceConf
     expect_keys(
         mapping,
         "",
-        ["name", "entrypoint", "enclave"],
-        ["inbound", "outbound", "allow_tcb_status"],
+        ["name", "enclave"],
+        ["entrypoint", "inbound", "outbound", "allow_tcb_status", "provision"],
     )
     statuses = tuple(
         expect_str(item, join("allow_tcb_status", index), _TCB_STATUS)
@@ -94,9 +105,43 @@ def parse_service_config(data: bytes, what: str = "service.yaml") -> ServiceConf
     )
     return ServiceConfig(
         name=expect_str(mapping["name"], "name", SERVICE_NAME),
-        entrypoint=expect_str(mapping["entrypoint"], "entrypoint", ENTRYPOINT),
+        entrypoint=(
+            expect_str(mapping["entrypoint"], "entrypoint", ENTRYPOINT)
+            if "entrypoint" in mapping
+            else None
+        ),
         enclave=parse_enclave_config(mapping["enclave"], "enclave"),
         inbound=_names(mapping.get("inbound", []), "inbound"),
         outbound=_names(mapping.get("outbound", []), "outbound"),
         allow_tcb_status=statuses,
+        provision=_provision(mapping.get("provision", {})),
     )
+
+
+_SECRET_NAME = re.compile(r"[a-z0-9][a-z0-9_./-]{0,127}")
+_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,127}")
+
+
+def _provision(value: object) -> tuple[ProvisionedSecret, ...]:
+    """``provision: {NAME: {file: FILE} | {env: VAR}}``: what ``teaclave-ma run`` fetches."""
+    secrets = []
+    for name, target in expect_mapping(value, "provision").items():
+        where = join("provision", name)
+        if not _SECRET_NAME.fullmatch(name):
+            raise InputError(where, f"invalid secret name (expected {_SECRET_NAME.pattern})")
+        spec = expect_mapping(target, where)
+        expect_keys(spec, where, [], ["file", "env"])
+        if len(spec) != 1:
+            raise InputError(where, "give exactly one of file or env")
+        if "file" in spec:
+            secrets.append(
+                ProvisionedSecret(
+                    name, file=expect_str(spec["file"], join(where, "file"), _FILE_NAME)
+                )
+            )
+        else:
+            secrets.append(
+                ProvisionedSecret(name, env=expect_str(spec["env"], join(where, "env"), _ENV_NAME))
+            )
+    return tuple(secrets)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import attrs
 
 from teaclave_ma.errors import ConfigError
 from teaclave_ma.rpc.client import PeerClient
+from teaclave_ma.secrets.client import KMS_SERVICE, fetch_secret
+from teaclave_ma.secrets.policy import SecretValue
+from teaclave_ma.trust.manifest_trust import VerifiedManifest
 
 
 @attrs.frozen
@@ -16,6 +19,26 @@ class ServiceContext:
     name: str
     state_dir: Path
     peers: Mapping[str, PeerClient]
+    settings: Mapping[str, str] = attrs.field(factory=dict)  # unmeasured, per deployment
+    config_dir: Path = Path()  # relative settings paths are relative to this
+    manifest: Callable[[], VerifiedManifest] | None = None  # the manifest in force now
+
+    def secret(self, name: str) -> SecretValue:
+        """Fetch a secret from the attested key-provisioning service (``kms`` in outbound)."""
+        return fetch_secret(self.client(KMS_SERVICE), name)
+
+    def current_manifest(self) -> VerifiedManifest:
+        if self.manifest is None:
+            raise ConfigError("manifest", f"{self.name} runs without a manifest source")
+        return self.manifest()
+
+    def setting_path(self, key: str) -> Path:
+        try:
+            return self.config_dir / self.settings[key]
+        except KeyError:
+            raise ConfigError(
+                f"settings.{key}", f"{self.name} needs this setting in runtime.yaml"
+            ) from None
 
     def client(self, service: str) -> PeerClient:
         """The attested client for an outbound peer named in service.yaml."""

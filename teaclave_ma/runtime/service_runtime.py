@@ -59,15 +59,16 @@ class Attestation:
         return self._collateral
 
 
-class ServiceRuntime:
+class EnclaveNode:
+    """Steps 1-4: an enclave that has verified its manifest and can attest itself and its
+    peers; ``teaclave-ma run`` stops here, ``ServiceRuntime`` goes on to serve."""
+
     def __init__(
         self,
         image: EnclaveImage,
         runtime: RuntimeConfig,
         manifest_path: Path,
         signatures_dir: Path,
-        *,
-        limits: ServerLimits | None = None,
     ) -> None:
         self.image = image
         self.runtime = runtime
@@ -91,18 +92,40 @@ class ServiceRuntime:
             name=image.service.name,
             state_dir=runtime.state_dir,
             peers={name: self._client(name) for name in image.service.outbound},
+            settings=runtime.settings,
+            config_dir=runtime.config_dir,
+            manifest=self.keeper.current,
         )
-        self.service = load_entrypoint(image)(self.context)
-        self._limits = limits
-        self.server: RpcServer | None = None
-        self._watcher: threading.Thread | None = None
-        self._stop = threading.Event()
 
     def _client(self, service: str) -> PeerClient:
         address = self.runtime.peers.get(service)
         if address is None:
             raise ConfigError(f"peers.{service}", f"no address for outbound peer {service!r}")
         return PeerClient(service, address, self.credentials, self.verifier)
+
+    def close(self) -> None:
+        for client in self.context.peers.values():
+            client.close()
+
+
+class ServiceRuntime(EnclaveNode):
+    """Steps 5-6: build the service from its entrypoint and serve it."""
+
+    def __init__(
+        self,
+        image: EnclaveImage,
+        runtime: RuntimeConfig,
+        manifest_path: Path,
+        signatures_dir: Path,
+        *,
+        limits: ServerLimits | None = None,
+    ) -> None:
+        super().__init__(image, runtime, manifest_path, signatures_dir)
+        self.service = load_entrypoint(image)(self.context)
+        self._limits = limits
+        self.server: RpcServer | None = None
+        self._watcher: threading.Thread | None = None
+        self._stop = threading.Event()
 
     def start(self) -> tuple[str, int]:
         """Listen and serve; until then the runtime can still act as a client of its peers."""
@@ -123,8 +146,7 @@ class ServiceRuntime:
         self._stop.set()
         if self.server is not None:
             self.server.stop()
-        for client in self.context.peers.values():
-            client.close()
+        self.close()
 
     def reload_manifest(self) -> bool:
         return self.keeper.reload()
@@ -146,6 +168,11 @@ class ServiceRuntime:
 
 def load_entrypoint(image: EnclaveImage) -> Callable[[ServiceContext], Service]:
     """Import ``module:function`` from the image's verified code directory."""
+    if image.service.entrypoint is None:
+        raise ConfigError(
+            "entrypoint",
+            f"{image.service.name} has no entrypoint to serve (run it with `teaclave-ma run`)",
+        )
     module_name, function_name = image.service.entrypoint.split(":")
     path = image.code_dir / f"{module_name}.py"
     if not path.is_file():

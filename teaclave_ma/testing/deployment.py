@@ -6,6 +6,7 @@ service authors can use it (through the pytest plugin) to test their own service
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -19,6 +20,9 @@ from teaclave_ma.formats.manifest import AcceptedIdentity, Manifest
 from teaclave_ma.formats.signature import write_signature
 from teaclave_ma.formats.strict import dump_yaml
 from teaclave_ma.fsutil import atomic_write
+from teaclave_ma.secrets.policy import SecretValue
+from teaclave_ma.secrets.sealing import new_key, seal_source, sealing_secret_name
+from teaclave_ma.secrets.store import register_secret
 from teaclave_ma.testing.auditors import AuditorPanel, accepted
 
 Progress = Callable[[str], None]
@@ -39,6 +43,7 @@ class SimulatedDeployment:
     author_key: Path
     trust_path: Path
     images: dict[str, EnclaveImage] = attrs.field(factory=dict)
+    sources: dict[str, Path] = attrs.field(factory=dict)
     platform_dir: Path = attrs.field(init=False)
     manifest_path: Path = attrs.field(init=False)
     signatures_dir: Path = attrs.field(init=False)
@@ -67,15 +72,35 @@ class SimulatedDeployment:
 
     def build(self, service: str, *, source: Path | None = None, tag: str = "") -> EnclaveImage:
         out = self.root / "images" / (service + tag)
-        image = build_image(
-            source or self.services_dir / service, self.trust_path, self.author_key, out
-        )
+        source = source or self.services_dir / service
+        image = build_image(source, self.trust_path, self.author_key, out)
         self.images[service + tag] = image
+        self.sources[service + tag] = source
         return image
 
     def review(self, service: str) -> AcceptedIdentity:
         """What an auditor does: rebuild from source and compare before vouching."""
-        return accepted(review(self.services_dir / service, self.trust_path, self.images[service]))
+        return accepted(review(self.sources[service], self.trust_path, self.images[service]))
+
+    @property
+    def kms_secrets(self) -> Path:
+        return self.root / "kms" / "secrets.yaml"
+
+    def add_secret(
+        self, name: str, allow: list[str], value: SecretValue | None = None
+    ) -> SecretValue:
+        """Register a secret (random 32 bytes unless given) with the kms."""
+        value = value or SecretValue(secrets.token_bytes(32))
+        register_secret(self.kms_secrets, name, value, allow)
+        return value
+
+    def seal(self, service: str, files: list[str]) -> Path:
+        """A sealed copy of a service's source, its key registered with the kms."""
+        out = self.root / "sealed" / service
+        key = new_key()
+        seal_source(self.services_dir / service, files, out, key)
+        register_secret(self.kms_secrets, sealing_secret_name(service), key, [service])
+        return out
 
     def publish_manifest(
         self, entries: dict[str, AcceptedIdentity], *, version: int, signers: Iterable[str]
@@ -101,10 +126,16 @@ class SimulatedDeployment:
         return platform
 
     def runtime_config(
-        self, name: str, *, listen_port: int = 0, peers: dict[str, tuple[str, int]] | None = None
+        self,
+        name: str,
+        *,
+        listen_port: int = 0,
+        peers: dict[str, tuple[str, int]] | None = None,
+        settings: dict[str, str] | None = None,
+        provision: bool = False,
     ) -> Path:
         path = self.root / "run" / name / "runtime.yaml"
-        document = {
+        document: dict[str, object] = {
             "listen": f"127.0.0.1:{listen_port}",
             "peers": {peer: f"{host}:{port}" for peer, (host, port) in (peers or {}).items()},
             "state_dir": "state",
@@ -114,6 +145,10 @@ class SimulatedDeployment:
                 "trust_simulated_root": True,
             },
         }
+        if settings:
+            document["settings"] = settings
+        if provision:
+            document["provision_dir"] = "provisioned"
         atomic_write(path, dump_yaml(document))
         return path
 

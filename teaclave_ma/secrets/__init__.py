@@ -1,0 +1,1 @@
+"""Secrets for attested services: the key-provisioning policy, sealing, and fetching."""

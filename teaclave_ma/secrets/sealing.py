@@ -1,0 +1,101 @@
+"""Sealed files: a service's code or config shipped encrypted, opened only after attestation.
+
+Each sealed file is ``MAGIC || SecretBox(key).encrypt(plaintext)`` (XSalsa20-Poly1305 with a
+random 24-byte nonce, which the box output carries), stored in the image as
+``PATH.sealed`` instead of ``PATH``. The image's measurement therefore covers the sealed
+bytes: auditors measure exactly what runs. The key is random per image and is released by
+the key-provisioning service, under the secret name ``sealing/SERVICE``, only to the
+attested service itself.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import nacl.exceptions
+import nacl.secret
+import nacl.utils
+
+from teaclave_ma.errors import InputError, VerificationError
+from teaclave_ma.fsutil import atomic_write
+from teaclave_ma.secrets.policy import SecretValue
+
+MAGIC = b"teaclave-ma sealed v1\0"
+SUFFIX = ".sealed"
+
+
+class SealError(InputError):
+    """Files that cannot be sealed or unsealed as asked."""
+
+
+class SealedFileTampered(VerificationError):
+    """A sealed file that does not authenticate under the image's key."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(
+            "sealed_file",
+            f"{path}: sealed content does not authenticate (tampered, or another key)",
+        )
+
+
+def sealing_secret_name(service: str) -> str:
+    return f"sealing/{service}"
+
+
+def new_key() -> SecretValue:
+    return SecretValue(nacl.utils.random(nacl.secret.SecretBox.KEY_SIZE))
+
+
+def seal_bytes(key: SecretValue, plaintext: bytes) -> bytes:
+    return MAGIC + bytes(nacl.secret.SecretBox(key.reveal()).encrypt(plaintext))
+
+
+def unseal_bytes(key: SecretValue, sealed: bytes, path: str) -> bytes:
+    if not sealed.startswith(MAGIC):
+        raise SealError(path, "not a teaclave-ma sealed file")
+    try:
+        return bytes(nacl.secret.SecretBox(key.reveal()).decrypt(sealed[len(MAGIC) :]))
+    except (nacl.exceptions.CryptoError, ValueError) as exc:
+        raise SealedFileTampered(path) from exc
+
+
+def seal_source(
+    service_dir: Path, files: Iterable[str], out_dir: Path, key: SecretValue
+) -> list[str]:
+    """Copy ``service_dir`` to ``out_dir`` with ``files`` (relative paths) sealed in place.
+
+    The plaintext of sealed files is never written to ``out_dir``.
+    """
+    service_dir, out_dir = Path(service_dir), Path(out_dir)
+    wanted = sorted(set(files))
+    for relative in wanted:
+        path = service_dir / relative
+        if Path(relative).is_absolute() or ".." in Path(relative).parts or not path.is_file():
+            raise SealError(relative, f"not a file inside {service_dir}")
+        if relative == "service.yaml":
+            raise SealError(
+                relative, "service.yaml is read before provisioning and cannot be sealed"
+            )
+    if out_dir.exists():
+        raise SealError(str(out_dir), "already exists; choose a new directory for the sealed copy")
+    shutil.copytree(service_dir, out_dir, ignore=_ignore_sealed(service_dir, wanted))
+    for relative in wanted:
+        atomic_write(
+            out_dir / (relative + SUFFIX), seal_bytes(key, (service_dir / relative).read_bytes())
+        )
+    return [relative + SUFFIX for relative in wanted]
+
+
+def _ignore_sealed(root: Path, wanted: list[str]) -> Callable[[str, list[str]], set[str]]:
+    skipped = {(root / relative).resolve() for relative in wanted}
+
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        return {
+            name
+            for name in names
+            if (Path(directory) / name).resolve() in skipped or name == "__pycache__"
+        }
+
+    return ignore
