@@ -13,7 +13,7 @@ from teaclave_ma.runtime.service_runtime import ServiceRuntime
 from teaclave_ma.testing.deployment import SimulatedDeployment
 
 SERVICES_DIR = Path(__file__).resolve().parents[2] / "services"
-ALL_SERVICES = ("client", "frontend", "authentication", "storage")
+ALL_SERVICES = ("client", "frontend", "authentication", "storage", "kms", "report")
 RUNTIME_IDS = itertools.count()
 
 
@@ -21,8 +21,11 @@ RUNTIME_IDS = itertools.count()
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> SimulatedDeployment:
     """The example services built, reviewed, and accepted by a manifest signed 2 of 3."""
     deployment = SimulatedDeployment.create(tmp_path_factory.mktemp("deployment"), SERVICES_DIR)
+    deployment.add_secret("token-key", ["authentication"])
+    deployment.add_secret("api-token", ["report"])
+    sealed = deployment.seal("report", ["config.yaml"])
     for name in ALL_SERVICES:
-        deployment.build(name)
+        deployment.build(name, source=sealed if name == "report" else None)
     entries = {name: deployment.review(name) for name in ALL_SERVICES}
     deployment.publish_manifest(entries, version=1, signers=["alice", "bob"])
     deployment.create_platform()
@@ -43,13 +46,16 @@ def runtimes(deployment: SimulatedDeployment) -> Iterator[RuntimeFactory]:
         limits: ServerLimits | None = None,
         manifest: Path | None = None,
         signatures: Path | None = None,
+        settings: dict[str, str] | None = None,
         **peers: tuple[str, int],
     ) -> ServiceRuntime:
         if isinstance(image, str):
             image = deployment.images[image]
         # A state directory per runtime: accepted manifest versions must not leak across tests.
+        if image.service.name == "kms" and settings is None:
+            settings = {"secrets_file": str(deployment.kms_secrets)}
         config_path = deployment.runtime_config(
-            f"{image.service.name}-{next(RUNTIME_IDS)}", peers=peers
+            f"{image.service.name}-{next(RUNTIME_IDS)}", peers=peers, settings=settings
         )
         config = parse_runtime_config(config_path.read_bytes(), config_path.parent)
         runtime = ServiceRuntime(

@@ -18,10 +18,11 @@ RuntimeFactory = Callable[..., ServiceRuntime]
 @pytest.fixture
 def chain(runtimes: RuntimeFactory) -> dict[str, tuple[str, int]]:
     """storage, authentication and frontend serving in this process."""
+    kms = runtimes("kms").start()
     storage = runtimes("storage").start()
-    authentication = runtimes("authentication", storage=storage).start()
+    authentication = runtimes("authentication", storage=storage, kms=kms).start()
     frontend = runtimes("frontend", authentication=authentication, storage=storage).start()
-    return {"storage": storage, "authentication": authentication, "frontend": frontend}
+    return {"kms": kms, "storage": storage, "authentication": authentication, "frontend": frontend}
 
 
 def test_client_reaches_storage_through_frontend_and_authentication(

@@ -17,7 +17,7 @@ def test_demo_runs_end_to_end_and_every_expectation_holds(tmp_path: Path) -> Non
     report = json.loads(result.stdout)
     titles = {outcome["title"]: outcome for outcome in report["outcomes"]}
     assert report["ok"] is True
-    assert len(titles) == 6
+    assert len(titles) == 9
     assert all(outcome["held"] for outcome in titles.values())
     assert (
         "1 of the required 2"
@@ -28,6 +28,17 @@ def test_demo_runs_end_to_end_and_every_expectation_holds(tmp_path: Path) -> Non
         in titles["client expects frontend but reaches authentication"]["detail"]
     )
     assert "debug enclave" in titles["frontend connects to a debug storage enclave"]["detail"]
+    assert (
+        "not released to service 'frontend'"
+        in titles["frontend asks the kms for authentication's token key"]["detail"]
+    )
+    assert titles["sealed report job started with `teaclave-ma run`"]["detail"].startswith(
+        "report ran for ACME Bank"
+    )
+    assert (
+        "not accepted for service 'kms'"
+        in titles["sealed report job pointed at storage posing as the kms"]["detail"]
+    )
     # the services that refused callers say so in their logs, with the caller's identity
     storage_log = (tmp_path / "run" / "logs" / "storage.log").read_text()
     assert "storage refused client" in storage_log
