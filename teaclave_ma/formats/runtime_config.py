@@ -8,9 +8,12 @@ may differ between deployments without changing who the service is.
       authentication: 127.0.0.1:7002
     state_dir: /var/lib/teaclave-ma/storage
     attestation:
-      backend: simulated          # the only backend until real hardware backends land
+      backend: simulated          # simulated | gramine | tsm | auto (real backends only)
       simulated_platform: /path/to/sim-platform
       trust_simulated_root: true  # required, loud opt-in: quotes prove nothing about hardware
+      # on hardware instead:
+      # backend: gramine          # gramine_device: /dev/attestation
+      # collateral: {pccs: https://pccs.example:8081/sgx/certification/v4}   # or {file: ...}
 """
 
 from __future__ import annotations
@@ -42,9 +45,84 @@ def parse_address(value: object, path: str) -> tuple[str, int]:
     return match["host"].strip("[]"), int(match["port"])
 
 
+BACKENDS = ("simulated", "gramine", "tsm", "auto")
+
+
 @attrs.frozen
-class SimulatedAttestation:
-    platform_dir: Path
+class AttestationConfig:
+    """Which quote source this deployment uses, and how peers' quotes get collateral.
+
+    ``auto`` picks the first real backend present (Gramine, then configfs-tsm) and never the
+    simulated one, which must be chosen by name and admitted with ``trust_simulated_root``.
+    """
+
+    backend: str
+    platform_dir: Path | None = None
+    gramine_device: Path = Path("/dev/attestation")
+    tsm_root: Path = Path("/sys/kernel/config/tsm/report")
+    collateral_file: Path | None = None
+    pccs_url: str | None = None
+    pccs_cache: Path | None = None
+
+
+def parse_attestation(value: object, base: Path) -> AttestationConfig:
+    where = "attestation"
+    attestation = expect_mapping(value, where)
+    expect_keys(
+        attestation,
+        where,
+        ["backend"],
+        ["simulated_platform", "trust_simulated_root", "gramine_device", "tsm_root", "collateral"],
+    )
+    backend = expect_str(attestation["backend"], "attestation.backend")
+    if backend not in BACKENDS:
+        raise ConfigError(
+            "attestation.backend", f"unknown backend {backend!r} (available: {', '.join(BACKENDS)})"
+        )
+    paths = {
+        key: base / expect_str(attestation[key], join(where, key))
+        for key in ("simulated_platform", "gramine_device", "tsm_root")
+        if key in attestation
+    }
+    if backend == "simulated":
+        if "simulated_platform" not in paths:
+            raise ConfigError(
+                "attestation.simulated_platform", "required for the simulated backend"
+            )
+        if not expect_bool(
+            attestation.get("trust_simulated_root", False), "attestation.trust_simulated_root"
+        ):
+            raise ConfigError(
+                "attestation.trust_simulated_root",
+                "the simulated backend needs trust_simulated_root: true, an explicit admission "
+                "that its quotes prove nothing about hardware",
+            )
+        return AttestationConfig(backend, platform_dir=paths["simulated_platform"])
+    if "trust_simulated_root" in attestation or "simulated_platform" in attestation:
+        raise ConfigError(
+            "attestation.trust_simulated_root",
+            f"only the simulated backend can trust a simulated root, not {backend!r}",
+        )
+    collateral = expect_mapping(attestation.get("collateral"), "attestation.collateral")
+    expect_keys(collateral, "attestation.collateral", [], ["file", "pccs", "cache_dir"])
+    if ("file" in collateral) == ("pccs" in collateral):
+        raise ConfigError(
+            "attestation.collateral", "give exactly one of file or pccs, to verify peers' quotes"
+        )
+    defaults = AttestationConfig(backend)
+    return AttestationConfig(
+        backend,
+        gramine_device=paths.get("gramine_device", defaults.gramine_device),
+        tsm_root=paths.get("tsm_root", defaults.tsm_root),
+        collateral_file=base / expect_str(collateral["file"], "attestation.collateral.file")
+        if "file" in collateral
+        else None,
+        pccs_url=expect_str(collateral["pccs"], "attestation.collateral.pccs")
+        if "pccs" in collateral
+        else None,
+        pccs_cache=base
+        / expect_str(collateral.get("cache_dir", "pccs-cache"), "attestation.collateral.cache_dir"),
+    )
 
 
 @attrs.frozen
@@ -52,7 +130,7 @@ class RuntimeConfig:
     listen: tuple[str, int]
     peers: dict[str, tuple[str, int]]
     state_dir: Path
-    attestation: SimulatedAttestation
+    attestation: AttestationConfig
     config_dir: Path = Path()
     settings: dict[str, str] = attrs.field(factory=dict)
     provision_dir: Path | None = (
@@ -84,36 +162,12 @@ def parse_runtime_config(data: bytes, base: Path, what: str = "runtime.yaml") ->
             if not SERVICE_NAME.fullmatch(name):
                 raise ConfigError(join("peers", name), "invalid service name")
             peers[name] = parse_address(address, join("peers", name))
-        attestation = expect_mapping(mapping["attestation"], "attestation")
-        expect_keys(
-            attestation, "attestation", ["backend"], ["simulated_platform", "trust_simulated_root"]
-        )
-        backend = expect_str(attestation["backend"], "attestation.backend")
-        if backend != "simulated":
-            raise ConfigError(
-                "attestation.backend", f"unknown backend {backend!r} (available: simulated)"
-            )
-        if "simulated_platform" not in attestation:
-            raise ConfigError(
-                "attestation.simulated_platform", "required for the simulated backend"
-            )
-        opted_in = expect_bool(
-            attestation.get("trust_simulated_root", False), "attestation.trust_simulated_root"
-        )
-        if not opted_in:
-            raise ConfigError(
-                "attestation.trust_simulated_root",
-                "the simulated backend needs trust_simulated_root: true, an explicit admission "
-                "that its quotes prove nothing about hardware",
-            )
-        platform_dir = Path(
-            expect_str(attestation["simulated_platform"], "attestation.simulated_platform")
-        )
+        attestation = parse_attestation(mapping["attestation"], base)
         return RuntimeConfig(
             listen=parse_address(mapping["listen"], "listen"),
             peers=peers,
             state_dir=base / expect_str(mapping["state_dir"], "state_dir"),
-            attestation=SimulatedAttestation(base / platform_dir),
+            attestation=attestation,
             config_dir=base,
             settings=settings,
             provision_dir=provision_dir,

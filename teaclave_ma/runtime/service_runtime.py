@@ -17,11 +17,6 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from teaclave_ma.attestation.anchors import TrustAnchor
-from teaclave_ma.attestation.attester import SimulatedAttester
-from teaclave_ma.attestation.collateral import Collateral
-from teaclave_ma.attestation.quote import Quote
-from teaclave_ma.attestation.sim.platform import SimulatedPlatform
 from teaclave_ma.enclave.image import EnclaveImage
 from teaclave_ma.errors import ConfigError
 from teaclave_ma.formats.runtime_config import RuntimeConfig
@@ -29,6 +24,7 @@ from teaclave_ma.formats.trust import parse_trust_file
 from teaclave_ma.rpc.client import PeerClient
 from teaclave_ma.rpc.server import RpcServer, ServerLimits
 from teaclave_ma.rpc.service import Service
+from teaclave_ma.runtime.attestation_setup import setup_attestation
 from teaclave_ma.runtime.context import ServiceContext
 from teaclave_ma.transport.credentials import RotatingCredentials
 from teaclave_ma.transport.peer_verify import PeerVerifier
@@ -38,25 +34,6 @@ from teaclave_ma.trust.manifest_trust import ManifestTrust
 log = logging.getLogger(__name__)
 
 ACCEPTED_STATE = "accepted-manifest.json"
-
-
-class Attestation:
-    """The attestation backend of one process: our quotes, and what we trust in peers'."""
-
-    def __init__(self, platform: SimulatedPlatform) -> None:
-        self.platform = platform
-        self.anchor = TrustAnchor.for_root(
-            platform.root_certificate_der, "simulated SGX root (this installation)", simulated=True
-        )
-        log.warning(
-            "SIMULATED attestation: peers are verified against a simulated root; "
-            "nothing here proves that code runs in real SGX hardware"
-        )
-        self._collateral = Collateral.from_json(platform.collateral_json())
-
-    def collateral_for(self, quote: Quote) -> Collateral:
-        # One simulated platform certifies every local enclave, so one collateral set fits all.
-        return self._collateral
 
 
 class EnclaveNode:
@@ -78,10 +55,8 @@ class EnclaveNode:
             ManifestTrust(trust), manifest_path, signatures_dir, runtime.state_dir / ACCEPTED_STATE
         )
         self.manifest = self.keeper.load()  # raises: no service without a verified manifest
-        self.attestation = Attestation(SimulatedPlatform.load(runtime.attestation.platform_dir))
-        self.credentials = RotatingCredentials(
-            SimulatedAttester(self.attestation.platform, image.identity), image.service.name
-        )
+        self.attestation = setup_attestation(runtime.attestation, image.identity)
+        self.credentials = RotatingCredentials(self.attestation.attester, image.service.name)
         self.verifier = PeerVerifier(
             self.keeper,
             self.attestation.anchor,

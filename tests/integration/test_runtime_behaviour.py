@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from teaclave_ma.attestation.attester import SimulatedAttester
 from teaclave_ma.demo.processes import serve_command, start_service
 from teaclave_ma.rpc.client import PeerClient
 from teaclave_ma.rpc.server import RpcServer, ServerLimits
@@ -92,7 +91,7 @@ def test_the_manifest_watcher_notices_a_changed_file(
 def test_certificates_rotate_without_dropping_open_connections(runtimes: RuntimeFactory) -> None:
     storage = runtimes("storage")
     credentials = RotatingCredentials(
-        SimulatedAttester(storage.attestation.platform, storage.image.identity),
+        storage.attestation.attester,
         "storage",
         lifetime=dt.timedelta(seconds=4),
         refresh_before=dt.timedelta(seconds=3),
