@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "teaclave_ma.cli.enclave_cmd",
     "teaclave_ma.cli.quote_cmd",
     "teaclave_ma.cli.sim_cmd",
+    "teaclave_ma.cli.doctor_cmd",
     "teaclave_ma.cli.cert_cmd",
     "teaclave_ma.cli.serve_cmd",
     "teaclave_ma.cli.secrets_cmd",
@@ -34,13 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details to stderr")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module_name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue  # a command group not built yet
-        module.register(subparsers)
+        importlib.import_module(module_name).register(subparsers)
     return parser
 
 
