@@ -48,10 +48,18 @@ def _read(path: Path, backend: str) -> bytes:
         raise AttesterFailed(backend, f"cannot read {path}: {exc.strerror}") from None
 
 
+def _open_for_writing(path: Path) -> int:
+    # Never O_CREAT: these are kernel or Gramine pseudo-files; a missing one is an error.
+    return os.open(path, os.O_WRONLY)
+
+
 def _write(path: Path, data: bytes, backend: str) -> None:
     try:
-        with path.open("wb", buffering=0) as handle:
-            written = handle.write(data)
+        fd = _open_for_writing(path)
+        try:
+            written = os.write(fd, data)
+        finally:
+            os.close(fd)
     except FileNotFoundError:
         raise AttesterFailed(backend, f"{path} does not exist") from None
     except PermissionError:
