@@ -1,4 +1,4 @@
-"""The identity of an SGX enclave as attested evidence states it."""
+"""The identity of an SGX enclave or a TDX guest, as attested evidence states it."""
 
 from __future__ import annotations
 
@@ -31,3 +31,58 @@ class SgxIdentity:
             "config_svn": self.config_svn,
             "debug": self.debug,
         }
+
+    @property
+    def measurement_text(self) -> str:
+        """How messages name this identity: its MRENCLAVE."""
+        return f"mr_enclave {self.mr_enclave.hex()}"
+
+
+def _len48(_inst: object, attribute: attrs.Attribute[bytes], value: bytes) -> None:
+    if len(value) != 48:
+        raise ValueError(f"{attribute.name} must be 48 bytes, got {len(value)}")
+
+
+def _len8(_inst: object, attribute: attrs.Attribute[bytes], value: bytes) -> None:
+    if len(value) != 8:
+        raise ValueError(f"{attribute.name} must be 8 bytes, got {len(value)}")
+
+
+TD_ATTRIBUTES_DEBUG = 0x01
+
+
+@attrs.frozen
+class TdxIdentity:
+    """Measurement fields of one TDX guest (TD): MRTD, the runtime measurement registers,
+    and the TD attributes and XFAM that a manifest's ``tdx`` entries are matched against."""
+
+    mr_td: bytes = attrs.field(validator=_len48)
+    rtmr0: bytes = attrs.field(validator=_len48)
+    rtmr1: bytes = attrs.field(validator=_len48)
+    rtmr2: bytes = attrs.field(validator=_len48)
+    rtmr3: bytes = attrs.field(validator=_len48)
+    td_attributes: bytes = attrs.field(validator=_len8)
+    xfam: bytes = attrs.field(validator=_len8)
+
+    @property
+    def debug(self) -> bool:
+        return bool(self.td_attributes[0] & TD_ATTRIBUTES_DEBUG)
+
+    @property
+    def measurement_text(self) -> str:
+        return f"mr_td {self.mr_td.hex()}"
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "mr_td": self.mr_td.hex(),
+            "rtmr0": self.rtmr0.hex(),
+            "rtmr1": self.rtmr1.hex(),
+            "rtmr2": self.rtmr2.hex(),
+            "rtmr3": self.rtmr3.hex(),
+            "td_attributes": self.td_attributes.hex(),
+            "xfam": self.xfam.hex(),
+            "debug": self.debug,
+        }
+
+
+PeerMeasurement = SgxIdentity | TdxIdentity

@@ -15,7 +15,7 @@ from cryptography import x509
 
 from teaclave_ma.attestation.errors import QuoteFormatError
 from teaclave_ma.attestation.x509_load import load_pem_chain
-from teaclave_ma.identity import SgxIdentity
+from teaclave_ma.identity import SgxIdentity, TdxIdentity
 
 TEE_TYPE_SGX = 0x00000000
 TEE_TYPE_TDX = 0x00000081
@@ -131,6 +131,17 @@ class TdReportBody:
     @property
     def debug(self) -> bool:
         return bool(self.td_attributes[0] & TD_ATTRIBUTES_DEBUG)
+
+    def identity(self) -> TdxIdentity:
+        return TdxIdentity(
+            mr_td=self.mr_td,
+            rtmr0=self.rtmr0,
+            rtmr1=self.rtmr1,
+            rtmr2=self.rtmr2,
+            rtmr3=self.rtmr3,
+            td_attributes=self.td_attributes,
+            xfam=self.xfam,
+        )
 
 
 @attrs.frozen

@@ -38,7 +38,7 @@ from teaclave_ma.formats.strict import (
     join,
     parse_yaml_mapping,
 )
-from teaclave_ma.identity import SgxIdentity
+from teaclave_ma.identity import TD_ATTRIBUTES_DEBUG, PeerMeasurement, SgxIdentity, TdxIdentity
 
 
 class ManifestFormatError(InputError):
@@ -55,8 +55,10 @@ class AcceptedIdentity:
     min_isv_svn: int
     debug: bool = False
 
-    def mismatch(self, identity: SgxIdentity) -> str | None:
+    def mismatch(self, identity: PeerMeasurement) -> str | None:
         """Why ``identity`` does not match this entry (first differing field), or None."""
+        if not isinstance(identity, SgxIdentity):
+            return "the peer is a TDX guest; this is an SGX entry"
         if identity.mr_enclave != self.mr_enclave:
             return (
                 f"mr_enclave {identity.mr_enclave.hex()[:16]}... != {self.mr_enclave.hex()[:16]}..."
@@ -82,10 +84,43 @@ class AcceptedIdentity:
 
 
 @attrs.frozen
+class AcceptedTdIdentity:
+    """One TDX guest measurement that auditors accept for a service (the manifest's tdx form)."""
+
+    mr_td: bytes
+    rtmr0: bytes
+    rtmr1: bytes
+    rtmr2: bytes
+    rtmr3: bytes
+    td_attributes: bytes
+    xfam: bytes
+
+    def mismatch(self, identity: PeerMeasurement) -> str | None:
+        if not isinstance(identity, TdxIdentity):
+            return "the peer is an SGX enclave; this is a TDX entry"
+        for name in TD_FIELDS:
+            have, want = getattr(identity, name), getattr(self, name)
+            if have != want:
+                return f"{name} {have.hex()[:16]}... != {want.hex()[:16]}..."
+        return None
+
+    @property
+    def debug(self) -> bool:
+        return bool(self.td_attributes[0] & TD_ATTRIBUTES_DEBUG)
+
+    def to_document(self) -> dict[str, object]:
+        return {name: getattr(self, name).hex() for name in TD_FIELDS}
+
+
+TD_FIELDS = ("mr_td", "rtmr0", "rtmr1", "rtmr2", "rtmr3", "td_attributes", "xfam")
+Accepted = AcceptedIdentity | AcceptedTdIdentity
+
+
+@attrs.frozen
 class Manifest:
     version: int
     expires: dt.datetime
-    enclaves: Mapping[str, tuple[AcceptedIdentity, ...]]
+    enclaves: Mapping[str, tuple[Accepted, ...]]
 
     def to_bytes(self) -> bytes:
         return dump_yaml(
@@ -99,7 +134,7 @@ class Manifest:
             }
         )
 
-    def with_entry(self, service: str, entry: AcceptedIdentity) -> Manifest:
+    def with_entry(self, service: str, entry: Accepted) -> Manifest:
         """A copy with ``entry`` accepted for ``service`` (no-op if already there)."""
         if not SERVICE_NAME.fullmatch(service):
             raise ManifestFormatError("enclaves", f"invalid service name {service!r}")
@@ -109,8 +144,16 @@ class Manifest:
         return attrs.evolve(self, enclaves={**self.enclaves, service: (*entries, entry)})
 
 
-def _parse_entry(value: object, path: str) -> AcceptedIdentity:
+def _parse_entry(value: object, path: str) -> Accepted:
     mapping = expect_mapping(value, path)
+    if "mr_td" in mapping:
+        expect_keys(mapping, path, TD_FIELDS)
+        sizes = {"td_attributes": 8, "xfam": 8}
+        fields = {
+            name: expect_hex(mapping[name], join(path, name), sizes.get(name, 48))
+            for name in TD_FIELDS
+        }
+        return AcceptedTdIdentity(**fields)
     expect_keys(mapping, path, ["mr_enclave", "mr_signer", "isv_prod_id", "min_isv_svn"], ["debug"])
     return AcceptedIdentity(
         mr_enclave=expect_hex(mapping["mr_enclave"], join(path, "mr_enclave"), 32),
@@ -125,7 +168,7 @@ def parse_manifest(data: bytes, what: str = "manifest") -> Manifest:
     try:
         mapping = parse_yaml_mapping(data, what)
         expect_keys(mapping, "", ["version", "expires", "enclaves"])
-        enclaves: dict[str, tuple[AcceptedIdentity, ...]] = {}
+        enclaves: dict[str, tuple[Accepted, ...]] = {}
         for name, entries in expect_mapping(mapping["enclaves"], "enclaves").items():
             where = join("enclaves", name)
             if not SERVICE_NAME.fullmatch(name):

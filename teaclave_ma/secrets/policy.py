@@ -29,7 +29,7 @@ from collections.abc import Mapping
 import attrs
 
 from teaclave_ma.errors import InputError, VerificationError
-from teaclave_ma.formats.manifest import AcceptedIdentity
+from teaclave_ma.formats.manifest import Accepted, AcceptedTdIdentity
 from teaclave_ma.formats.service_config import SERVICE_NAME
 from teaclave_ma.formats.strict import (
     expect_int,
@@ -40,6 +40,7 @@ from teaclave_ma.formats.strict import (
     join,
     parse_yaml_mapping,
 )
+from teaclave_ma.identity import SgxIdentity
 from teaclave_ma.transport.peer_verify import PeerIdentity
 from teaclave_ma.trust.manifest_trust import VerifiedManifest
 
@@ -90,8 +91,15 @@ class SecretRule:
     def on(self, flag: str) -> bool:
         return flag not in self.relaxed
 
-    def mismatch(self, entry: AcceptedIdentity, peer: PeerIdentity) -> str | None:
+    def mismatch(self, entry: Accepted, peer: PeerIdentity) -> str | None:
         identity = peer.identity
+        if isinstance(entry, AcceptedTdIdentity) or not isinstance(identity, SgxIdentity):
+            # TDX guests: the measurement registers must match the entry exactly (the SGX
+            # switches have no TDX counterpart), and debug TDs are refused like enclaves.
+            why = entry.mismatch(identity)
+            if why is None and self.on("verify_enclave_debuggable") and identity.debug:
+                why = "verify_enclave_debuggable: debug TD"
+            return why
         checks = (
             ("verify_mr_enclave", identity.mr_enclave == entry.mr_enclave, "mr_enclave differs"),
             ("verify_mr_signer", identity.mr_signer == entry.mr_signer, "mr_signer differs"),

@@ -20,7 +20,7 @@ from teaclave_ma.attestation.collateral import Collateral
 from teaclave_ma.attestation.policy import VerificationPolicy
 from teaclave_ma.attestation.quote import Quote, parse_quote
 from teaclave_ma.attestation.verifier import verify_quote
-from teaclave_ma.identity import SgxIdentity
+from teaclave_ma.identity import PeerMeasurement
 from teaclave_ma.transport.credentials import Clock, utc_now
 from teaclave_ma.transport.evidence import bound_quote, check_validity, extract_evidence
 from teaclave_ma.trust.manifest_trust import IdentityNotAccepted, VerifiedManifest
@@ -39,17 +39,14 @@ class PeerIdentity:
     """Who is on the other end, as attested and as accepted by the manifest."""
 
     service: str
-    identity: SgxIdentity
+    identity: PeerMeasurement
     tcb_status: str
     advisory_ids: tuple[str, ...]
     manifest_version: int
     certificate_sha256: bytes
 
     def describe(self) -> str:
-        return (
-            f"{self.service} (mr_enclave {self.identity.mr_enclave.hex()[:16]}..., "
-            f"isv_svn {self.identity.isv_svn}, tcb {self.tcb_status})"
-        )
+        return f"{self.service} ({self.identity.measurement_text[:28]}..., tcb {self.tcb_status})"
 
 
 class PeerVerifier:
@@ -95,11 +92,8 @@ class PeerVerifier:
         )
         policy = VerificationPolicy(allowed_tcb_statuses=self._allowed, allow_debug=allow_debug)
         verified = verify_quote(quote, self._collateral_for(quote), now, policy, self._anchor)
-        identity = verified.identity
-        if identity is None:
-            raise IdentityNotAccepted(
-                f"peer is a {verified.tee} guest; only SGX enclaves are accepted here"
-            )
+        body = verified.quote.body
+        identity: PeerMeasurement = body.identity()
         refusals = []
         for service in services:
             try:
@@ -117,7 +111,7 @@ class PeerVerifier:
             )
         expected = ", ".join(repr(service) for service in services)
         prefix = (
-            f"peer mr_enclave {identity.mr_enclave.hex()} is not accepted for "
+            f"peer {identity.measurement_text} is not accepted for "
             f"service{'s' if len(services) > 1 else ''} {expected} by manifest v{manifest.version}"
         )
         known = manifest.services_of(identity)

@@ -16,10 +16,10 @@ from collections.abc import Iterable, Sequence
 import attrs
 
 from teaclave_ma.errors import InputError, VerificationError
-from teaclave_ma.formats.manifest import AcceptedIdentity, Manifest, parse_manifest
+from teaclave_ma.formats.manifest import Accepted, Manifest, parse_manifest
 from teaclave_ma.formats.signature import parse_signature
 from teaclave_ma.formats.trust import TrustFile
-from teaclave_ma.identity import SgxIdentity
+from teaclave_ma.identity import PeerMeasurement
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class VerifiedManifest:
     def accepted(self) -> AcceptedVersion:
         return AcceptedVersion(self.manifest.version, self.sha256)
 
-    def services_of(self, identity: SgxIdentity) -> list[str]:
+    def services_of(self, identity: PeerMeasurement) -> list[str]:
         """Every service whose manifest entries accept ``identity`` (for diagnostics)."""
         return sorted(
             name
@@ -80,7 +80,7 @@ class VerifiedManifest:
             if any(entry.mismatch(identity) is None for entry in entries)
         )
 
-    def expect(self, service: str, identity: SgxIdentity) -> AcceptedIdentity:
+    def expect(self, service: str, identity: PeerMeasurement) -> Accepted:
         """The entry of ``service`` that ``identity`` matches; IdentityNotAccepted otherwise."""
         entries = self.manifest.enclaves.get(service)
         if not entries:
@@ -94,7 +94,7 @@ class VerifiedManifest:
                 return entry
             mismatches.append(why)
         raise IdentityNotAccepted(
-            f"peer mr_enclave {identity.mr_enclave.hex()} is not accepted for service "
+            f"peer {identity.measurement_text} is not accepted for service "
             f"{service!r} by manifest v{self.version} ({'; '.join(mismatches)})"
         )
 
