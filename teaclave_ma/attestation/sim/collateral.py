@@ -22,9 +22,21 @@ def _time(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _level(components: Sequence[int], pce_svn: int, status: str, date: str) -> dict[str, object]:
+def _level(
+    components: Sequence[int],
+    pce_svn: int,
+    status: str,
+    date: str,
+    tdx: Sequence[int] | None = None,
+) -> dict[str, object]:
+    tcb: dict[str, object] = {
+        "sgxtcbcomponents": [{"svn": svn} for svn in components],
+        "pcesvn": pce_svn,
+    }
+    if tdx is not None:
+        tcb["tdxtcbcomponents"] = [{"svn": svn} for svn in tdx]
     level: dict[str, object] = {
-        "tcb": {"sgxtcbcomponents": [{"svn": svn} for svn in components], "pcesvn": pce_svn},
+        "tcb": tcb,
         "tcbDate": date,
         "tcbStatus": status,
     }
@@ -41,18 +53,32 @@ def tcb_info_json(
     status: str,
     issued: dt.datetime,
     next_update: dt.datetime,
+    tdx_components: Sequence[int] | None = None,
 ) -> bytes:
+    """SGX TCB info, or with ``tdx_components`` the TDX TCB info of the same platform."""
     if status not in TCB_STATUSES:
         raise ConfigError("tcb_status", f"unknown TCB status {status!r}")
+    tdx = list(tdx_components) if tdx_components is not None else None
     levels = []
     if status != "UpToDate":
+        higher = [svn + 1 for svn in tdx] if tdx is not None else None
         levels.append(
-            _level([svn + 1 for svn in components], pce_svn + 1, "UpToDate", "2026-06-01T00:00:00Z")
+            _level(
+                [svn + 1 for svn in components],
+                pce_svn + 1,
+                "UpToDate",
+                "2026-06-01T00:00:00Z",
+                higher,
+            )
         )
-    levels.append(_level(components, pce_svn, status, "2025-06-01T00:00:00Z"))
-    levels.append(_level([0] * 16, 0, "OutOfDate", "2020-01-01T00:00:00Z"))
-    document = {
-        "id": "SGX",
+    levels.append(_level(components, pce_svn, status, "2025-06-01T00:00:00Z", tdx))
+    levels.append(
+        _level(
+            [0] * 16, 0, "OutOfDate", "2020-01-01T00:00:00Z", [0] * 16 if tdx is not None else None
+        )
+    )
+    document: dict[str, object] = {
+        "id": "SGX" if tdx is None else "TDX",
         "version": 3,
         "issueDate": _time(issued),
         "nextUpdate": _time(next_update),
@@ -62,14 +88,27 @@ def tcb_info_json(
         "tcbEvaluationDataNumber": 1,
         "tcbLevels": levels,
     }
+    if tdx is not None:
+        document["tdxModule"] = {
+            "mrsigner": "00" * 48,
+            "attributes": "00" * 8,
+            "attributesMask": "FF" * 8,
+        }
+        document["tdxModuleIdentities"] = []
     return json.dumps(document, separators=(",", ":")).encode()
 
 
 def qe_identity_json(
-    *, mrsigner: bytes, isvprodid: int, issued: dt.datetime, next_update: dt.datetime
+    *,
+    mrsigner: bytes,
+    isvprodid: int,
+    issued: dt.datetime,
+    next_update: dt.datetime,
+    td: bool = False,
 ) -> bytes:
+    """The identity of the SGX quoting enclave, or with ``td`` of the TD quoting enclave."""
     document = {
-        "id": "QE",
+        "id": "TD_QE" if td else "QE",
         "version": 2,
         "issueDate": _time(issued),
         "nextUpdate": _time(next_update),

@@ -1,4 +1,5 @@
-"""``SimulatedPlatform``: one simulated SGX machine with its quoting enclave and collateral."""
+"""``SimulatedPlatform``: one simulated machine with SGX and TDX, its two quoting enclaves
+(the SGX QE for enclaves, the TD QE for TDX guests) and the collateral for both."""
 
 from __future__ import annotations
 
@@ -22,16 +23,18 @@ from teaclave_ma.attestation.sim.collateral import QE_ISV_SVN, qe_identity_json,
 from teaclave_ma.attestation.sim.signing import raw_public_key, sign_raw
 from teaclave_ma.errors import InputError
 from teaclave_ma.fsutil import atomic_write
-from teaclave_ma.identity import SgxIdentity
+from teaclave_ma.identity import SgxIdentity, TdxIdentity
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "platform.json"
 WARNING_FILE = "SIMULATED-PLATFORM.txt"
-FORMAT = "teaclave-ma simulated SGX platform v1"
+FORMAT = "teaclave-ma simulated SGX platform v2"
 PLATFORM_COMPONENTS = (5, 5, 3, 3, 4, 1, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0)
 PLATFORM_PCE_SVN = 13
-QE_PROD_ID = 1
+# TEE_TCB_SVN of the TDX module; byte 1 = 0 means a TDX 1.0 module (no module identity check)
+TDX_COMPONENTS = (5, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+QE_PROD_ID = {"SGX": 1, "TDX": 2}
 
 
 class SimulatedPlatformError(InputError):
@@ -56,17 +59,42 @@ def _warn(where: str) -> None:
     )
 
 
+@attrs.frozen
+class QuotingEnclave:
+    """A QE's report (signed by the PCK key) certifying its attestation key."""
+
+    report: bytes
+    report_signature: bytes
+    auth_data: bytes
+
+    def to_state(self) -> dict[str, str]:
+        return {
+            "report": self.report.hex(),
+            "signature": self.report_signature.hex(),
+            "auth_data": self.auth_data.hex(),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, str]) -> QuotingEnclave:
+        return cls(
+            bytes.fromhex(state["report"]),
+            bytes.fromhex(state["signature"]),
+            bytes.fromhex(state["auth_data"]),
+        )
+
+
+ATTESTATION_KEY = {"SGX": "attestation", "TDX": "td_attestation"}
+
+
 @attrs.define
 class SimulatedPlatform:
-    """All keys of one simulated machine. ``state`` is what ``save`` writes, verbatim."""
+    """All keys of one simulated machine; ``save`` writes them, ``load`` reads them back."""
 
     keys: dict[str, ec.EllipticCurvePrivateKey]
     certs: dict[str, x509.Certificate]
     settings: dict[str, Any]
-    collateral: dict[str, str]
-    qe_report: bytes
-    qe_report_signature: bytes
-    qe_auth_data: bytes
+    quoting_enclaves: dict[str, QuotingEnclave]
+    collateral: dict[str, dict[str, str]] = attrs.field(factory=dict)  # by TEE: SGX, TDX
 
     @property
     def root_certificate_der(self) -> bytes:
@@ -86,14 +114,11 @@ class SimulatedPlatform:
     ) -> SimulatedPlatform:
         now = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
         start, end = now - dt.timedelta(hours=1), now + validity
-        keys = {
-            name: pki.new_key()
-            for name in ("root", "platform_ca", "tcb_signing", "pck", "attestation")
-        }
+        names = ("root", "platform_ca", "tcb_signing", "pck", "attestation", "td_attestation")
+        keys = {name: pki.new_key() for name in names}
         # Certificates outlive the collateral, as Intel's do, so that collateral expiry is
         # what tests of "expired" exercise.
         certificates_until = end + dt.timedelta(days=365)
-
         certs: dict[str, x509.Certificate] = {}
 
         def issue(name: str, subject: str, issuer: str, *, ca: bool, **extra: Any) -> None:
@@ -106,10 +131,9 @@ class SimulatedPlatform:
         issue("platform_ca", pki.PLATFORM_CA_CN, "root", ca=True)
         issue("tcb_signing", pki.TCB_SIGNING_CN, "root", ca=False)
         fmspc = secrets.token_bytes(6)
-        cpu_svn = bytes(PLATFORM_COMPONENTS)
         extension = pki.sgx_extension(
             ppid=secrets.token_bytes(16), components=PLATFORM_COMPONENTS, pce_svn=PLATFORM_PCE_SVN,
-            cpu_svn=cpu_svn, pce_id=b"\x00\x00", fmspc=fmspc,
+            cpu_svn=bytes(PLATFORM_COMPONENTS), pce_id=b"\x00\x00", fmspc=fmspc,
         )  # fmt: skip
         issue("pck", pki.PCK_CN, "platform_ca", ca=False, extensions=[extension])
         settings: dict[str, Any] = {
@@ -119,31 +143,12 @@ class SimulatedPlatform:
             "not_after": end.isoformat(),
             "tcb_status": tcb_status,
             "fmspc": fmspc.hex(),
-            "qe_mr_enclave": secrets.token_bytes(32).hex(),
-            "qe_mr_signer": secrets.token_bytes(32).hex(),
+            "qe_mr_signer": {tee: secrets.token_bytes(32).hex() for tee in ("SGX", "TDX")},
+            "mr_seam": secrets.token_bytes(48).hex(),
             "revoked_pck": False,
         }
-        qe_auth_data = secrets.token_bytes(32)
-        attestation_key = raw_public_key(keys["attestation"])
-        qe_report = quoting.report_body(
-            cpu_svn=cpu_svn,
-            attributes=quoting.attributes(0x11, 0xE7),
-            mr_enclave=bytes.fromhex(settings["qe_mr_enclave"]),
-            mr_signer=bytes.fromhex(settings["qe_mr_signer"]),
-            isv_prod_id=QE_PROD_ID,
-            isv_svn=QE_ISV_SVN,
-            config_svn=0,
-            report_data=hashlib.sha256(attestation_key + qe_auth_data).digest() + bytes(32),
-        )
-        platform = cls(
-            keys=keys,
-            certs=certs,
-            settings=settings,
-            collateral={},
-            qe_report=qe_report,
-            qe_report_signature=sign_raw(keys["pck"], qe_report),
-            qe_auth_data=qe_auth_data,
-        )
+        quoting_enclaves = {tee: _quoting_enclave(keys, tee, settings) for tee in ("SGX", "TDX")}
+        platform = cls(keys=keys, certs=certs, settings=settings, quoting_enclaves=quoting_enclaves)
         platform._issue_collateral()
         _warn("created")
         return platform
@@ -151,16 +156,6 @@ class SimulatedPlatform:
     def _issue_collateral(self) -> None:
         start = dt.datetime.fromisoformat(self.settings["not_before"])
         end = dt.datetime.fromisoformat(self.settings["not_after"])
-        tcb_info = tcb_info_json(
-            fmspc=bytes.fromhex(self.settings["fmspc"]), components=PLATFORM_COMPONENTS,
-            pce_svn=PLATFORM_PCE_SVN, status=self.settings["tcb_status"], issued=start, next_update=end,
-        )  # fmt: skip
-        qe_identity = qe_identity_json(
-            mrsigner=bytes.fromhex(self.settings["qe_mr_signer"]),
-            isvprodid=QE_PROD_ID,
-            issued=start,
-            next_update=end,
-        )
         revoked = [self.certs["pck"].serial_number] if self.settings["revoked_pck"] else []
         root_crl = pki.crl(
             self.certs["root"], self.keys["root"], [], this_update=start, next_update=end
@@ -173,22 +168,33 @@ class SimulatedPlatform:
             next_update=end,
         )
         signing_chain = _pem_cert(self.certs["tcb_signing"]) + _pem_cert(self.certs["root"])
-        self.collateral = {
-            "pck_crl_issuer_chain": _pem_cert(self.certs["platform_ca"])
-            + _pem_cert(self.certs["root"]),
-            "root_ca_crl": root_crl.public_bytes(serialization.Encoding.DER).hex(),
-            "pck_crl": pck_crl.public_bytes(serialization.Encoding.DER).hex(),
-            "tcb_info_issuer_chain": signing_chain,
-            "tcb_info": tcb_info.decode(),
-            "tcb_info_signature": sign_raw(self.keys["tcb_signing"], tcb_info).hex(),
-            "qe_identity_issuer_chain": signing_chain,
-            "qe_identity": qe_identity.decode(),
-            "qe_identity_signature": sign_raw(self.keys["tcb_signing"], qe_identity).hex(),
-        }
+        for tee in ("SGX", "TDX"):
+            tcb_info = tcb_info_json(
+                fmspc=bytes.fromhex(self.settings["fmspc"]), components=PLATFORM_COMPONENTS,
+                pce_svn=PLATFORM_PCE_SVN, status=self.settings["tcb_status"], issued=start, next_update=end,
+                tdx_components=TDX_COMPONENTS if tee == "TDX" else None,
+            )  # fmt: skip
+            qe_identity = qe_identity_json(
+                mrsigner=bytes.fromhex(self.settings["qe_mr_signer"][tee]),
+                isvprodid=QE_PROD_ID[tee], issued=start, next_update=end, td=tee == "TDX",
+            )  # fmt: skip
+            self.collateral[tee] = {
+                "pck_crl_issuer_chain": _pem_cert(self.certs["platform_ca"])
+                + _pem_cert(self.certs["root"]),
+                "root_ca_crl": root_crl.public_bytes(serialization.Encoding.DER).hex(),
+                "pck_crl": pck_crl.public_bytes(serialization.Encoding.DER).hex(),
+                "tcb_info_issuer_chain": signing_chain,
+                "tcb_info": tcb_info.decode(),
+                "tcb_info_signature": sign_raw(self.keys["tcb_signing"], tcb_info).hex(),
+                "qe_identity_issuer_chain": signing_chain,
+                "qe_identity": qe_identity.decode(),
+                "qe_identity_signature": sign_raw(self.keys["tcb_signing"], qe_identity).hex(),
+            }
 
-    def collateral_json(self) -> bytes:
-        """The collateral in dcap-qvl's QuoteCollateralV3 JSON layout."""
-        return json.dumps(self.collateral, indent=1).encode()
+    def collateral_json(self, tee: str = "SGX") -> bytes:
+        """The collateral for this platform's SGX or TDX quotes, in dcap-qvl's
+        QuoteCollateralV3 JSON layout."""
+        return json.dumps(self.collateral[tee], indent=1).encode()
 
     def revoke_pck(self) -> None:
         """Reissue the PCK CRL with this platform's PCK certificate on it."""
@@ -210,13 +216,30 @@ class SimulatedPlatform:
             config_svn=identity.config_svn,
             report_data=report_data,
         )
-        signed = quoting.header(qe_svn=QE_ISV_SVN, pce_svn=PLATFORM_PCE_SVN) + body
-        signature = quoting.signature_data(
-            quote_signature=sign_raw(self.keys["attestation"], signed),
-            attestation_key=raw_public_key(self.keys["attestation"]),
-            qe_report=self.qe_report,
-            qe_report_signature=self.qe_report_signature,
-            qe_auth_data=self.qe_auth_data,
+        return self._sign("SGX", quoting.header(qe_svn=QE_ISV_SVN, pce_svn=PLATFORM_PCE_SVN) + body)
+
+    def td_quote(self, identity: TdxIdentity, report_data: bytes) -> bytes:
+        """A v4 TDX quote for a TD with ``identity`` and ``report_data`` (64 bytes)."""
+        body = quoting.td_report_body(
+            identity,
+            tee_tcb_svn=bytes(TDX_COMPONENTS),
+            mr_seam=bytes.fromhex(self.settings["mr_seam"]),
+            report_data=report_data,
+        )
+        return self._sign(
+            "TDX", quoting.header(qe_svn=QE_ISV_SVN, pce_svn=PLATFORM_PCE_SVN, tdx=True) + body
+        )
+
+    def _sign(self, tee: str, signed: bytes) -> bytes:
+        qe = self.quoting_enclaves[tee]
+        key = self.keys[ATTESTATION_KEY[tee]]
+        serialise = quoting.signature_data_v4 if tee == "TDX" else quoting.signature_data
+        signature = serialise(
+            quote_signature=sign_raw(key, signed),
+            attestation_key=raw_public_key(key),
+            qe_report=qe.report,
+            qe_report_signature=qe.report_signature,
+            qe_auth_data=qe.auth_data,
             pck_chain_pem=self.pck_chain_pem,
         )
         return signed + struct.pack("<I", len(signature)) + signature
@@ -230,17 +253,17 @@ class SimulatedPlatform:
             "settings": self.settings,
             "keys": {name: _pem_key(key) for name, key in self.keys.items()},
             "certs": {name: _pem_cert(cert) for name, cert in self.certs.items()},
-            "qe_report": self.qe_report.hex(),
-            "qe_report_signature": self.qe_report_signature.hex(),
-            "qe_auth_data": self.qe_auth_data.hex(),
+            "quoting_enclaves": {tee: qe.to_state() for tee, qe in self.quoting_enclaves.items()},
         }
         atomic_write(
             directory / WARNING_FILE,
-            b"SIMULATED SGX PLATFORM: development and tests only. Its keys are on disk;\nits quotes prove nothing about hardware.\n",
+            b"SIMULATED SGX PLATFORM: development and tests only. Its keys are on disk;\n"
+            b"its quotes prove nothing about hardware.\n",
         )
         atomic_write(directory / STATE_FILE, json.dumps(state, indent=1).encode(), mode=0o600)
         atomic_write(directory / "root.der", self.root_certificate_der)
-        atomic_write(directory / "collateral.json", self.collateral_json())
+        atomic_write(directory / "collateral.json", self.collateral_json("SGX"))
+        atomic_write(directory / "collateral-tdx.json", self.collateral_json("TDX"))
 
     @classmethod
     def load(cls, directory: Path) -> SimulatedPlatform:
@@ -264,10 +287,10 @@ class SimulatedPlatform:
                     for n, pem in state["certs"].items()
                 },
                 settings=state["settings"],
-                collateral={},
-                qe_report=bytes.fromhex(state["qe_report"]),
-                qe_report_signature=bytes.fromhex(state["qe_report_signature"]),
-                qe_auth_data=bytes.fromhex(state["qe_auth_data"]),
+                quoting_enclaves={
+                    tee: QuotingEnclave.from_state(qe)
+                    for tee, qe in state["quoting_enclaves"].items()
+                },
             )
             platform._issue_collateral()
         except FileNotFoundError as exc:
@@ -280,3 +303,22 @@ class SimulatedPlatform:
             ) from exc
         _warn(f"loaded from {directory}")
         return platform
+
+
+def _quoting_enclave(
+    keys: dict[str, ec.EllipticCurvePrivateKey], tee: str, settings: dict[str, Any]
+) -> QuotingEnclave:
+    """The QE report certifying ``tee``'s attestation key, signed by the PCK key."""
+    auth_data = secrets.token_bytes(32)
+    attestation_key = raw_public_key(keys[ATTESTATION_KEY[tee]])
+    report = quoting.report_body(
+        cpu_svn=bytes(PLATFORM_COMPONENTS),
+        attributes=quoting.attributes(0x11, 0xE7),
+        mr_enclave=secrets.token_bytes(32),
+        mr_signer=bytes.fromhex(settings["qe_mr_signer"][tee]),
+        isv_prod_id=QE_PROD_ID[tee],
+        isv_svn=QE_ISV_SVN,
+        config_svn=0,
+        report_data=hashlib.sha256(attestation_key + auth_data).digest() + bytes(32),
+    )
+    return QuotingEnclave(report, sign_raw(keys["pck"], report), auth_data)

@@ -1,4 +1,4 @@
-"""Serialising SGX reports and v3 quotes in Intel's byte layout."""
+"""Serialising SGX reports, TD reports, and v3 (SGX) and v4 (TDX) quotes in Intel's layout."""
 
 from __future__ import annotations
 
@@ -7,9 +7,12 @@ import struct
 from teaclave_ma.attestation.quote import (
     ATTESTATION_KEY_ECDSA_P256,
     CERT_DATA_PCK_CHAIN,
+    CERT_DATA_QE_REPORT,
     TEE_TYPE_SGX,
+    TEE_TYPE_TDX,
 )
 from teaclave_ma.errors import InputError
+from teaclave_ma.identity import TdxIdentity
 
 INTEL_QE_VENDOR_ID = bytes.fromhex("939a7233f79c4ca9940a0db3957f0607")
 SGX_FLAGS_INIT = 0x01
@@ -47,11 +50,52 @@ def report_body(
     return body
 
 
-def header(*, qe_svn: int, pce_svn: int) -> bytes:
+def header(*, qe_svn: int, pce_svn: int, tdx: bool = False) -> bytes:
+    """A v3 SGX header, or with ``tdx`` a v4 TDX header."""
+    version, tee = (4, TEE_TYPE_TDX) if tdx else (3, TEE_TYPE_SGX)
     return (
-        struct.pack("<HHIHH", 3, ATTESTATION_KEY_ECDSA_P256, TEE_TYPE_SGX, qe_svn, pce_svn)
+        struct.pack("<HHIHH", version, ATTESTATION_KEY_ECDSA_P256, tee, qe_svn, pce_svn)
         + INTEL_QE_VENDOR_ID
         + bytes(20)
+    )
+
+
+def td_report_body(
+    identity: TdxIdentity, *, tee_tcb_svn: bytes, mr_seam: bytes, report_data: bytes
+) -> bytes:
+    """The 584-byte TD 1.0 report body of a v4 quote."""
+    if len(report_data) != 64:
+        raise InputError("report_data", f"must be 64 bytes, got {len(report_data)}")
+    return b"".join(
+        (
+            tee_tcb_svn, mr_seam, bytes(48), bytes(8), identity.td_attributes, identity.xfam,
+            identity.mr_td, bytes(48), bytes(48), bytes(48),
+            identity.rtmr0, identity.rtmr1, identity.rtmr2, identity.rtmr3, report_data,
+        )
+    )  # fmt: skip
+
+
+def signature_data_v4(
+    *,
+    quote_signature: bytes,
+    attestation_key: bytes,
+    qe_report: bytes,
+    qe_report_signature: bytes,
+    qe_auth_data: bytes,
+    pck_chain_pem: bytes,
+) -> bytes:
+    """v4 signature data: the QE report certification wrapped as certification data type 6."""
+    inner = b"".join(
+        (
+            qe_report, qe_report_signature, struct.pack("<H", len(qe_auth_data)), qe_auth_data,
+            struct.pack("<HI", CERT_DATA_PCK_CHAIN, len(pck_chain_pem)), pck_chain_pem,
+        )
+    )  # fmt: skip
+    return (
+        quote_signature
+        + attestation_key
+        + struct.pack("<HI", CERT_DATA_QE_REPORT, len(inner))
+        + inner
     )
 
 
