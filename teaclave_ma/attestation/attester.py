@@ -12,7 +12,7 @@ from typing import Protocol
 import attrs
 
 from teaclave_ma.attestation.sim.platform import SimulatedPlatform
-from teaclave_ma.identity import SgxIdentity
+from teaclave_ma.identity import SgxIdentity, TdxIdentity
 
 
 class Attester(Protocol):
@@ -26,3 +26,14 @@ class SimulatedAttester:
 
     def quote(self, report_data: bytes) -> bytes:
         return self.platform.quote(self.identity, report_data)
+
+
+@attrs.frozen
+class SimulatedTdAttester:
+    """A TDX guest on the simulated platform: v4 quotes from the TD quoting enclave."""
+
+    platform: SimulatedPlatform
+    identity: TdxIdentity
+
+    def quote(self, report_data: bytes) -> bytes:
+        return self.platform.td_quote(self.identity, report_data)

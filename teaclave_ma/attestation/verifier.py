@@ -37,6 +37,8 @@ from teaclave_ma.identity import SgxIdentity
 
 log = logging.getLogger(__name__)
 
+TD_SEPT_VE_DISABLE = 0x10  # bit 28 of TDATTRIBUTES, in byte 3
+
 
 @attrs.frozen
 class VerifiedQuote:
@@ -246,6 +248,14 @@ def _apply_policy(result: VerifiedQuote, policy: VerificationPolicy) -> None:
             "tcb_status",
             f"TCB status {result.tcb_status} is not allowed (allowed: {', '.join(sorted(policy.allowed_tcb_statuses))}; "
             f"advisories: {', '.join(result.advisory_ids) or 'none'})",
+            result,
+        )
+    body = result.quote.body
+    if isinstance(body, TdReportBody) and not body.td_attributes[3] & TD_SEPT_VE_DISABLE:
+        # Without SEPT_VE_DISABLE the untrusted host can inject #VE exceptions into the TD.
+        raise PolicyRejected(
+            "td_attributes",
+            "the TD runs without SEPT_VE_DISABLE, which this verifier refuses",
             result,
         )
     if result.quote.body.debug and not policy.allow_debug:

@@ -58,6 +58,7 @@ class AttestationConfig:
 
     backend: str
     platform_dir: Path | None = None
+    tee: str = "SGX"  # simulated backend only: run as an SGX enclave or as a TDX guest
     gramine_device: Path = Path("/dev/attestation")
     tsm_root: Path = Path("/sys/kernel/config/tsm/report")
     collateral_file: Path | None = None
@@ -72,7 +73,14 @@ def parse_attestation(value: object, base: Path) -> AttestationConfig:
         attestation,
         where,
         ["backend"],
-        ["simulated_platform", "trust_simulated_root", "gramine_device", "tsm_root", "collateral"],
+        [
+            "simulated_platform",
+            "trust_simulated_root",
+            "tee",
+            "gramine_device",
+            "tsm_root",
+            "collateral",
+        ],
     )
     backend = expect_str(attestation["backend"], "attestation.backend")
     if backend not in BACKENDS:
@@ -97,8 +105,11 @@ def parse_attestation(value: object, base: Path) -> AttestationConfig:
                 "the simulated backend needs trust_simulated_root: true, an explicit admission "
                 "that its quotes prove nothing about hardware",
             )
-        return AttestationConfig(backend, platform_dir=paths["simulated_platform"])
-    if "trust_simulated_root" in attestation or "simulated_platform" in attestation:
+        tee = expect_str(
+            attestation.get("tee", "sgx"), "attestation.tee", re.compile("sgx|tdx")
+        ).upper()
+        return AttestationConfig(backend, platform_dir=paths["simulated_platform"], tee=tee)
+    if {"trust_simulated_root", "simulated_platform", "tee"} & set(attestation):
         raise ConfigError(
             "attestation.trust_simulated_root",
             f"only the simulated backend can trust a simulated root, not {backend!r}",

@@ -120,6 +120,8 @@ def expect_list(value: object, path: str) -> list[Any]:
 
 
 def expect_hex(value: object, path: str, nbytes: int) -> bytes:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise InputError(path, "YAML read this hex value as a number; put it in quotes")
     text = expect_str(value, path)
     if len(text) != 2 * nbytes:
         raise InputError(path, f"expected {2 * nbytes} hex characters, got {len(text)}")

@@ -14,13 +14,14 @@ from collections.abc import Callable
 import attrs
 
 from teaclave_ma.attestation.anchors import INTEL_SGX_ROOT_CA, TrustAnchor
-from teaclave_ma.attestation.attester import Attester, SimulatedAttester
+from teaclave_ma.attestation.attester import Attester, SimulatedAttester, SimulatedTdAttester
 from teaclave_ma.attestation.backends import AttesterUnavailable, GramineAttester, TsmAttester
 from teaclave_ma.attestation.collateral import Collateral
 from teaclave_ma.attestation.pccs import fetch_collateral
 from teaclave_ma.attestation.pck_extension import parse_pck_extension
 from teaclave_ma.attestation.quote import Quote, pck_certificates
 from teaclave_ma.attestation.sim.platform import SimulatedPlatform
+from teaclave_ma.attestation.td_identity import simulated_td_identity
 from teaclave_ma.errors import ConfigError
 from teaclave_ma.formats.runtime_config import AttestationConfig
 from teaclave_ma.identity import SgxIdentity
@@ -93,10 +94,17 @@ def setup_attestation(config: AttestationConfig, image_identity: SgxIdentity) ->
         anchor = TrustAnchor.for_root(
             platform.root_certificate_der, "simulated SGX root (this installation)"
         )
-        # One simulated platform certifies every local enclave, so one collateral set fits all.
-        collateral = Collateral.from_json(platform.collateral_json())
+        # One simulated platform certifies every local enclave and TD: one collateral set per TEE.
+        collaterals = {
+            tee: Collateral.from_json(platform.collateral_json(tee)) for tee in ("SGX", "TDX")
+        }
+        attester: Attester = (
+            SimulatedTdAttester(platform, simulated_td_identity(image_identity))
+            if config.tee == "TDX"
+            else SimulatedAttester(platform, image_identity)
+        )
         return AttestationSetup(
-            "simulated", SimulatedAttester(platform, image_identity), anchor, _static(collateral)
+            f"simulated {config.tee}", attester, anchor, lambda quote: collaterals[quote.tee]
         )
     attester = select_real_backend(config)
     if config.collateral_file is not None:

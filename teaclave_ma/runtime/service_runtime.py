@@ -19,12 +19,12 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
-from teaclave_ma.attestation.quote import SgxReportBody, parse_quote
+from teaclave_ma.attestation.quote import parse_quote
 from teaclave_ma.enclave.image import EnclaveImage
 from teaclave_ma.errors import ConfigError
 from teaclave_ma.formats.runtime_config import RuntimeConfig
 from teaclave_ma.formats.trust import parse_trust_file
-from teaclave_ma.identity import SgxIdentity
+from teaclave_ma.identity import PeerMeasurement
 from teaclave_ma.rpc.client import PeerClient
 from teaclave_ma.rpc.server import RpcServer, ServerLimits
 from teaclave_ma.rpc.service import Service
@@ -83,16 +83,13 @@ class EnclaveNode:
             raise ConfigError(f"peers.{service}", f"no address for outbound peer {service!r}")
         return PeerClient(service, address, self.credentials, self.verifier)
 
-    def self_identity(self) -> SgxIdentity:
+    def self_identity(self) -> PeerMeasurement:
         """Who this enclave is as its own quote says: on hardware the measurement comes from
         the quote, not from the image (whose measurement is the simulation's)."""
         certificate = self.credentials.current().certificate.public_bytes(
             serialization.Encoding.DER
         )
-        body = parse_quote(bound_quote(extract_evidence(certificate))).body
-        if not isinstance(body, SgxReportBody):
-            raise ConfigError("attestation", "this enclave's own quote is not an SGX quote")
-        return body.identity()
+        return parse_quote(bound_quote(extract_evidence(certificate))).body.identity()
 
     def close(self) -> None:
         for client in self.context.peers.values():

@@ -9,11 +9,17 @@ from pathlib import Path
 import attrs
 
 from teaclave_ma.crypto.auditor_key import AuditorSigningKey
-from teaclave_ma.formats.manifest import AcceptedIdentity, Manifest
+from teaclave_ma.formats.manifest import (
+    TD_FIELDS,
+    Accepted,
+    AcceptedIdentity,
+    AcceptedTdIdentity,
+    Manifest,
+)
 from teaclave_ma.formats.signature import DetachedSignature, write_signature
 from teaclave_ma.formats.trust import TrustedAuditor, TrustFile
 from teaclave_ma.fsutil import atomic_write
-from teaclave_ma.identity import SgxIdentity
+from teaclave_ma.identity import PeerMeasurement, TdxIdentity
 from teaclave_ma.trust.signing import sign_manifest
 
 SignatureFiles = list[tuple[str, bytes]]
@@ -32,8 +38,10 @@ class FakeAuditor:
         return sign_manifest(self.key, manifest_bytes)
 
 
-def accepted(identity: SgxIdentity) -> AcceptedIdentity:
-    """The manifest entry that accepts exactly this identity."""
+def accepted(identity: PeerMeasurement) -> Accepted:
+    """The manifest entry that accepts exactly this identity (SGX form or tdx form)."""
+    if isinstance(identity, TdxIdentity):
+        return AcceptedTdIdentity(**{name: getattr(identity, name) for name in TD_FIELDS})
     return AcceptedIdentity(
         mr_enclave=identity.mr_enclave,
         mr_signer=identity.mr_signer,
@@ -75,7 +83,7 @@ class AuditorPanel:
 
     @staticmethod
     def manifest(
-        enclaves: Mapping[str, Iterable[AcceptedIdentity | SgxIdentity]] | None = None,
+        enclaves: Mapping[str, Iterable[Accepted | PeerMeasurement]] | None = None,
         *,
         version: int = 1,
         expires: dt.datetime | None = None,
@@ -83,7 +91,10 @@ class AuditorPanel:
         """Manifest bytes; identities are accepted exactly as given. Expires in 30 days by default."""
         expires = expires or dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=30)
         entries = {
-            service: tuple(e if isinstance(e, AcceptedIdentity) else accepted(e) for e in items)
+            service: tuple(
+                e if isinstance(e, AcceptedIdentity | AcceptedTdIdentity) else accepted(e)
+                for e in items
+            )
             for service, items in (enclaves or {}).items()
         }
         return Manifest(version=version, expires=expires, enclaves=entries).to_bytes()

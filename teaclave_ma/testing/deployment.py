@@ -16,7 +16,7 @@ import attrs
 from teaclave_ma.attestation.sim.platform import SimulatedPlatform
 from teaclave_ma.crypto.author_key import generate_author_key, write_author_key
 from teaclave_ma.enclave.image import EnclaveImage, build_image, review
-from teaclave_ma.formats.manifest import AcceptedIdentity, Manifest
+from teaclave_ma.formats.manifest import Accepted, Manifest
 from teaclave_ma.formats.signature import write_signature
 from teaclave_ma.formats.strict import dump_yaml
 from teaclave_ma.fsutil import atomic_write
@@ -78,7 +78,7 @@ class SimulatedDeployment:
         self.sources[service + tag] = source
         return image
 
-    def review(self, service: str) -> AcceptedIdentity:
+    def review(self, service: str) -> Accepted:
         """What an auditor does: rebuild from source and compare before vouching."""
         return accepted(review(self.sources[service], self.trust_path, self.images[service]))
 
@@ -103,7 +103,7 @@ class SimulatedDeployment:
         return out
 
     def publish_manifest(
-        self, entries: dict[str, AcceptedIdentity], *, version: int, signers: Iterable[str]
+        self, entries: dict[str, Accepted], *, version: int, signers: Iterable[str]
     ) -> Path:
         expires = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=30)
         manifest = Manifest(
@@ -133,6 +133,7 @@ class SimulatedDeployment:
         peers: dict[str, tuple[str, int]] | None = None,
         settings: dict[str, str] | None = None,
         provision: bool = False,
+        tee: str = "sgx",
     ) -> Path:
         path = self.root / "run" / name / "runtime.yaml"
         document: dict[str, object] = {
@@ -143,6 +144,7 @@ class SimulatedDeployment:
                 "backend": "simulated",
                 "simulated_platform": str(self.platform_dir),
                 "trust_simulated_root": True,
+                "tee": tee,
             },
         }
         if settings:

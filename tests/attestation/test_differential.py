@@ -13,6 +13,7 @@ from teaclave_ma.attestation.anchors import INTEL_SGX_ROOT_CA, TrustAnchor
 from teaclave_ma.attestation.collateral import Collateral
 from teaclave_ma.attestation.policy import VerificationPolicy
 from teaclave_ma.attestation.sim.platform import SimulatedPlatform
+from teaclave_ma.attestation.td_identity import simulated_td_identity
 from teaclave_ma.attestation.verifier import verify_quote
 from teaclave_ma.errors import TeaclaveMAError
 from teaclave_ma.identity import SgxIdentity
@@ -181,3 +182,27 @@ def test_oracle_verifies_simulated_quotes_like_we_do(status: str) -> None:
     # and both refuse it under Intel's root
     assert not oracle_accepts(quote, collateral_json, when)
     assert not ours_accepts(quote, Collateral.from_json(collateral_json), when)
+
+
+@pytest.mark.parametrize("status", ["UpToDate", "OutOfDate"])
+def test_oracle_verifies_simulated_tdx_quotes_like_we_do(status: str) -> None:
+    platform = SimulatedPlatform.create(tcb_status=status)
+    identity = simulated_td_identity(SgxIdentity(b"\x33" * 32, b"\x44" * 32, 2, 5, False))
+    quote = platform.td_quote(identity, b"\x07" * 64)
+    collateral_json = platform.collateral_json("TDX").decode()
+    when = dt.datetime.now(dt.UTC)
+    report = dcap_qvl.verify_with_root_ca(
+        quote,
+        dcap_qvl.QuoteCollateralV3.from_json(collateral_json),
+        platform.root_certificate_der,
+        int(when.timestamp()),
+    )
+    assert report.status == status
+    assert ours_accepts(
+        quote, Collateral.from_json(collateral_json), when, platform.root_certificate_der
+    )
+    for offset in (10, 48 + 136, 48 + 584 + 40, 48 + 584 + 4 + 64 + 64 + 6 + 100):
+        mutated = quote[:offset] + bytes([quote[offset] ^ 1]) + quote[offset + 1 :]
+        assert not ours_accepts(
+            mutated, Collateral.from_json(collateral_json), when, platform.root_certificate_der
+        )

@@ -6,6 +6,7 @@ import datetime as dt
 import json
 from collections.abc import Callable
 
+import attrs
 import pytest
 from cryptography.hazmat.primitives import serialization
 
@@ -16,6 +17,7 @@ from teaclave_ma.attestation.policy import VerificationPolicy
 from teaclave_ma.attestation.sim import pki
 from teaclave_ma.attestation.sim.platform import SimulatedPlatform
 from teaclave_ma.attestation.sim.signing import sign_raw
+from teaclave_ma.attestation.td_identity import simulated_td_identity
 from teaclave_ma.attestation.verifier import verify_quote
 from teaclave_ma.errors import ConfigError
 from teaclave_ma.identity import SgxIdentity
@@ -439,3 +441,41 @@ def test_gramine_style_opt_ins() -> None:
     assert "OutOfDate" not in both.allowed_tcb_statuses
     with pytest.raises(ConfigError, match="unknown TCB status"):
         VerificationPolicy(allowed_tcb_statuses=frozenset({"Fine"}))
+
+
+def test_a_td_without_sept_ve_disable_is_refused(platform: SimulatedPlatform) -> None:
+    secure = simulated_td_identity(IDENTITY)
+    exposed = attrs.evolve(secure, td_attributes=bytes(8))
+    collateral = Collateral.from_json(platform.collateral_json("TDX"))
+    assert (
+        verify_quote(
+            platform.td_quote(secure, REPORT_DATA),
+            collateral,
+            now(),
+            VerificationPolicy(),
+            anchor_of(platform),
+        ).tee
+        == "TDX"
+    )
+    with pytest.raises(PolicyRejected) as caught:
+        verify_quote(
+            platform.td_quote(exposed, REPORT_DATA),
+            collateral,
+            now(),
+            VerificationPolicy(),
+            anchor_of(platform),
+        )
+    assert caught.value.check == "td_attributes"
+
+
+def test_tdx_quote_needs_tdx_collateral(platform: SimulatedPlatform) -> None:
+    quote = platform.td_quote(simulated_td_identity(IDENTITY), REPORT_DATA)
+    with pytest.raises(QuoteVerificationError) as caught:
+        verify_quote(
+            quote,
+            Collateral.from_json(platform.collateral_json("SGX")),
+            now(),
+            VerificationPolicy(),
+            anchor_of(platform),
+        )
+    assert caught.value.check == "qe_identity"  # the SGX QE's identity does not fit the TD QE

@@ -47,6 +47,7 @@ def runtimes(deployment: SimulatedDeployment) -> Iterator[RuntimeFactory]:
         manifest: Path | None = None,
         signatures: Path | None = None,
         settings: dict[str, str] | None = None,
+        tee: str = "sgx",
         **peers: tuple[str, int],
     ) -> ServiceRuntime:
         if isinstance(image, str):
@@ -55,7 +56,7 @@ def runtimes(deployment: SimulatedDeployment) -> Iterator[RuntimeFactory]:
         if image.service.name == "kms" and settings is None:
             settings = {"secrets_file": str(deployment.kms_secrets)}
         config_path = deployment.runtime_config(
-            f"{image.service.name}-{next(RUNTIME_IDS)}", peers=peers, settings=settings
+            f"{image.service.name}-{next(RUNTIME_IDS)}", peers=peers, settings=settings, tee=tee
         )
         config = parse_runtime_config(config_path.read_bytes(), config_path.parent)
         runtime = ServiceRuntime(

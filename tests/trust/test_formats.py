@@ -174,3 +174,22 @@ def test_service_config_is_strict() -> None:
     ]:
         with pytest.raises(InputError, match=fragment):
             parse_service_config(bad)
+
+
+def test_manifest_tdx_form() -> None:
+    entry = "    - mr_td: {m}\n      rtmr0: '{z}'\n      rtmr1: '{z}'\n      rtmr2: '{z}'\n      rtmr3: '{z}'\n      td_attributes: '0000001000000000'\n      xfam: e702060000000000\n"
+    text = 'version: 1\nexpires: "2027-01-01T00:00:00Z"\nenclaves:\n  storage:\n' + entry.format(
+        m="ab" * 48, z="00" * 48
+    )
+    manifest = parse_manifest(text.encode())
+    (accepted,) = manifest.enclaves["storage"]
+    assert accepted.to_document()["mr_td"] == "ab" * 48
+    assert parse_manifest(manifest.to_bytes()) == manifest
+    with pytest.raises(ManifestFormatError) as caught:
+        parse_manifest(text.replace("ab" * 48, "ab" * 32).encode())
+    assert caught.value.field == "enclaves.storage[0].mr_td"
+    assert "expected 96 hex characters, got 64" in str(caught.value)
+    with pytest.raises(ManifestFormatError, match="put it in quotes"):
+        parse_manifest(text.replace("'" + "00" * 48 + "'", "00" * 48).encode())
+    with pytest.raises(ManifestFormatError, match="missing required field"):
+        parse_manifest(text.replace("      xfam: e702060000000000\n", "").encode())
