@@ -28,6 +28,7 @@ TD_REPORT_SIZE = 584
 SGX_FLAGS_DEBUG = 0x02
 TD_ATTRIBUTES_DEBUG = 0x01
 MAX_CERT_DATA = 64 * 1024
+V5_BODY_SIZES = {1: SGX_REPORT_SIZE, 2: TD_REPORT_SIZE, 3: TD_REPORT_SIZE + 16 + 48}
 
 
 class _Reader:
@@ -127,6 +128,9 @@ class TdReportBody:
     rtmr3: bytes
     report_data: bytes
     raw: bytes
+    # TD 1.5 bodies (v5 quotes, body type 3) only:
+    tee_tcb_svn2: bytes | None = None
+    mr_service_td: bytes | None = None
 
     @property
     def debug(self) -> bool:
@@ -212,9 +216,10 @@ def _parse_header(reader: _Reader) -> QuoteHeader:
     pce_svn = reader.u16("header.pce_svn")
     vendor = reader.take(16, "header.qe_vendor_id")
     user_data = reader.take(20, "header.user_data")
-    if version not in (3, 4):
+    if version not in (3, 4, 5):
         raise QuoteFormatError(
-            "header.version", f"unsupported quote version {version} at offset 0 (supported: 3, 4)"
+            "header.version",
+            f"unsupported quote version {version} at offset 0 (supported: 3, 4, 5)",
         )
     if key_type != ATTESTATION_KEY_ECDSA_P256:
         raise QuoteFormatError(
@@ -263,7 +268,7 @@ def parse_sgx_report_body(raw: bytes, field: str = "report_body", base: int = 0)
     )  # fmt: skip
 
 
-def _parse_td_report_body(raw: bytes, base: int) -> TdReportBody:
+def _parse_td_report_body(raw: bytes, base: int, *, td15: bool = False) -> TdReportBody:
     reader = _Reader(raw, base)
     sizes = (
         ("tee_tcb_svn", 16), ("mr_seam", 48), ("mr_signer_seam", 48), ("seam_attributes", 8),
@@ -272,8 +277,42 @@ def _parse_td_report_body(raw: bytes, base: int) -> TdReportBody:
         ("report_data", 64),
     )  # fmt: skip
     fields = {name: reader.take(size, f"td_report_body.{name}") for name, size in sizes}
+    if td15:
+        fields["tee_tcb_svn2"] = reader.take(16, "td_report_body.tee_tcb_svn2")
+        fields["mr_service_td"] = reader.take(48, "td_report_body.mr_service_td")
     reader.expect_end("td_report_body")
     return TdReportBody(**fields, raw=raw)
+
+
+def _parse_body(reader: _Reader, header: QuoteHeader) -> SgxReportBody | TdReportBody:
+    offset = reader.offset
+    if header.tee_type == TEE_TYPE_TDX:
+        return _parse_td_report_body(reader.take(TD_REPORT_SIZE, "td_report_body"), offset)
+    return parse_sgx_report_body(reader.take(SGX_REPORT_SIZE, "report_body"), "report_body", offset)
+
+
+def _parse_v5_body(reader: _Reader, header: QuoteHeader) -> SgxReportBody | TdReportBody:
+    """v5 puts a descriptor (u16 type, u32 size) before the body: 1 SGX, 2 TD 1.0, 3 TD 1.5."""
+    body_type = reader.u16("body.type")
+    size = reader.u32("body.size")
+    expected = V5_BODY_SIZES.get(body_type)
+    if expected is None:
+        raise QuoteFormatError(
+            "body.type", f"unknown v5 body type {body_type} at offset 48 (known: 1, 2, 3)"
+        )
+    if (body_type == 1) != (header.tee_type == TEE_TYPE_SGX):
+        raise QuoteFormatError(
+            "body.type", f"body type {body_type} does not fit TEE type 0x{header.tee_type:08x}"
+        )
+    if size != expected:
+        raise QuoteFormatError(
+            "body.size", f"body type {body_type} is {expected} bytes, the quote says {size}"
+        )
+    offset = reader.offset
+    raw = reader.take(size, "body")
+    if body_type == 1:
+        return parse_sgx_report_body(raw, "report_body", offset)
+    return _parse_td_report_body(raw, offset, td15=body_type == 3)
 
 
 def _parse_qe_certification(reader: _Reader, field: str) -> QeReportCertification:
@@ -305,14 +344,7 @@ def parse_quote(data: bytes) -> Quote:
     data = bytes(data)
     reader = _Reader(data)
     header = _parse_header(reader)
-    body_offset = reader.offset
-    body: SgxReportBody | TdReportBody
-    if header.tee_type == TEE_TYPE_TDX:
-        body = _parse_td_report_body(reader.take(TD_REPORT_SIZE, "td_report_body"), body_offset)
-    else:
-        body = parse_sgx_report_body(
-            reader.take(SGX_REPORT_SIZE, "report_body"), "report_body", body_offset
-        )
+    body = _parse_v5_body(reader, header) if header.version == 5 else _parse_body(reader, header)
     signed_end = reader.pos
     signature_size = reader.u32("signature_data_length")
     sig = _Reader(reader.take(signature_size, "signature_data"), reader.offset)

@@ -184,11 +184,13 @@ def test_oracle_verifies_simulated_quotes_like_we_do(status: str) -> None:
     assert not ours_accepts(quote, Collateral.from_json(collateral_json), when)
 
 
-@pytest.mark.parametrize("status", ["UpToDate", "OutOfDate"])
-def test_oracle_verifies_simulated_tdx_quotes_like_we_do(status: str) -> None:
+@pytest.mark.parametrize(
+    ("status", "v5"), [("UpToDate", False), ("OutOfDate", False), ("UpToDate", True)]
+)
+def test_oracle_verifies_simulated_tdx_quotes_like_we_do(status: str, v5: bool) -> None:
     platform = SimulatedPlatform.create(tcb_status=status)
     identity = simulated_td_identity(SgxIdentity(b"\x33" * 32, b"\x44" * 32, 2, 5, False))
-    quote = platform.td_quote(identity, b"\x07" * 64)
+    quote = platform.td_quote(identity, b"\x07" * 64, v5=v5)
     collateral_json = platform.collateral_json("TDX").decode()
     when = dt.datetime.now(dt.UTC)
     report = dcap_qvl.verify_with_root_ca(

@@ -8,7 +8,10 @@ import pytest
 from teaclave_ma.attestation.errors import PckExtensionError, QuoteFormatError
 from teaclave_ma.attestation.pck_extension import parse_pck_extension, parse_pck_extension_value
 from teaclave_ma.attestation.quote import SgxReportBody, TdReportBody, parse_quote, pck_certificates
+from teaclave_ma.attestation.sim.platform import SimulatedPlatform
+from teaclave_ma.attestation.td_identity import simulated_td_identity
 from teaclave_ma.formats import der
+from teaclave_ma.identity import SgxIdentity
 
 
 def test_sgx_v3_sample_matches_an_independent_parser(sgx_quote: bytes) -> None:
@@ -123,3 +126,23 @@ def test_pck_extension_errors_name_the_oid() -> None:
         parse_pck_extension_value(der.encode_sequence(ppid, ppid))
     with pytest.raises(PckExtensionError):
         parse_pck_extension_value(b"\x30\x85garbage")
+
+
+def test_v5_quote_with_a_td15_body() -> None:
+    platform = SimulatedPlatform.create()
+    identity = simulated_td_identity(SgxIdentity(b"\x01" * 32, b"\x02" * 32, 1, 1, False))
+    raw = platform.td_quote(identity, bytes(range(64)), v5=True)
+    quote = parse_quote(raw)
+    oracle = dcap_qvl.parse_quote(raw)
+    assert (quote.header.version, oracle.header.version) == (5, 5)
+    body = quote.body
+    assert isinstance(body, TdReportBody)
+    assert body.identity() == identity
+    assert body.tee_tcb_svn2 == body.tee_tcb_svn and body.mr_service_td == bytes(48)
+    assert quote.signed_bytes == raw[: 48 + 6 + 648]  # the descriptor is signed too
+    with pytest.raises(QuoteFormatError, match="unknown v5 body type 9"):
+        parse_quote(raw[:48] + struct.pack("<H", 9) + raw[50:])
+    with pytest.raises(QuoteFormatError, match="body type 1 does not fit"):
+        parse_quote(raw[:48] + struct.pack("<HI", 1, 384) + raw[54:])
+    with pytest.raises(QuoteFormatError, match="is 648 bytes, the quote says 600"):
+        parse_quote(raw[:48] + struct.pack("<HI", 3, 600) + raw[54:])

@@ -218,17 +218,20 @@ class SimulatedPlatform:
         )
         return self._sign("SGX", quoting.header(qe_svn=QE_ISV_SVN, pce_svn=PLATFORM_PCE_SVN) + body)
 
-    def td_quote(self, identity: TdxIdentity, report_data: bytes) -> bytes:
-        """A v4 TDX quote for a TD with ``identity`` and ``report_data`` (64 bytes)."""
+    def td_quote(self, identity: TdxIdentity, report_data: bytes, *, v5: bool = False) -> bytes:
+        """A TDX quote for a TD with ``identity`` and ``report_data`` (64 bytes): v4 with a
+        TD 1.0 body, or ``v5`` with a TD 1.5 body."""
         body = quoting.td_report_body(
             identity,
             tee_tcb_svn=bytes(TDX_COMPONENTS),
             mr_seam=bytes.fromhex(self.settings["mr_seam"]),
             report_data=report_data,
+            td15=v5,
         )
-        return self._sign(
-            "TDX", quoting.header(qe_svn=QE_ISV_SVN, pce_svn=PLATFORM_PCE_SVN, tdx=True) + body
+        header = quoting.header(
+            qe_svn=QE_ISV_SVN, pce_svn=PLATFORM_PCE_SVN, tdx=True, version=5 if v5 else 4
         )
+        return self._sign("TDX", header + body)
 
     def _sign(self, tee: str, signed: bytes) -> bytes:
         qe = self.quoting_enclaves[tee]

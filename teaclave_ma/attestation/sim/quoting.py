@@ -19,6 +19,7 @@ SGX_FLAGS_INIT = 0x01
 SGX_FLAGS_DEBUG = 0x02
 SGX_FLAGS_MODE64BIT = 0x04
 SGX_XFRM_LEGACY = 0x03  # x87 and SSE state
+TD15_BODY_TYPE = 3
 
 
 def attributes(flags: int, xfrm: int = SGX_XFRM_LEGACY) -> bytes:
@@ -50,9 +51,10 @@ def report_body(
     return body
 
 
-def header(*, qe_svn: int, pce_svn: int, tdx: bool = False) -> bytes:
-    """A v3 SGX header, or with ``tdx`` a v4 TDX header."""
-    version, tee = (4, TEE_TYPE_TDX) if tdx else (3, TEE_TYPE_SGX)
+def header(*, qe_svn: int, pce_svn: int, tdx: bool = False, version: int | None = None) -> bytes:
+    """A v3 SGX header, or with ``tdx`` a v4 (or the given ``version``) TDX header."""
+    tee = TEE_TYPE_TDX if tdx else TEE_TYPE_SGX
+    version = version or (4 if tdx else 3)
     return (
         struct.pack("<HHIHH", version, ATTESTATION_KEY_ECDSA_P256, tee, qe_svn, pce_svn)
         + INTEL_QE_VENDOR_ID
@@ -61,18 +63,28 @@ def header(*, qe_svn: int, pce_svn: int, tdx: bool = False) -> bytes:
 
 
 def td_report_body(
-    identity: TdxIdentity, *, tee_tcb_svn: bytes, mr_seam: bytes, report_data: bytes
+    identity: TdxIdentity,
+    *,
+    tee_tcb_svn: bytes,
+    mr_seam: bytes,
+    report_data: bytes,
+    td15: bool = False,
 ) -> bytes:
-    """The 584-byte TD 1.0 report body of a v4 quote."""
+    """The 584-byte TD 1.0 report body of a v4 quote, or with ``td15`` the 648-byte TD 1.5
+    body of a v5 quote (adding TEE_TCB_SVN2 and MRSERVICETD) behind its body descriptor."""
     if len(report_data) != 64:
         raise InputError("report_data", f"must be 64 bytes, got {len(report_data)}")
-    return b"".join(
+    body = b"".join(
         (
             tee_tcb_svn, mr_seam, bytes(48), bytes(8), identity.td_attributes, identity.xfam,
             identity.mr_td, bytes(48), bytes(48), bytes(48),
             identity.rtmr0, identity.rtmr1, identity.rtmr2, identity.rtmr3, report_data,
         )
     )  # fmt: skip
+    if not td15:
+        return body
+    body += tee_tcb_svn + bytes(48)
+    return struct.pack("<HI", TD15_BODY_TYPE, len(body)) + body
 
 
 def signature_data_v4(
