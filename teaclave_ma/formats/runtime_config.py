@@ -61,6 +61,7 @@ class AttestationConfig:
     tee: str = "SGX"  # simulated backend only: run as an SGX enclave or as a TDX guest
     gramine_device: Path = Path("/dev/attestation")
     tsm_root: Path = Path("/sys/kernel/config/tsm/report")
+    tsm_entry: str | None = None  # reuse this report entry instead of creating one per quote
     collateral_file: Path | None = None
     pccs_url: str | None = None
     pccs_cache: Path | None = None
@@ -79,6 +80,7 @@ def parse_attestation(value: object, base: Path) -> AttestationConfig:
             "tee",
             "gramine_device",
             "tsm_root",
+            "tsm_entry",
             "collateral",
         ],
     )
@@ -125,6 +127,11 @@ def parse_attestation(value: object, base: Path) -> AttestationConfig:
         backend,
         gramine_device=paths.get("gramine_device", defaults.gramine_device),
         tsm_root=paths.get("tsm_root", defaults.tsm_root),
+        tsm_entry=(
+            expect_str(attestation["tsm_entry"], "attestation.tsm_entry")
+            if "tsm_entry" in attestation
+            else None
+        ),
         collateral_file=base / expect_str(collateral["file"], "attestation.collateral.file")
         if "file" in collateral
         else None,

@@ -40,7 +40,10 @@ class AttestationSetup:
 
 
 def real_backends(config: AttestationConfig) -> list[RealAttester]:
-    return [GramineAttester(config.gramine_device), TsmAttester(config.tsm_root)]
+    return [
+        GramineAttester(config.gramine_device),
+        TsmAttester(config.tsm_root, entry_name=config.tsm_entry),
+    ]
 
 
 def select_real_backend(config: AttestationConfig) -> RealAttester:

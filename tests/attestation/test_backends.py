@@ -270,3 +270,50 @@ def test_real_backends_need_collateral_and_refuse_a_simulated_root(tmp_path: Pat
             b"attestation: {backend: auto, trust_simulated_root: true, collateral: {file: c.json}}\n",
             tmp_path,
         )
+
+
+def test_tsm_empty_outblob_is_a_clear_error(tmp_path: Path, platform: SimulatedPlatform) -> None:
+    fake = FakeTsm(tmp_path / "report", EmptyQuotes(platform))  # type: ignore[arg-type]
+    try:
+        with pytest.raises(AttesterFailed, match="outblob: empty read"):
+            TsmAttester(tmp_path / "report", entry_name="shared").quote(REPORT_DATA)
+    finally:
+        fake.close()
+
+
+class EmptyQuotes:
+    """A quote source that answers with nothing, as a broken provider might."""
+
+    def __init__(self, platform: SimulatedPlatform) -> None:
+        self.platform = platform
+
+    def quote(self, identity: SgxIdentity, report_data: bytes) -> bytes:
+        return b""
+
+
+def test_the_same_image_starts_on_the_tsm_backend_by_a_config_switch(
+    platform: SimulatedPlatform, tmp_path: Path
+) -> None:
+    fake = FakeTsm(tmp_path / "report", platform)
+    try:
+        deployment = SimulatedDeployment.create(tmp_path / "d", SERVICES)
+        deployment.build("storage")
+        deployment.publish_manifest(
+            {"storage": deployment.review("storage")}, version=1, signers=["alice", "bob"]
+        )
+        (tmp_path / "collateral.json").write_bytes(platform.collateral_json())
+        config = tmp_path / "runtime.yaml"
+        config.write_text(
+            "listen: 127.0.0.1:0\nstate_dir: state\nattestation:\n  backend: tsm\n"
+            f"  tsm_root: {tmp_path / 'report'}\n  tsm_entry: shared\n  collateral: {{file: collateral.json}}\n"
+        )
+        node = EnclaveNode(
+            deployment.images["storage"],
+            parse_runtime_config(config.read_bytes(), tmp_path),
+            deployment.manifest_path,
+            deployment.signatures_dir,
+        )
+        assert node.attestation.backend == "tsm"
+        assert node.self_identity() == IDENTITY
+    finally:
+        fake.close()
