@@ -13,15 +13,12 @@ import attrs
 
 from teaclave_ma.errors import InputError
 
-TAG_BOOLEAN = 0x01
 TAG_INTEGER = 0x02
 TAG_BIT_STRING = 0x03
 TAG_OCTET_STRING = 0x04
-TAG_NULL = 0x05
 TAG_OID = 0x06
 TAG_ENUMERATED = 0x0A
 TAG_SEQUENCE = 0x30
-TAG_SET = 0x31
 
 
 class DerError(InputError):

@@ -19,7 +19,6 @@ METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 # Application errors use the implementation-defined range -32000..-32099.
-APPLICATION_ERROR = -32000
 NOT_ALLOWED = -32001
 
 RequestId = str | int | None

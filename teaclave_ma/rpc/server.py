@@ -39,7 +39,6 @@ class ServerLimits:
     max_connections: int = 1024
     handshake_timeout: float = 10.0
     idle_timeout: float = 60.0
-    request_timeout: float = 30.0
     max_request_bytes: int = 1 << 20
 
 
@@ -79,10 +78,6 @@ class RpcServer:
             ", ".join(self._inbound) or "none",
         )
         return self.address
-
-    def serve_forever(self) -> None:
-        self.start()
-        self._stopping.wait()
 
     def stop(self) -> None:
         self._stopping.set()

@@ -44,10 +44,6 @@ class Service:
 
         return register
 
-    @property
-    def methods(self) -> tuple[str, ...]:
-        return tuple(sorted(self._handlers))
-
     def dispatch(self, peer: PeerIdentity, method: str, params: dict[str, Any]) -> Any:
         try:
             function, signature = self._handlers[method]
