@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -23,7 +21,7 @@ from teaclave_ma.enclave.errors import ImageError, ImageFormatError
 from teaclave_ma.enclave.measurement import describe_difference, mr_enclave, read_tree
 from teaclave_ma.formats.service_config import EnclaveConfig, ServiceConfig, parse_service_config
 from teaclave_ma.formats.trust import parse_trust_file
-from teaclave_ma.fsutil import atomic_write
+from teaclave_ma.fsutil import atomic_write, replaced_directory
 from teaclave_ma.identity import SgxIdentity
 
 CONTENT = "content"
@@ -106,19 +104,10 @@ def build_image(
     key = load_author_private_key(signing_key_path)
     measurement = mr_enclave(content)
     record = sigstruct.sign(key, measurement, service.enclave, now or dt.datetime.now(dt.UTC))
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with replaced_directory(out_dir) as staging:
         for relative, data in content.items():
             atomic_write(staging / CONTENT / relative, data)
         atomic_write(staging / SIGSTRUCT, record.to_bytes())
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staging.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return load_image(out_dir)
 
 

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from teaclave_ma.enclave.measurement import read_tree
 from teaclave_ma.errors import ConfigError, InputError
-from teaclave_ma.fsutil import atomic_write
+from teaclave_ma.fsutil import atomic_write, replaced_directory
 from teaclave_ma.runtime.service_runtime import EnclaveNode
 from teaclave_ma.secrets.sealing import SUFFIX, sealing_secret_name, unseal_bytes
 
@@ -33,16 +31,8 @@ def provision(node: EnclaveNode) -> tuple[Path, dict[str, str]]:
         raise ConfigError(
             "provision_dir", "runtime.yaml must name the directory secrets may be written to"
         )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))  # mode 0700
-    try:
+    with replaced_directory(target) as staging:
         environment = _assemble(node, staging)
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     log.info("%s provisioned in %s", service.name, target)
     return target, environment
 

@@ -36,6 +36,19 @@ def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def verify_simulated(
+    platform: SimulatedPlatform, *, collateral: Collateral | None = None
+) -> object:
+    """Verify a fresh quote of IDENTITY from ``platform`` under its own root, now."""
+    return verify_quote(
+        platform.quote(IDENTITY, REPORT_DATA),
+        collateral or Collateral.from_json(platform.collateral_json()),
+        now(),
+        VerificationPolicy(),
+        anchor_of(platform),
+    )
+
+
 # -- real evidence ------------------------------------------------------------------------
 
 
@@ -168,13 +181,7 @@ def test_revoked_pck_certificate_is_refused() -> None:
     platform = SimulatedPlatform.create()
     platform.revoke_pck()
     with pytest.raises(QuoteVerificationError) as caught:
-        verify_quote(
-            platform.quote(IDENTITY, REPORT_DATA),
-            Collateral.from_json(platform.collateral_json()),
-            now(),
-            VerificationPolicy(),
-            anchor_of(platform),
-        )
+        verify_simulated(platform)
     assert caught.value.check == "revoked"
     assert "PCK Certificate" in str(caught.value)
 
@@ -281,13 +288,7 @@ def test_collateral_signatures_cover_the_exact_bytes(
     platform: SimulatedPlatform, change: Callable[[dict[str, str]], None], check: str
 ) -> None:
     with pytest.raises(QuoteVerificationError) as caught:
-        verify_quote(
-            platform.quote(IDENTITY, REPORT_DATA),
-            edited(platform, change),
-            now(),
-            VerificationPolicy(),
-            anchor_of(platform),
-        )
+        verify_simulated(platform, collateral=edited(platform, change))
     assert caught.value.check == check
 
 
@@ -319,13 +320,7 @@ def test_collateral_content_must_match_the_platform(
 ) -> None:
     collateral = edited(platform, resign(platform, field, edit))
     with pytest.raises(QuoteVerificationError) as caught:
-        verify_quote(
-            platform.quote(IDENTITY, REPORT_DATA),
-            collateral,
-            now(),
-            VerificationPolicy(),
-            anchor_of(platform),
-        )
+        verify_simulated(platform, collateral=collateral)
     assert caught.value.check == check
 
 
@@ -344,26 +339,14 @@ def test_pck_crl_must_be_signed_by_the_pck_issuer(platform: SimulatedPlatform) -
         document["pck_crl"] = forged.public_bytes(serialization.Encoding.DER).hex()
 
     with pytest.raises(QuoteVerificationError) as caught:
-        verify_quote(
-            platform.quote(IDENTITY, REPORT_DATA),
-            edited(platform, change),
-            now(),
-            VerificationPolicy(),
-            anchor_of(platform),
-        )
+        verify_simulated(platform, collateral=edited(platform, change))
     assert caught.value.check == "pck_crl"
 
 
 def test_tcb_info_for_another_tee_is_refused(platform: SimulatedPlatform) -> None:
     collateral = edited(platform, resign(platform, "tcb_info", lambda b: b.update(id="TDX")))
     with pytest.raises(QuoteVerificationError) as caught:
-        verify_quote(
-            platform.quote(IDENTITY, REPORT_DATA),
-            collateral,
-            now(),
-            VerificationPolicy(),
-            anchor_of(platform),
-        )
+        verify_simulated(platform, collateral=collateral)
     assert caught.value.check == "tcb_info"
 
 
@@ -379,13 +362,7 @@ def test_qe_identity_masks_are_applied(
 ) -> None:
     collateral = edited(platform, resign(platform, "qe_identity", edit))
     with pytest.raises(QuoteVerificationError, match=fragment) as caught:
-        verify_quote(
-            platform.quote(IDENTITY, REPORT_DATA),
-            collateral,
-            now(),
-            VerificationPolicy(),
-            anchor_of(platform),
-        )
+        verify_simulated(platform, collateral=collateral)
     assert caught.value.check == "qe_identity"
 
 
@@ -397,13 +374,7 @@ def test_an_issuer_that_is_not_a_ca_is_refused() -> None:
         ca=False, not_before=start, not_after=start + dt.timedelta(days=1),
     )  # fmt: skip
     with pytest.raises(QuoteVerificationError, match="is not a CA certificate"):
-        verify_quote(
-            platform.quote(IDENTITY, REPORT_DATA),
-            Collateral.from_json(platform.collateral_json()),
-            now(),
-            VerificationPolicy(),
-            anchor_of(platform),
-        )
+        verify_simulated(platform)
 
 
 def test_an_intermediate_revoked_by_the_root_is_refused(platform: SimulatedPlatform) -> None:
@@ -417,13 +388,7 @@ def test_an_intermediate_revoked_by_the_root_is_refused(platform: SimulatedPlatf
         document["root_ca_crl"] = revoking.public_bytes(serialization.Encoding.DER).hex()
 
     with pytest.raises(QuoteVerificationError, match="PCK Platform CA") as caught:
-        verify_quote(
-            platform.quote(IDENTITY, REPORT_DATA),
-            edited(platform, change),
-            now(),
-            VerificationPolicy(),
-            anchor_of(platform),
-        )
+        verify_simulated(platform, collateral=edited(platform, change))
     assert caught.value.check == "revoked"
 
 

@@ -97,12 +97,7 @@ def signature_data_v4(
     pck_chain_pem: bytes,
 ) -> bytes:
     """v4 signature data: the QE report certification wrapped as certification data type 6."""
-    inner = b"".join(
-        (
-            qe_report, qe_report_signature, struct.pack("<H", len(qe_auth_data)), qe_auth_data,
-            struct.pack("<HI", CERT_DATA_PCK_CHAIN, len(pck_chain_pem)), pck_chain_pem,
-        )
-    )  # fmt: skip
+    inner = _qe_certification(qe_report, qe_report_signature, qe_auth_data, pck_chain_pem)
     return (
         quote_signature
         + attestation_key
@@ -120,10 +115,20 @@ def signature_data(
     qe_auth_data: bytes,
     pck_chain_pem: bytes,
 ) -> bytes:
+    """v3 signature data: the QE report certification follows the attestation key directly."""
+    return (
+        quote_signature
+        + attestation_key
+        + _qe_certification(qe_report, qe_report_signature, qe_auth_data, pck_chain_pem)
+    )
+
+
+def _qe_certification(
+    qe_report: bytes, qe_report_signature: bytes, qe_auth_data: bytes, pck_chain_pem: bytes
+) -> bytes:
     return b"".join(
         (
-            quote_signature, attestation_key, qe_report, qe_report_signature,
-            struct.pack("<H", len(qe_auth_data)), qe_auth_data,
+            qe_report, qe_report_signature, struct.pack("<H", len(qe_auth_data)), qe_auth_data,
             struct.pack("<HI", CERT_DATA_PCK_CHAIN, len(pck_chain_pem)), pck_chain_pem,
         )
     )  # fmt: skip
