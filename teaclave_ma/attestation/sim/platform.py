@@ -236,14 +236,14 @@ class SimulatedPlatform:
     def _sign(self, tee: str, signed: bytes) -> bytes:
         qe = self.quoting_enclaves[tee]
         key = self.keys[ATTESTATION_KEY[tee]]
-        serialise = quoting.signature_data_v4 if tee == "TDX" else quoting.signature_data
-        signature = serialise(
+        signature = quoting.signature_data(
             quote_signature=sign_raw(key, signed),
             attestation_key=raw_public_key(key),
             qe_report=qe.report,
             qe_report_signature=qe.report_signature,
             qe_auth_data=qe.auth_data,
             pck_chain_pem=self.pck_chain_pem,
+            wrapped=tee == "TDX",
         )
         return signed + struct.pack("<I", len(signature)) + signature
 

@@ -87,25 +87,6 @@ def td_report_body(
     return struct.pack("<HI", TD15_BODY_TYPE, len(body)) + body
 
 
-def signature_data_v4(
-    *,
-    quote_signature: bytes,
-    attestation_key: bytes,
-    qe_report: bytes,
-    qe_report_signature: bytes,
-    qe_auth_data: bytes,
-    pck_chain_pem: bytes,
-) -> bytes:
-    """v4 signature data: the QE report certification wrapped as certification data type 6."""
-    inner = _qe_certification(qe_report, qe_report_signature, qe_auth_data, pck_chain_pem)
-    return (
-        quote_signature
-        + attestation_key
-        + struct.pack("<HI", CERT_DATA_QE_REPORT, len(inner))
-        + inner
-    )
-
-
 def signature_data(
     *,
     quote_signature: bytes,
@@ -114,13 +95,14 @@ def signature_data(
     qe_report_signature: bytes,
     qe_auth_data: bytes,
     pck_chain_pem: bytes,
+    wrapped: bool = False,
 ) -> bytes:
-    """v3 signature data: the QE report certification follows the attestation key directly."""
-    return (
-        quote_signature
-        + attestation_key
-        + _qe_certification(qe_report, qe_report_signature, qe_auth_data, pck_chain_pem)
-    )
+    """Signature data: in v3 the QE report certification follows the attestation key
+    directly; ``wrapped`` (v4, v5) puts it inside certification data of type 6."""
+    certification = _qe_certification(qe_report, qe_report_signature, qe_auth_data, pck_chain_pem)
+    if wrapped:
+        certification = struct.pack("<HI", CERT_DATA_QE_REPORT, len(certification)) + certification
+    return quote_signature + attestation_key + certification
 
 
 def _qe_certification(
