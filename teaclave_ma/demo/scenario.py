@@ -130,25 +130,33 @@ class Demo:
         self, title: str, expected: str, kind: type[Exception], *, refused_by: str | None = None
     ) -> Iterator[None]:
         """``refused_by`` names the service process whose log states its side of the refusal."""
+        seen = len(self._refusals(refused_by)) if refused_by is not None else 0
         try:
             yield
         except kind as exc:
             detail = str(exc)
             if refused_by is not None:
-                detail += f"; {refused_by} says: {self._last_refusal(refused_by)}"
+                detail += f"; {refused_by} says: {self._new_refusal(refused_by, seen)}"
             self._record(title, expected, True, detail)
         except TeaclaveMAError as exc:
             self._record(title, expected, False, f"refused, but not as expected: {exc!r}")
         else:
             self._record(title, expected, False, "no refusal happened")
 
-    def _last_refusal(self, service: str) -> str:
-        log_path = self.processes[service].log_path
-        # the server logs after sending its alert; give it a moment
-        for _attempt in range(50):
-            lines = [line for line in log_path.read_text().splitlines() if "refused client" in line]
-            if lines:
-                return lines[-1].split("refused client ", 1)[1]
+    def _refusals(self, service: str) -> list[str]:
+        text = self.processes[service].log_path.read_text()
+        return [
+            line.split("refused client ", 1)[1]
+            for line in text.splitlines()
+            if "refused client" in line
+        ]
+
+    def _new_refusal(self, service: str, seen: int) -> str:
+        """The refusal the service logged after ``seen`` earlier ones (it logs after its alert)."""
+        for _attempt in range(100):
+            refusals = self._refusals(service)
+            if len(refusals) > seen:
+                return refusals[seen]
             time.sleep(0.05)
         return "(nothing logged)"
 

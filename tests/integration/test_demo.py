@@ -28,6 +28,9 @@ def test_demo_runs_end_to_end_and_every_expectation_holds(tmp_path: Path) -> Non
         in titles["client expects frontend but reaches authentication"]["detail"]
     )
     assert "debug enclave" in titles["frontend connects to a debug storage enclave"]["detail"]
+    # each server-side refusal is reported with the server's own reason, for the right attempt
+    assert "it is the manifest's 'client'" in titles["client calls storage directly"]["detail"]
+    assert "matches no entry" in titles["tampered frontend calls storage"]["detail"]
     assert (
         "not released to service 'frontend'"
         in titles["frontend asks the kms for authentication's token key"]["detail"]
