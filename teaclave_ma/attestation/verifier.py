@@ -38,6 +38,7 @@ from teaclave_ma.identity import SgxIdentity
 log = logging.getLogger(__name__)
 
 TD_SEPT_VE_DISABLE = 0x10  # bit 28 of TDATTRIBUTES, in byte 3
+TCB_SIGNING_NAME = "TCB Signing"  # Intel's is "Intel SGX TCB Signing"
 
 
 @attrs.frozen
@@ -147,6 +148,13 @@ def _check_signed_json(
     collateral: Collateral, now: dt.datetime, anchor: TrustAnchor,
 ) -> None:  # fmt: skip
     verify_chain(chain, anchor, now, f"{what}_chain")
+    # Only the TCB signing certificate may sign TCB info and QE identities, not any
+    # certificate the root issued (such as a PCK CA's).
+    if TCB_SIGNING_NAME not in subject_cn(chain[0]):
+        raise QuoteVerificationError(
+            f"{what}_chain",
+            f"{what} is signed by {subject_cn(chain[0])!r}, not a TCB signing certificate",
+        )
     ensure_not_revoked(chain[0], collateral.root_ca_crl, "revoked")
     if not ecdsa_p256_verify(ec_public_key(chain[0], f"{what}_signature"), signature, raw):
         raise QuoteVerificationError(

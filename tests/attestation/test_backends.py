@@ -317,3 +317,19 @@ def test_the_same_image_starts_on_the_tsm_backend_by_a_config_switch(
         assert node.self_identity() == IDENTITY
     finally:
         fake.close()
+
+
+def test_tsm_permission_denied_names_the_file(
+    tmp_path: Path, platform: SimulatedPlatform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeTsm(tmp_path / "report", platform)
+
+    def denied(_path: Path) -> int:
+        raise PermissionError
+
+    monkeypatch.setattr(backends, "_open_for_writing", denied)  # root bypasses file modes
+    try:
+        with pytest.raises(AttesterFailed, match=r"permission denied writing .*shared/inblob"):
+            TsmAttester(tmp_path / "report", entry_name="shared").quote(REPORT_DATA)
+    finally:
+        fake.close()

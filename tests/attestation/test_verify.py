@@ -444,3 +444,19 @@ def test_tdx_quote_needs_tdx_collateral(platform: SimulatedPlatform) -> None:
             anchor_of(platform),
         )
     assert caught.value.check == "qe_identity"  # the SGX QE's identity does not fit the TD QE
+
+
+def test_collateral_signed_by_a_non_tcb_signing_certificate_is_refused(
+    platform: SimulatedPlatform,
+) -> None:
+    """The platform CA is issued by the same root, but it must not vouch for TCB info."""
+
+    def change(document: dict[str, str]) -> None:
+        document["tcb_info_issuer_chain"] = document["pck_crl_issuer_chain"]
+        document["tcb_info_signature"] = sign_raw(
+            platform.keys["platform_ca"], document["tcb_info"].encode()
+        ).hex()
+
+    with pytest.raises(QuoteVerificationError, match="not a TCB signing certificate") as caught:
+        verify_simulated(platform, collateral=edited(platform, change))
+    assert caught.value.check == "tcb_info_chain"
