@@ -15,9 +15,11 @@ from teaclave_ma.errors import InputError
 # What cryptography raises, lazily, for the different ways a certificate can be malformed.
 _MALFORMED = (
     ValueError,
+    TypeError,  # e.g. a Name attribute whose value type does not fit its OID
     UnsupportedAlgorithm,
     x509.DuplicateExtension,
     x509.UnsupportedGeneralNameType,
+    x509.InvalidVersion,
 )
 
 

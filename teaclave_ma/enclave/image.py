@@ -38,6 +38,9 @@ class EnclaveImage:
     service: ServiceConfig
     identity: SgxIdentity
     trust_bytes: bytes
+    # The bytes that were measured and verified at load; code runs from these, not from a
+    # second read of the files, which could have changed in between.
+    content: Mapping[str, bytes] = attrs.field(factory=dict, eq=False, repr=False)
 
     @property
     def code_dir(self) -> Path:
@@ -144,6 +147,7 @@ def load_image(path: Path) -> EnclaveImage:
         service,
         _identity(record.mr_enclave, record.mr_signer, record.enclave),
         content[TRUST_FILE],
+        content,
     )
 
 

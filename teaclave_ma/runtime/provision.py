@@ -14,7 +14,6 @@ import logging
 import os
 from pathlib import Path
 
-from teaclave_ma.enclave.measurement import read_tree
 from teaclave_ma.errors import ConfigError, InputError
 from teaclave_ma.fsutil import atomic_write, replaced_directory
 from teaclave_ma.runtime.service_runtime import EnclaveNode
@@ -39,7 +38,7 @@ def provision(node: EnclaveNode) -> tuple[Path, dict[str, str]]:
 
 def _assemble(node: EnclaveNode, staging: Path) -> dict[str, str]:
     service = node.image.service
-    content = read_tree(node.image.code_dir)
+    content = node.image.content  # the verified bytes, not a second read of the files
     sealed = sorted(path for path in content if path.endswith(SUFFIX))
     key = node.context.secret(sealing_secret_name(service.name)) if sealed else None
     for path, data in content.items():

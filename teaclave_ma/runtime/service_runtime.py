@@ -11,9 +11,9 @@
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import logging
 import threading
+import types
 from collections.abc import Callable
 from pathlib import Path
 
@@ -155,24 +155,25 @@ class ServiceRuntime(EnclaveNode):
 
 
 def load_entrypoint(image: EnclaveImage) -> Callable[[ServiceContext], Service]:
-    """Import ``module:function`` from the image's verified code directory."""
+    """Run ``module:function``'s module from the image's verified bytes.
+
+    The entrypoint module is compiled from the bytes ``load_image`` measured, so a file
+    swapped on disk after verification never runs. A service's code is that one module;
+    its other files are data."""
     if image.service.entrypoint is None:
         raise ConfigError(
             "entrypoint",
             f"{image.service.name} has no entrypoint to serve (run it with `teaclave-ma run`)",
         )
     module_name, function_name = image.service.entrypoint.split(":")
-    path = image.code_dir / f"{module_name}.py"
-    if not path.is_file():
+    source = image.content.get(f"{module_name}.py")
+    if source is None:
         raise ConfigError("entrypoint", f"{module_name}.py is not in the image")
     # A name unique per service keeps two services' modules apart in one interpreter.
-    spec = importlib.util.spec_from_file_location(
-        f"teaclave_service_{image.service.name}_{module_name}", path
-    )
-    if spec is None or spec.loader is None:
-        raise ConfigError("entrypoint", f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = types.ModuleType(f"teaclave_service_{image.service.name}_{module_name}")
+    module.__file__ = str(image.code_dir / f"{module_name}.py")
+    code = compile(source, module.__file__, "exec")
+    exec(code, module.__dict__)  # noqa: S102 - the image's own, verified code
     function = getattr(module, function_name, None)
     if not callable(function):
         raise ConfigError("entrypoint", f"{module_name}.py has no function {function_name!r}")

@@ -19,6 +19,7 @@ from teaclave_ma.crypto.author_key import AuthorKeyError, generate_author_key, w
 from teaclave_ma.enclave.errors import ImageError, ImageFormatError
 from teaclave_ma.enclave.image import build_image, load_image, measure_source
 from teaclave_ma.formats.trust import TrustedAuditor, TrustFile, TrustFileError, parse_trust_file
+from teaclave_ma.runtime.service_runtime import load_entrypoint
 from teaclave_ma.testing import AuditorPanel
 
 SERVICES = Path(__file__).resolve().parents[2] / "services"
@@ -269,3 +270,14 @@ def test_author_keygen_refuses_to_overwrite(
     before = key.read_bytes()
     assert main(["author", "keygen", "--out", str(key)]) == 2
     assert key.read_bytes() == before
+
+
+def test_code_runs_from_the_verified_bytes_not_a_second_read(
+    source: Path, tmp_path: Path, trust: Path, author: tuple[Path, rsa.RSAPrivateKey]
+) -> None:
+    image = load_image(build_image(source, trust, author[0], tmp_path / "img").root)
+    swapped = image.code_dir / "storage_service.py"
+    swapped.write_text("raise RuntimeError('swapped after verification')\n")
+    build = load_entrypoint(image)  # still the measured code
+    assert build.__name__ == "build"
+    assert build.__module__.startswith("teaclave_service_storage")
