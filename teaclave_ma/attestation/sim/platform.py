@@ -21,6 +21,7 @@ from teaclave_ma.attestation.errors import CollateralError
 from teaclave_ma.attestation.sim import pki, quoting
 from teaclave_ma.attestation.sim.collateral import QE_ISV_SVN, qe_identity_json, tcb_info_json
 from teaclave_ma.attestation.sim.signing import raw_public_key, sign_raw
+from teaclave_ma.attestation.x509_load import load_pem_chain
 from teaclave_ma.errors import InputError
 from teaclave_ma.fsutil import atomic_write
 from teaclave_ma.identity import SgxIdentity, TdxIdentity
@@ -286,7 +287,7 @@ class SimulatedPlatform:
             platform = cls(
                 keys=keys,
                 certs={
-                    n: x509.load_pem_x509_certificate(pem.encode())
+                    n: load_pem_chain(pem.encode(), f"{path}: certs.{n}", SimulatedPlatformError)[0]
                     for n, pem in state["certs"].items()
                 },
                 settings=state["settings"],
@@ -300,7 +301,7 @@ class SimulatedPlatform:
             raise SimulatedPlatformError(
                 str(path), "no simulated platform here (run `teaclave-ma sim init`)"
             ) from exc
-        except (ValueError, KeyError, TypeError, CollateralError) as exc:
+        except (ValueError, KeyError, TypeError, IndexError, CollateralError) as exc:
             raise SimulatedPlatformError(
                 str(path), f"corrupt simulated platform state ({exc!r})"
             ) from exc
