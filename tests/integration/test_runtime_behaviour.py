@@ -90,11 +90,15 @@ def test_the_manifest_watcher_notices_a_changed_file(
 
 def test_certificates_rotate_without_dropping_open_connections(runtimes: RuntimeFactory) -> None:
     storage = runtimes("storage")
+    # A clock the test moves, so rotation happens exactly when the test says, however slow
+    # the machine. Shifts stay well inside the one-minute back-dating of certificates.
+    start, shift = dt.datetime.now(dt.UTC), [dt.timedelta(0)]
     credentials = RotatingCredentials(
         storage.attestation.attester,
         "storage",
-        lifetime=dt.timedelta(seconds=4),
-        refresh_before=dt.timedelta(seconds=3),
+        lifetime=dt.timedelta(minutes=2),
+        refresh_before=dt.timedelta(seconds=90),
+        clock=lambda: start + shift[0],
     )
     server = RpcServer(
         storage.service,
@@ -109,9 +113,7 @@ def test_certificates_rotate_without_dropping_open_connections(runtimes: Runtime
         first = PeerClient("storage", address, frontend.credentials, frontend.verifier)
         first_peer = first.connect()
         assert first.call("put", key="k", value="v") is True
-        time.sleep(
-            1.2
-        )  # now within refresh_before of expiry: the next connection gets a new certificate
+        shift[0] = dt.timedelta(seconds=45)  # within refresh_before of expiry: rotate on next use
         second = PeerClient("storage", address, frontend.credentials, frontend.verifier)
         second_peer = second.connect()
         assert second_peer.certificate_sha256 != first_peer.certificate_sha256
@@ -143,7 +145,7 @@ def test_a_silent_connection_is_dropped_after_the_handshake_deadline(
 def test_connection_limit_and_request_size_limit(runtimes: RuntimeFactory) -> None:
     storage = runtimes(
         "storage",
-        limits=ServerLimits(max_connections=1, handshake_timeout=1.0, max_request_bytes=2048),
+        limits=ServerLimits(max_connections=1, handshake_timeout=3.0, max_request_bytes=2048),
     )
     address = storage.start()
     frontend = runtimes("frontend", storage=address, authentication=address)
