@@ -95,7 +95,7 @@ def verify_quote(
         *(moment for moment in crl_updates if moment is not None),
     )
     result = VerifiedQuote(quote, quote.tee, status, tuple(advisories), expires, fmspc, anchor)
-    _apply_policy(result, policy)
+    apply_policy(result, policy)
     if anchor.simulated:
         log.debug("quote verified under a simulated root (%s)", anchor.name)
     return result
@@ -248,7 +248,7 @@ def _evaluate_tcb(
     return status, advisories, extension.fmspc
 
 
-def _apply_policy(result: VerifiedQuote, policy: VerificationPolicy) -> None:
+def apply_policy(result: VerifiedQuote, policy: VerificationPolicy) -> None:
     if result.tcb_status == "Revoked":
         raise PolicyRejected("tcb_status", "the platform's TCB is Revoked", result)
     if result.tcb_status not in policy.allowed_tcb_statuses:

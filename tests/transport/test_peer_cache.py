@@ -1,0 +1,111 @@
+"""The verified-certificate cache: successes only, until expiry, policy and manifest on every use."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from teaclave_ma.attestation.anchors import TrustAnchor
+from teaclave_ma.attestation.collateral import Collateral
+from teaclave_ma.attestation.errors import PolicyRejected, QuoteVerificationError
+from teaclave_ma.attestation.quote import Quote
+from teaclave_ma.attestation.sim.platform import SimulatedPlatform
+from teaclave_ma.identity import SgxIdentity
+from teaclave_ma.testing import AuditorPanel
+from teaclave_ma.transport.peer_verify import PeerVerifier, VerifiedCertificates
+from teaclave_ma.transport.ratls_cert import create_ratls_certificate
+from teaclave_ma.trust.manifest_trust import IdentityNotAccepted, ManifestTrust, VerifiedManifest
+
+STORAGE = SgxIdentity(b"\x61" * 32, b"\x62" * 32, isv_prod_id=4, isv_svn=1, debug=False)
+NOW = dt.datetime.now(dt.UTC)
+
+
+class Manifests:
+    def __init__(self, manifest: VerifiedManifest) -> None:
+        self.manifest = manifest
+
+    def current(self, now: dt.datetime | None = None) -> VerifiedManifest:
+        return self.manifest
+
+
+def verified_manifest(services: dict[str, list[SgxIdentity]], version: int = 1) -> VerifiedManifest:
+    panel = AuditorPanel()
+    data = panel.manifest(services, version=version)  # type: ignore[arg-type]
+    return ManifestTrust(panel.trust).check(data, panel.sign(data), NOW)
+
+
+class Setup:
+    def __init__(
+        self, platform: SimulatedPlatform, anchor_platform: SimulatedPlatform | None = None
+    ) -> None:
+        self.platform = platform
+        self.verifications = 0
+        self.manifests = Manifests(verified_manifest({"storage": [STORAGE]}))
+        root = (anchor_platform or platform).root_certificate_der
+        self.verifier = PeerVerifier(
+            self.manifests, TrustAnchor.for_root(root, "test"), self.collateral_for, ["UpToDate"]
+        )
+        self.certificate = create_ratls_certificate(
+            ec.generate_private_key(ec.SECP256R1()),
+            lambda rd: platform.quote(STORAGE, rd),
+            common_name="storage",
+            now=NOW,
+            lifetime=dt.timedelta(hours=1),
+        )
+
+    def collateral_for(self, quote: Quote) -> Collateral:
+        self.verifications += 1  # called once per DCAP verification actually performed
+        return Collateral.from_json(self.platform.collateral_json())
+
+
+@pytest.fixture(scope="module")
+def platform() -> SimulatedPlatform:
+    return SimulatedPlatform.create()
+
+
+def test_a_verified_certificate_is_not_verified_again(platform: SimulatedPlatform) -> None:
+    setup = Setup(platform)
+    first = setup.verifier.verify(setup.certificate, ["storage"])
+    second = setup.verifier.verify(setup.certificate, ["storage"])
+    assert first == second
+    assert setup.verifications == 1
+
+
+def test_failures_are_never_cached(platform: SimulatedPlatform) -> None:
+    setup = Setup(platform, anchor_platform=SimulatedPlatform.create())
+    for _attempt in range(2):
+        with pytest.raises(QuoteVerificationError):
+            setup.verifier.verify(setup.certificate, ["storage"])
+    assert setup.verifications == 2
+
+
+def test_policy_is_applied_on_every_use() -> None:
+    setup = Setup(SimulatedPlatform.create(tcb_status="SWHardeningNeeded"))
+    for _attempt in range(2):
+        with pytest.raises(PolicyRejected, match="SWHardeningNeeded is not allowed"):
+            setup.verifier.verify(setup.certificate, ["storage"])
+    assert setup.verifications == 1  # verified once; refused by the policy both times
+
+
+def test_a_new_manifest_applies_to_cached_certificates(platform: SimulatedPlatform) -> None:
+    setup = Setup(platform)
+    setup.verifier.verify(setup.certificate, ["storage"])
+    setup.manifests.manifest = verified_manifest({"frontend": [STORAGE]}, version=2)
+    with pytest.raises(IdentityNotAccepted, match="by manifest v2"):
+        setup.verifier.verify(setup.certificate, ["storage"])
+    assert setup.verifications == 1
+
+
+def test_entries_expire_and_the_cache_is_bounded() -> None:
+    cache = VerifiedCertificates(size=2)
+    marker = object()
+    cache.put(b"a", marker, NOW + dt.timedelta(minutes=1))  # type: ignore[arg-type]
+    assert cache.get(b"a", NOW) is marker
+    assert cache.get(b"a", NOW + dt.timedelta(minutes=1)) is None  # expired, and dropped
+    cache.put(b"a", marker, NOW + dt.timedelta(minutes=5))  # type: ignore[arg-type]
+    cache.put(b"b", marker, NOW + dt.timedelta(minutes=5))  # type: ignore[arg-type]
+    cache.put(b"c", marker, NOW + dt.timedelta(minutes=5))  # type: ignore[arg-type]
+    assert cache.get(b"a", NOW) is None  # the least recently used went first
+    assert cache.get(b"c", NOW) is marker
