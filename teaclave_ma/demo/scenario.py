@@ -113,6 +113,17 @@ class Demo:
             self.processes[name] = process
             self.progress(f"  {name:<15} listening on {process.address[0]}:{process.address[1]}")
 
+    def _frontend(
+        self, name: str, image: EnclaveImage | None = None, storage: tuple[str, int] | None = None
+    ) -> ServiceRuntime:
+        """A frontend enclave (the real build unless ``image``) wired to the running peers."""
+        return self._runtime(
+            image or self.ws.images["frontend"],
+            name,
+            storage=storage or self.processes["storage"].address,
+            authentication=self.processes["authentication"].address,
+        )
+
     def _runtime(self, image: EnclaveImage, name: str, **peers: tuple[str, int]) -> ServiceRuntime:
         """An in-process enclave (not serving) whose outbound calls the demo makes."""
         config_path = self._config(name, **peers)
@@ -199,12 +210,7 @@ class Demo:
         self.progress(
             f"rebuilt frontend with one changed line: mr_enclave {image.identity.mr_enclave.hex()[:24]}..."
         )
-        runtime = self._runtime(
-            image,
-            "frontend-tampered",
-            storage=self.processes["storage"].address,
-            authentication=self.processes["authentication"].address,
-        )
+        runtime = self._frontend("frontend-tampered", image)
         with self._expect_refusal(
             "tampered frontend calls storage",
             "storage refuses it",
@@ -239,12 +245,7 @@ class Demo:
         debug_storage = self._runtime(image, "storage-debug")
         address = debug_storage.start()
         self.progress(f"started a DEBUG build of storage on {address[0]}:{address[1]}")
-        frontend = self._runtime(
-            self.ws.images["frontend"],
-            "frontend-probe",
-            storage=address,
-            authentication=self.processes["authentication"].address,
-        )
+        frontend = self._frontend("frontend-probe", storage=address)
         with self._expect_refusal(
             "frontend connects to a debug storage enclave", "frontend refuses it", PeerRejected
         ):
@@ -265,12 +266,7 @@ class Demo:
         rogue.close()
 
     def _secret_for_another_service(self) -> None:
-        frontend = self._runtime(
-            self.ws.images["frontend"],
-            "frontend-asks-kms",
-            storage=self.processes["storage"].address,
-            authentication=self.processes["authentication"].address,
-        )
+        frontend = self._frontend("frontend-asks-kms")
         kms = PeerClient(
             "kms", self.processes["kms"].address, frontend.credentials, frontend.verifier
         )

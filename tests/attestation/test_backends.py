@@ -23,6 +23,7 @@ from teaclave_ma.attestation.backends import (
 from teaclave_ma.attestation.quote import parse_quote
 from teaclave_ma.attestation.sim.platform import SimulatedPlatform
 from teaclave_ma.cli.main import main
+from teaclave_ma.enclave.image import EnclaveImage
 from teaclave_ma.errors import ConfigError
 from teaclave_ma.formats.runtime_config import AttestationConfig, parse_runtime_config
 from teaclave_ma.identity import SgxIdentity
@@ -230,32 +231,35 @@ def test_auto_selection_and_doctor(
     assert available == {"gramine": True, "tsm": False, "simulated": True}
 
 
-def test_the_same_image_starts_on_the_gramine_backend_by_a_config_switch(
-    gramine: FakeGramine, platform: SimulatedPlatform, tmp_path: Path
-) -> None:
+def storage_node(
+    tmp_path: Path, platform: SimulatedPlatform, backend: str
+) -> tuple[EnclaveNode, EnclaveImage]:
+    """The storage image, accepted by a manifest, started with ``backend`` (runtime.yaml lines)."""
     deployment = SimulatedDeployment.create(tmp_path / "d", SERVICES)
-    deployment.build("storage")
+    image = deployment.build("storage")
     deployment.publish_manifest(
         {"storage": deployment.review("storage")}, version=1, signers=["alice", "bob"]
     )
-    collateral = tmp_path / "collateral.json"
-    collateral.write_bytes(platform.collateral_json())
+    (tmp_path / "collateral.json").write_bytes(platform.collateral_json())
     config = tmp_path / "runtime.yaml"
     config.write_text(
-        "listen: 127.0.0.1:0\nstate_dir: state\n"
-        f"attestation:\n  backend: gramine\n  gramine_device: {gramine.root}\n  collateral: {{file: {collateral}}}\n"
+        f"listen: 127.0.0.1:0\nstate_dir: state\nattestation:\n  {backend}\n  collateral: {{file: collateral.json}}\n"
     )
-    node = EnclaveNode(
-        deployment.images["storage"],
-        parse_runtime_config(config.read_bytes(), tmp_path),
-        deployment.manifest_path,
-        deployment.signatures_dir,
+    runtime = parse_runtime_config(config.read_bytes(), tmp_path)
+    return EnclaveNode(image, runtime, deployment.manifest_path, deployment.signatures_dir), image
+
+
+def test_the_same_image_starts_on_the_gramine_backend_by_a_config_switch(
+    gramine: FakeGramine, platform: SimulatedPlatform, tmp_path: Path
+) -> None:
+    node, image = storage_node(
+        tmp_path, platform, f"backend: gramine\n  gramine_device: {gramine.root}"
     )
     assert node.attestation.backend == "gramine"
     assert node.attestation.anchor == INTEL_SGX_ROOT_CA  # real backends trust Intel's root only
     # on hardware, who we are comes from our own quote, not from the image's simulated measurement
     assert node.self_identity() == IDENTITY
-    assert node.self_identity() != deployment.images["storage"].identity
+    assert node.self_identity() != image.identity
 
 
 def test_real_backends_need_collateral_and_refuse_a_simulated_root(tmp_path: Path) -> None:
@@ -296,22 +300,10 @@ def test_the_same_image_starts_on_the_tsm_backend_by_a_config_switch(
 ) -> None:
     fake = FakeTsm(tmp_path / "report", platform)
     try:
-        deployment = SimulatedDeployment.create(tmp_path / "d", SERVICES)
-        deployment.build("storage")
-        deployment.publish_manifest(
-            {"storage": deployment.review("storage")}, version=1, signers=["alice", "bob"]
-        )
-        (tmp_path / "collateral.json").write_bytes(platform.collateral_json())
-        config = tmp_path / "runtime.yaml"
-        config.write_text(
-            "listen: 127.0.0.1:0\nstate_dir: state\nattestation:\n  backend: tsm\n"
-            f"  tsm_root: {tmp_path / 'report'}\n  tsm_entry: shared\n  collateral: {{file: collateral.json}}\n"
-        )
-        node = EnclaveNode(
-            deployment.images["storage"],
-            parse_runtime_config(config.read_bytes(), tmp_path),
-            deployment.manifest_path,
-            deployment.signatures_dir,
+        node, _image = storage_node(
+            tmp_path,
+            platform,
+            f"backend: tsm\n  tsm_root: {tmp_path / 'report'}\n  tsm_entry: shared",
         )
         assert node.attestation.backend == "tsm"
         assert node.self_identity() == IDENTITY
