@@ -21,7 +21,9 @@ def _run(*command: str) -> subprocess.CompletedProcess[str]:
 def test_ruff_is_clean() -> None:
     if shutil.which("ruff") is None and not (Path(sys.executable).parent / "ruff").exists():
         pytest.fail("ruff is not installed (it is in the [test] extra)")
-    result = _run(sys.executable, "-m", "ruff", "check", "teaclave_ma", "tests", "services")
+    result = _run(
+        sys.executable, "-m", "ruff", "check", "teaclave_ma", "tests", "services", "benchmarks"
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -193,3 +193,10 @@ def test_manifest_tdx_form() -> None:
         parse_manifest(text.replace("'" + "00" * 48 + "'", "00" * 48).encode())
     with pytest.raises(ManifestFormatError, match="missing required field"):
         parse_manifest(text.replace("      xfam: e702060000000000\n", "").encode())
+
+
+def test_complex_yaml_keys_are_refused() -> None:
+    with pytest.raises(ManifestFormatError, match="mapping keys must be plain values"):
+        parse_manifest(b"? {a: 1}\n: 2\n")
+    with pytest.raises(ManifestFormatError, match="mapping keys must be plain values"):
+        parse_manifest(b"version: 1\nenclaves:\n  ? [x]\n  : []\n")

@@ -1,0 +1,1 @@
+"""Benchmarks of teaclave-ma: `python -m benchmarks` (see benchmarks/README.md)."""
