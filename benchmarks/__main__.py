@@ -21,6 +21,7 @@ import attrs
 import dcap_qvl
 
 from teaclave_ma.attestation.collateral import Collateral
+from teaclave_ma.attestation.pki import clear_caches
 from teaclave_ma.attestation.policy import VerificationPolicy
 from teaclave_ma.attestation.verifier import verify_quote
 from teaclave_ma.identity import SgxIdentity
@@ -60,21 +61,23 @@ def quote_verification(repetitions: int) -> list[Row]:
     oracle_collateral = dcap_qvl.QuoteCollateralV3.from_json(collateral_json)
     now = int(SAMPLE_TIME.timestamp())
     theirs = median_ms(lambda: dcap_qvl.verify(quote, oracle_collateral, now), repetitions)
-    cold = median_ms(
-        lambda: verify_quote(quote, Collateral.from_json(collateral_json), SAMPLE_TIME, policy),
-        repetitions,
-    )
+
+    def cold() -> None:
+        # Nothing remembered: parse the collateral and check every signature again.
+        clear_caches()
+        verify_quote(quote, Collateral.from_json(collateral_json), SAMPLE_TIME, policy)
+
     parsed = Collateral.from_json(collateral_json)
     warm = median_ms(lambda: verify_quote(quote, parsed, SAMPLE_TIME, policy), repetitions)
     return [
-        Row("quote verification, cold", cold, "dcap-qvl", theirs, "within 1.5x of dcap-qvl"),
         Row(
-            "quote verification, collateral parsed",
-            warm,
+            "quote verification, cold",
+            median_ms(cold, repetitions),
             "dcap-qvl",
             theirs,
-            "faster than dcap-qvl",
+            "within 1.5x of dcap-qvl",
         ),
+        Row("quote verification, warm", warm, "dcap-qvl", theirs, "faster than dcap-qvl"),
     ]
 
 

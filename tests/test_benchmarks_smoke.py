@@ -17,7 +17,7 @@ def test_benchmarks_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     report = json.loads((tmp_path / "rows.json").read_text())
     assert {row["what"] for row in report["rows"]} >= {
         "quote verification, cold",
-        "quote verification, collateral parsed",
+        "quote verification, warm",
         "manifest verification, 1,000 services, 3-of-5",
     }
     assert all(row["median_ms"] > 0 for row in report["rows"])

@@ -8,6 +8,7 @@ on issuers, and the root pinned by the trust anchor.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import itertools
 from collections.abc import Sequence
 
@@ -62,6 +63,9 @@ def ec_public_key(certificate: x509.Certificate, check: str) -> ec.EllipticCurve
     return key
 
 
+# Signature checks are pure functions of the certificates' bytes, so their results (either
+# way) are kept: the same Intel chains arrive with every quote and every collateral.
+@functools.lru_cache(maxsize=4096)
 def _signed_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
     if child.issuer != issuer.subject:
         return False
@@ -116,6 +120,21 @@ def verify_chain(
                 f"(valid {certificate.not_valid_before_utc:%Y-%m-%dT%H:%M:%SZ} .. "
                 f"{certificate.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ})",
             )
+
+
+@functools.lru_cache(maxsize=1024)
+def signed_by_certificate(certificate: x509.Certificate, raw_signature: bytes, data: bytes) -> bool:
+    """``ecdsa_p256_verify`` under a certificate's key, remembered by the bytes involved."""
+    key = certificate.public_key()
+    return isinstance(key, ec.EllipticCurvePublicKey) and ecdsa_p256_verify(
+        key, raw_signature, data
+    )
+
+
+def clear_caches() -> None:
+    """Forget every remembered signature check (for cold-path measurements)."""
+    _signed_by.cache_clear()
+    signed_by_certificate.cache_clear()
 
 
 def verify_crl(

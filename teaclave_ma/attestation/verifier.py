@@ -20,6 +20,7 @@ from teaclave_ma.attestation.pki import (
     ecdsa_p256_verify,
     ensure_not_revoked,
     p256_key_from_raw,
+    signed_by_certificate,
     subject_cn,
     verify_chain,
     verify_crl,
@@ -156,7 +157,8 @@ def _check_signed_json(
             f"{what} is signed by {subject_cn(chain[0])!r}, not a TCB signing certificate",
         )
     ensure_not_revoked(chain[0], collateral.root_ca_crl, "revoked")
-    if not ecdsa_p256_verify(ec_public_key(chain[0], f"{what}_signature"), signature, raw):
+    ec_public_key(chain[0], f"{what}_signature")  # a clear error for a key of another kind
+    if not signed_by_certificate(chain[0], signature, raw):
         raise QuoteVerificationError(
             f"{what}_signature", f"{what} is not signed by {subject_cn(chain[0])!r}"
         )

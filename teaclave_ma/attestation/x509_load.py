@@ -7,6 +7,8 @@ at load time turns any such defect into one typed error naming where the input c
 
 from __future__ import annotations
 
+import functools
+
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 
@@ -32,14 +34,20 @@ def _touch_certificate(certificate: x509.Certificate) -> None:
         _ = extension.value
 
 
+@functools.lru_cache(maxsize=256)
+def _parse_chain(pem: bytes) -> tuple[x509.Certificate, ...]:
+    # Parsing is a pure function of the bytes; a failure raises and is never remembered.
+    certificates = tuple(x509.load_pem_x509_certificates(pem))
+    for certificate in certificates:
+        _touch_certificate(certificate)
+    return certificates
+
+
 def load_pem_chain(pem: bytes, field: str, error: type[InputError]) -> list[x509.Certificate]:
     try:
-        certificates = x509.load_pem_x509_certificates(pem)
-        for certificate in certificates:
-            _touch_certificate(certificate)
+        return list(_parse_chain(pem))
     except _MALFORMED as exc:
         raise error(field, f"not a well-formed PEM certificate chain ({exc})") from exc
-    return certificates
 
 
 def load_der_crl(der: bytes, field: str, error: type[InputError]) -> x509.CertificateRevocationList:
