@@ -21,9 +21,8 @@ import attrs
 import dcap_qvl
 
 from teaclave_ma.attestation.collateral import Collateral
-from teaclave_ma.attestation.pki import clear_caches
 from teaclave_ma.attestation.policy import VerificationPolicy
-from teaclave_ma.attestation.verifier import verify_quote
+from teaclave_ma.attestation.verifier import clear_caches, verify_quote
 from teaclave_ma.identity import SgxIdentity
 from teaclave_ma.testing.auditors import AuditorPanel
 from teaclave_ma.trust.manifest_trust import ManifestTrust

@@ -9,6 +9,7 @@ two JSON versions in the wild, v2 (``sgxtcbcomp01svn``..``16``) and v3
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from typing import Any
 
@@ -92,6 +93,12 @@ class Collateral:
 
     @classmethod
     def from_json(cls, data: bytes | str) -> Collateral:
+        """Parse collateral; the same bytes give the same (immutable) result, parsed once.
+        Only parsing is remembered: signatures and validity are checked on every use."""
+        return _parse_collateral(data.encode() if isinstance(data, str) else bytes(data))
+
+    @classmethod
+    def _parse(cls, data: bytes) -> Collateral:
         try:
             document = json.loads(data)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -122,6 +129,11 @@ class Collateral:
             tcb_info=parse_tcb_info(tcb_info_raw),
             qe_identity=parse_qe_identity(qe_identity_raw),
         )
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_collateral(data: bytes) -> Collateral:
+    return Collateral._parse(data)
 
 
 def _chain(pem: str, field: str) -> tuple[x509.Certificate, ...]:
@@ -288,3 +300,7 @@ def parse_qe_identity(raw: bytes) -> QeIdentity:
         isvprodid=identity.get("isvprodid", int),
         levels=_isv_levels(identity.get("tcbLevels", list), "qe_identity.tcbLevels"),
     )
+
+
+def clear_cache() -> None:
+    _parse_collateral.cache_clear()

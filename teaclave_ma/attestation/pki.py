@@ -66,7 +66,7 @@ def ec_public_key(certificate: x509.Certificate, check: str) -> ec.EllipticCurve
 # Signature checks are pure functions of the certificates' bytes, so their results (either
 # way) are kept: the same Intel chains arrive with every quote and every collateral.
 @functools.lru_cache(maxsize=4096)
-def _signed_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
+def signed_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
     if child.issuer != issuer.subject:
         return False
     try:
@@ -103,10 +103,10 @@ def verify_chain(
         raise QuoteVerificationError(
             check, f"chains to {subject_cn(root)!r}, which is not the trusted root {anchor.name!r}"
         )
-    if not _signed_by(root, root):
+    if not signed_by(root, root):
         raise QuoteVerificationError(check, f"root {subject_cn(root)!r} is not validly self-signed")
     for child, issuer in itertools.pairwise(chain):
-        if not _signed_by(child, issuer):
+        if not signed_by(child, issuer):
             raise QuoteVerificationError(
                 check, f"{subject_cn(child)!r} is not signed by {subject_cn(issuer)!r}"
             )
@@ -129,12 +129,6 @@ def signed_by_certificate(certificate: x509.Certificate, raw_signature: bytes, d
     return isinstance(key, ec.EllipticCurvePublicKey) and ecdsa_p256_verify(
         key, raw_signature, data
     )
-
-
-def clear_caches() -> None:
-    """Forget every remembered signature check (for cold-path measurements)."""
-    _signed_by.cache_clear()
-    signed_by_certificate.cache_clear()
 
 
 def verify_crl(

@@ -11,6 +11,8 @@ import logging
 import attrs
 from cryptography import x509
 
+from teaclave_ma.attestation import collateral as collateral_module
+from teaclave_ma.attestation import pki, x509_load
 from teaclave_ma.attestation.anchors import INTEL_SGX_ROOT_CA, TrustAnchor
 from teaclave_ma.attestation.collateral import Collateral
 from teaclave_ma.attestation.errors import PolicyRejected, QuoteVerificationError
@@ -71,6 +73,15 @@ def _check_time(
             f"{what} is not current at {now:%Y-%m-%dT%H:%M:%SZ} "
             f"(issued {issued:%Y-%m-%dT%H:%M:%SZ}, next update {next_update:%Y-%m-%dT%H:%M:%SZ})",
         )
+
+
+def clear_caches() -> None:
+    """Forget everything remembered by bytes (parsed chains and collateral, signature
+    checks): for measurements of the cold path."""
+    pki.signed_by.cache_clear()
+    pki.signed_by_certificate.cache_clear()
+    x509_load.clear_cache()
+    collateral_module.clear_cache()
 
 
 def verify_quote(

@@ -61,3 +61,7 @@ def load_der_crl(der: bytes, field: str, error: type[InputError]) -> x509.Certif
     except _MALFORMED as exc:
         raise error(field, f"not a well-formed DER CRL ({exc})") from exc
     return crl
+
+
+def clear_cache() -> None:
+    _parse_chain.cache_clear()

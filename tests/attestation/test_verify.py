@@ -14,13 +14,12 @@ from teaclave_ma.attestation import pki as pki_checks
 from teaclave_ma.attestation.anchors import INTEL_SGX_ROOT_CA, TrustAnchor
 from teaclave_ma.attestation.collateral import Collateral
 from teaclave_ma.attestation.errors import PolicyRejected, QuoteVerificationError
-from teaclave_ma.attestation.pki import clear_caches
 from teaclave_ma.attestation.policy import VerificationPolicy
 from teaclave_ma.attestation.sim import pki
 from teaclave_ma.attestation.sim.platform import SimulatedPlatform
 from teaclave_ma.attestation.sim.signing import sign_raw
 from teaclave_ma.attestation.td_identity import simulated_td_identity
-from teaclave_ma.attestation.verifier import verify_quote
+from teaclave_ma.attestation.verifier import clear_caches, verify_quote
 from teaclave_ma.errors import ConfigError
 from teaclave_ma.identity import SgxIdentity
 from tests.attestation.conftest import SAMPLE_TIME
@@ -467,9 +466,9 @@ def test_collateral_signed_by_a_non_tcb_signing_certificate_is_refused(
 def test_signature_checks_are_remembered_by_their_bytes(platform: SimulatedPlatform) -> None:
     clear_caches()
     verify_simulated(platform)
-    first = (pki_checks._signed_by.cache_info(), pki_checks.signed_by_certificate.cache_info())
+    first = (pki_checks.signed_by.cache_info(), pki_checks.signed_by_certificate.cache_info())
     verify_simulated(platform)  # a new quote from the same platform
-    second = (pki_checks._signed_by.cache_info(), pki_checks.signed_by_certificate.cache_info())
+    second = (pki_checks.signed_by.cache_info(), pki_checks.signed_by_certificate.cache_info())
     assert second[0].misses == first[0].misses and second[0].hits > first[0].hits
     assert second[1].misses == first[1].misses and second[1].hits > first[1].hits
     # another platform's chains are other bytes: checked afresh, and refused
@@ -481,3 +480,13 @@ def test_signature_checks_are_remembered_by_their_bytes(platform: SimulatedPlatf
             VerificationPolicy(),
             anchor_of(SimulatedPlatform.create()),
         )
+
+
+def test_collateral_is_parsed_once_per_distinct_bytes(sgx_collateral: bytes) -> None:
+    clear_caches()
+    first = Collateral.from_json(sgx_collateral)
+    assert Collateral.from_json(sgx_collateral) is first
+    assert Collateral.from_json(sgx_collateral.decode()) is first
+    other = json.loads(sgx_collateral)
+    other["qe_identity_signature"] = "00" * 64
+    assert Collateral.from_json(json.dumps(other)) is not first
