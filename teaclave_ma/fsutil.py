@@ -29,7 +29,11 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o644, overwrite: bool 
         if overwrite:
             os.replace(tmp_name, path)
         else:
-            os.link(tmp_name, path)
+            try:
+                os.link(tmp_name, path)
+            except FileExistsError:
+                # Name the file that exists, not the temporary one link() was given.
+                raise FileExistsError(17, "exists (use --force to replace it)", str(path)) from None
             os.unlink(tmp_name)
         _fsync_dir(path.parent)
     except BaseException:

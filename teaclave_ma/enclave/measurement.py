@@ -49,6 +49,12 @@ def read_tree(root: Path) -> dict[str, bytes]:
             relative = entry.relative_to(root).as_posix()
             if entry.name.startswith(".") or entry.name in SKIPPED_DIRS or entry.suffix == ".pyc":
                 continue
+            try:
+                relative.encode()
+            except UnicodeEncodeError:
+                raise ImageFormatError(
+                    ascii(relative), "file names in an enclave image must be valid UTF-8"
+                ) from None
             if entry.is_symlink():
                 raise ImageFormatError(
                     relative, "symbolic links are not allowed in an enclave image"

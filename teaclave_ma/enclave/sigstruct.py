@@ -23,7 +23,8 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from teaclave_ma.crypto.author_key import MODULUS_BYTES, PUBLIC_EXPONENT, modulus_le
 from teaclave_ma.enclave.errors import ImageError, ImageFormatError
-from teaclave_ma.formats.service_config import EnclaveConfig
+from teaclave_ma.errors import InputError
+from teaclave_ma.formats.service_config import EnclaveConfig, parse_enclave_config
 
 FORMAT = "teaclave-ma sigstruct v1"
 SIGSTRUCT_FILE = "sigstruct.json"
@@ -112,15 +113,15 @@ def parse_sigstruct(data: bytes, what: str = "sigstruct.json") -> SigStruct:
         modulus = bytes.fromhex(document["modulus_le"])
         mr_enclave = bytes.fromhex(document["mr_enclave"])
         date = str(document["date"])
-        enclave = EnclaveConfig(
-            isv_prod_id=int(document["isv_prod_id"]),
-            isv_svn=int(document["isv_svn"]),
-            config_svn=int(document["config_svn"]),
-            debug=bool(document["debug"]),
-        )
+        fields = {key: document[key] for key in ("isv_prod_id", "isv_svn", "config_svn", "debug")}
         signature = bytes.fromhex(document["signature"])
     except (ValueError, KeyError, TypeError) as exc:
         raise ImageFormatError(what, f"malformed SIGSTRUCT record ({exc!r})") from exc
+    try:
+        # The same types and u16 ranges as service.yaml; out of range would break signed_bytes.
+        enclave = parse_enclave_config(fields, what)
+    except InputError as exc:
+        raise ImageFormatError(exc.field, exc.problem) from exc
     if (
         len(modulus) != MODULUS_BYTES
         or len(mr_enclave) != 32
