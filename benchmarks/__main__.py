@@ -1,114 +1,56 @@
-"""Run every benchmark in one process, print a table and write the same rows as JSON.
+"""Run every benchmark group, each in a process of its own; print a table, write it as JSON.
 
-Ratios are measured side by side in the same run and each figure is the median of several
-repetitions, because these machines are noisy. ``--smoke`` runs each row a few times only,
-to keep the command working in CI; its numbers mean nothing.
+Ratios are measured side by side in the same process and each figure is the median of
+several repetitions, because these machines are noisy. ``--smoke`` runs each row a few
+times only, to keep the command working in CI; its numbers mean nothing.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
+import os
 import platform
-import statistics
+import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-import attrs
-import dcap_qvl
+from benchmarks.common import Row
 
-from teaclave_ma.attestation.collateral import Collateral
-from teaclave_ma.attestation.policy import VerificationPolicy
-from teaclave_ma.attestation.verifier import clear_caches, verify_quote
-from teaclave_ma.identity import SgxIdentity
-from teaclave_ma.testing.auditors import AuditorPanel
-from teaclave_ma.trust.manifest_trust import ManifestTrust
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-SAMPLE_TIME = dt.datetime(2025, 7, 1, tzinfo=dt.UTC)
+# One module per comparison; each prints its rows as JSON lines (benchmarks.common.run_group).
+GROUPS = ("quote_verification", "manifest_verification")
+ROOT = Path(__file__).resolve().parents[1]
 
 
-@attrs.frozen
-class Row:
-    what: str
-    median_ms: float
-    compared_with: str = ""
-    other_ms: float | None = None
-    target: str = ""
-
-    @property
-    def ratio(self) -> float | None:
-        return None if self.other_ms is None else self.median_ms / self.other_ms
+class GroupFailed(RuntimeError):
+    pass
 
 
-def median_ms(function: Callable[[], object], repetitions: int) -> float:
-    samples = []
-    for _ in range(repetitions):
-        start = time.perf_counter()
-        function()
-        samples.append((time.perf_counter() - start) * 1000)
-    return statistics.median(samples)
-
-
-def quote_verification(repetitions: int) -> list[Row]:
-    quote = (SHARED / "sgx" / "quote.bin").read_bytes()
-    collateral_json = (SHARED / "sgx" / "collateral.json").read_text()
-    policy = VerificationPolicy.permissive_tcb()
-    oracle_collateral = dcap_qvl.QuoteCollateralV3.from_json(collateral_json)
-    now = int(SAMPLE_TIME.timestamp())
-    theirs = median_ms(lambda: dcap_qvl.verify(quote, oracle_collateral, now), repetitions)
-
-    def cold() -> None:
-        # Nothing remembered: parse the collateral and check every signature again.
-        clear_caches()
-        verify_quote(quote, Collateral.from_json(collateral_json), SAMPLE_TIME, policy)
-
-    parsed = Collateral.from_json(collateral_json)
-    warm = median_ms(lambda: verify_quote(quote, parsed, SAMPLE_TIME, policy), repetitions)
+def run_group_process(group: str, smoke: bool) -> list[Row]:
+    command = [sys.executable, "-m", f"benchmarks.{group}", *(["--smoke"] if smoke else [])]
+    sys.stderr.write(f"running {group} ...\n")
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise GroupFailed(f"benchmark group {group} failed:\n{result.stderr}")
     return [
-        Row(
-            "quote verification, cold",
-            median_ms(cold, repetitions),
-            "dcap-qvl",
-            theirs,
-            "within 1.5x of dcap-qvl",
-        ),
-        Row("quote verification, warm", warm, "dcap-qvl", theirs, "faster than dcap-qvl"),
-    ]
-
-
-def manifest_verification(repetitions: int) -> list[Row]:
-    panel = AuditorPanel(count=5, threshold=3)
-    services = {
-        f"service-{i}": [SgxIdentity(i.to_bytes(32, "big"), b"\x01" * 32, 1, 1, False)]
-        for i in range(1000)
-    }
-    data = panel.manifest(services)  # type: ignore[arg-type]
-    signatures = panel.sign(data)
-    trust = ManifestTrust(panel.trust)
-    now = dt.datetime.now(dt.UTC)
-    return [
-        Row(
-            "manifest verification, 1,000 services, 3-of-5",
-            median_ms(lambda: trust.check(data, signatures, now), repetitions),
-            target="under 10 ms",
-        )
+        Row(**{key: value for key, value in json.loads(line).items() if key != "ratio"})
+        for line in result.stdout.splitlines()
+        if line.strip()
     ]
 
 
 def render(rows: list[Row]) -> str:
-    lines = [
-        f"{'what':<48} {'median':>10} {'compared with':>14} {'other':>10} {'ratio':>7}  target"
-    ]
+    lines = [f"{'what':<56} {'median':>12} {'compared with':>16} {'other':>12} {'ratio':>7}  target"]
     for row in rows:
+        unit = row.unit
         other = f"{row.other_ms:.3f}" if row.other_ms is not None else "-"
         ratio = f"{row.ratio:.2f}x" if row.ratio is not None else "-"
         lines.append(
-            f"{row.what:<48} {row.median_ms:>8.3f}ms {row.compared_with or '-':>14} {other:>10} {ratio:>7}  {row.target}"
+            f"{row.what:<56} {row.median_ms:>9.3f}{unit:<3} {row.compared_with or '-':>16}"
+            f" {other:>12} {ratio:>7}  {row.target}"
         )
+        if row.note:
+            lines.append(f"{'':<4}{row.note}")
     return "\n".join(lines)
 
 
@@ -118,18 +60,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--json", type=Path, default=Path("benchmarks/results.json"), help="where to write rows"
     )
+    parser.add_argument("--only", choices=GROUPS, action="append", help="run only these groups")
     args = parser.parse_args(argv)
-    repetitions = 3 if args.smoke else 200
-    rows = quote_verification(repetitions) + manifest_verification(3 if args.smoke else 30)
+    rows: list[Row] = []
+    for group in args.only or GROUPS:
+        try:
+            rows += run_group_process(group, args.smoke)
+        except GroupFailed as exc:
+            sys.stderr.write(f"{exc}\n")
+            return 1
     sys.stdout.write(render(rows) + "\n")
     report = {
         "machine": {
             "python": platform.python_version(),
             "machine": platform.machine(),
-            "cpus": platform.processor(),
+            "cpus": os.cpu_count(),
         },
-        "repetitions": repetitions,
-        "rows": [{**attrs.asdict(row), "ratio": row.ratio} for row in rows],
+        "smoke": args.smoke,
+        "rows": [row.as_dict() for row in rows],
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
