@@ -19,5 +19,11 @@ def test_benchmarks_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
         "quote verification, cold",
         "quote verification, warm",
         "manifest verification, 1,000 services, 3-of-5",
+        "mutual RA-TLS handshake to first RPC answered",
+        "mutual RA-TLS handshake, peer certificate cache cold",
+        "RPC round trips on an established connection",
+        "server with 20 concurrent attested connections",
+        "handshakes per second, 1 concurrent clients",
+        "handshakes per second, 8 concurrent clients",
     }
     assert all(row["median_ms"] > 0 for row in report["rows"])

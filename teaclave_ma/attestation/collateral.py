@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
 import json
+import operator
 from typing import Any
 
 import attrs
@@ -90,6 +92,11 @@ class Collateral:
     qe_identity_signature: bytes
     tcb_info: TcbInfo
     qe_identity: QeIdentity
+    # SHA-256 of the JSON text this was parsed from: what verified collateral is keyed by.
+    sha256: bytes = attrs.field(repr=False)
+    # The CRLs' DER, which keys their remembered signature checks (re-encoding costs more).
+    root_ca_crl_der: bytes = attrs.field(repr=False)
+    pck_crl_der: bytes = attrs.field(repr=False)
 
     @classmethod
     def from_json(cls, data: bytes | str) -> Collateral:
@@ -108,26 +115,39 @@ class Collateral:
         missing = [name for name in FIELDS if not isinstance(document.get(name), str)]
         if missing:
             raise CollateralError(missing[0], "missing, or not a string")
+        # In the order of the fields, so that the first defect is the one reported.
+        pck_crl_issuer_chain = _chain(document["pck_crl_issuer_chain"], "pck_crl_issuer_chain")
+        root_ca_crl_der = _unhex(document["root_ca_crl"], "root_ca_crl")
+        root_ca_crl = load_der_crl(root_ca_crl_der, "root_ca_crl", CollateralError)
+        pck_crl_der = _unhex(document["pck_crl"], "pck_crl")
+        pck_crl = load_der_crl(pck_crl_der, "pck_crl", CollateralError)
+        tcb_info_chain = _chain(document["tcb_info_issuer_chain"], "tcb_info_issuer_chain")
+        tcb_info_signature = _signature(document["tcb_info_signature"], "tcb_info_signature")
+        # Both are normally the TCB signing chain: one object, so that it is checked once.
+        qe_identity_chain = (
+            tcb_info_chain
+            if document["qe_identity_issuer_chain"] == document["tcb_info_issuer_chain"]
+            else _chain(document["qe_identity_issuer_chain"], "qe_identity_issuer_chain")
+        )
         tcb_info_raw = document["tcb_info"].encode()
         qe_identity_raw = document["qe_identity"].encode()
         return cls(
-            pck_crl_issuer_chain=_chain(document["pck_crl_issuer_chain"], "pck_crl_issuer_chain"),
-            root_ca_crl=_crl(document["root_ca_crl"], "root_ca_crl"),
-            pck_crl=_crl(document["pck_crl"], "pck_crl"),
-            tcb_info_issuer_chain=_chain(
-                document["tcb_info_issuer_chain"], "tcb_info_issuer_chain"
-            ),
+            pck_crl_issuer_chain=pck_crl_issuer_chain,
+            root_ca_crl=root_ca_crl,
+            pck_crl=pck_crl,
+            tcb_info_issuer_chain=tcb_info_chain,
             tcb_info_raw=tcb_info_raw,
-            tcb_info_signature=_signature(document["tcb_info_signature"], "tcb_info_signature"),
-            qe_identity_issuer_chain=_chain(
-                document["qe_identity_issuer_chain"], "qe_identity_issuer_chain"
-            ),
+            tcb_info_signature=tcb_info_signature,
+            qe_identity_issuer_chain=qe_identity_chain,
             qe_identity_raw=qe_identity_raw,
             qe_identity_signature=_signature(
                 document["qe_identity_signature"], "qe_identity_signature"
             ),
             tcb_info=parse_tcb_info(tcb_info_raw),
             qe_identity=parse_qe_identity(qe_identity_raw),
+            sha256=hashlib.sha256(data).digest(),
+            root_ca_crl_der=root_ca_crl_der,
+            pck_crl_der=pck_crl_der,
         )
 
 
@@ -140,19 +160,15 @@ def _chain(pem: str, field: str) -> tuple[x509.Certificate, ...]:
     return tuple(load_pem_chain(pem.encode(), field, CollateralError))
 
 
-def _crl(hex_der: str, field: str) -> x509.CertificateRevocationList:
+def _unhex(hex_text: str, field: str) -> bytes:
     try:
-        der = bytes.fromhex(hex_der)
+        return bytes.fromhex(hex_text)
     except ValueError as exc:
         raise CollateralError(field, "not hex") from exc
-    return load_der_crl(der, field, CollateralError)
 
 
 def _signature(hex_text: str, field: str) -> bytes:
-    try:
-        raw = bytes.fromhex(hex_text)
-    except ValueError as exc:
-        raise CollateralError(field, "not hex") from exc
+    raw = _unhex(hex_text, field)
     if len(raw) != 64:
         raise CollateralError(field, f"expected a 64-byte raw r||s signature, got {len(raw)} bytes")
     return raw
@@ -212,9 +228,20 @@ def _load(raw: bytes, path: str) -> _Fields:
         raise CollateralError(path, f"not valid JSON ({exc})") from exc
 
 
+_SVN = operator.itemgetter("svn")
+
+
 def _svns(items: object, path: str) -> tuple[int, ...]:
     if not isinstance(items, list) or len(items) != 16:
         raise CollateralError(path, "expected a list of 16 components")
+    # Every level has 16 of these: read them directly, and only go field by field (for an
+    # error naming the path) when something is wrong. json gives exact dicts and ints.
+    try:
+        svns = tuple(map(_SVN, items))
+    except (TypeError, KeyError):
+        svns = ()
+    if set(map(type, svns)) == {int}:  # exactly int: json's true and false are bools
+        return svns
     return tuple(_Fields(item, f"{path}[{i}]").get("svn", int) for i, item in enumerate(items))
 
 

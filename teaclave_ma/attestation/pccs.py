@@ -5,12 +5,19 @@ Requests (under ``base_url``, e.g. ``https://pccs.example:8081/sgx/certification
 ``/tcb?fmspc=HEX`` (``TCB-Info-Issuer-Chain``), ``/qe/identity``
 (``SGX-Enclave-Identity-Issuer-Chain``) and ``/rootcacrl``. Issuer chains arrive URL-encoded.
 The signed ``tcbInfo`` and ``enclaveIdentity`` values are sliced out of the response text
-byte for byte, never re-serialised, because their signatures cover those exact bytes.
+byte for byte, never re-serialised, because their signatures cover those exact bytes; they
+are found by walking the members of the top-level JSON object, so the same name inside a
+string or a nested object, or unusual whitespace, cannot mislead the slicing.
 
 The result is collateral JSON in the QuoteCollateralV3 layout, cached per FMSPC and CA.
-A cached collateral is used without a request until ``refresh_before`` its expiry; after
-that a fetch is attempted, and if the PCCS cannot be reached the still-valid cache is used
-and the fallback logged. Expired collateral is never returned.
+A cached collateral is used without a request until ``refresh_before`` its expiry (the
+earliest nextUpdate of its four pieces); after that a fetch is attempted, and if the PCCS is
+unavailable (no connection, a timeout, an HTTP 5xx answer) the cache is used while it is
+still valid, and the fallback logged. After a failure the PCCS is left alone for
+``retry_after`` while the cache is valid: verification runs inside TLS handshakes, which
+must not each wait for a PCCS that hangs. Once the cache is stale every call tries again,
+and ``PccsUnreachable`` names the PCCS and the stale pieces. Expired collateral is never
+returned.
 """
 
 from __future__ import annotations
@@ -25,49 +32,116 @@ from typing import Any
 import httpx
 
 from teaclave_ma.attestation.collateral import Collateral
-from teaclave_ma.errors import InputError
+from teaclave_ma.errors import InputError, TeaclaveMAError
 from teaclave_ma.fsutil import atomic_write
 
 log = logging.getLogger(__name__)
 
 CA_TYPES = ("platform", "processor")
 DEFAULT_REFRESH_BEFORE = dt.timedelta(hours=12)
+DEFAULT_RETRY_AFTER = dt.timedelta(minutes=5)
+DEFAULT_TIMEOUT = 10.0  # seconds per request
+
+_failed_at: dict[str, dt.datetime] = {}  # PCCS base URL -> when it last failed
+_JSON_WHITESPACE = " \t\r\n"
 
 
 class PccsError(InputError):
     """Collateral could not be obtained: the PCCS failed and no valid cache exists."""
 
 
+class PccsUnreachable(PccsError):
+    """The PCCS is unavailable and there is no cached collateral that is still valid.
+
+    ``url`` is the PCCS, ``reason`` why it is unavailable, ``stale`` describes each piece
+    of the cached collateral past its nextUpdate (empty when nothing was cached).
+    """
+
+    def __init__(self, url: str, reason: str, cache: str, stale: tuple[str, ...]) -> None:
+        self.url = url
+        self.reason = reason
+        self.stale = stale
+        what = f"cached {cache} is stale: {'; '.join(stale)}" if stale else f"no cached {cache}"
+        super().__init__(url, f"PCCS unreachable ({reason}) and {what}")
+
+
+class _Unavailable(Exception):
+    """The PCCS did not answer, or answered that it cannot serve now (HTTP 5xx)."""
+
+
+def next_updates(collateral_json: bytes) -> dict[str, dt.datetime]:
+    """When each piece of a collateral must be replaced, by the piece's name."""
+    collateral = Collateral.from_json(collateral_json)
+    moments = {
+        "TCB info": collateral.tcb_info.next_update,
+        "QE identity": collateral.qe_identity.next_update,
+    }
+    for name, crl in (("root CA CRL", collateral.root_ca_crl), ("PCK CRL", collateral.pck_crl)):
+        if crl.next_update_utc:
+            moments[name] = crl.next_update_utc
+    return moments
+
+
 def expiry(collateral_json: bytes) -> dt.datetime:
     """The earliest nextUpdate among the pieces of a collateral."""
-    collateral = Collateral.from_json(collateral_json)
-    moments = [collateral.tcb_info.next_update, collateral.qe_identity.next_update]
-    moments += [
-        crl.next_update_utc
-        for crl in (collateral.root_ca_crl, collateral.pck_crl)
-        if crl.next_update_utc
-    ]
-    return min(moments)
+    return min(next_updates(collateral_json).values())
+
+
+def _top_level_members(text: str) -> dict[str, tuple[int, int]]:
+    """Each member name of a JSON object text, with the span of its value's text.
+
+    Raises ``ValueError`` for anything but one JSON object, or a repeated member name
+    (which value was signed would be ambiguous).
+    """
+    decoder = json.JSONDecoder()
+
+    def skip(index: int) -> int:
+        while index < len(text) and text[index] in _JSON_WHITESPACE:
+            index += 1
+        return index
+
+    def expect(index: int, char: str) -> int:
+        if index >= len(text) or text[index] != char:
+            raise ValueError(f"expected {char!r} at offset {index}")
+        return index + 1
+
+    members: dict[str, tuple[int, int]] = {}
+    index = skip(expect(skip(0), "{"))
+    if index < len(text) and text[index] == "}":
+        index += 1
+    else:
+        while True:
+            if index >= len(text) or text[index] != '"':
+                raise ValueError(f"expected a member name at offset {index}")
+            name, index = decoder.raw_decode(text, index)
+            index = skip(expect(skip(index), ":"))
+            _value, end = decoder.raw_decode(text, index)
+            if name in members:
+                raise ValueError(f"member {name!r} appears twice")
+            members[name] = (index, end)
+            index = skip(end)
+            if index < len(text) and text[index] == "}":
+                index += 1
+                break
+            index = skip(expect(index, ","))
+    if skip(index) != len(text):
+        raise ValueError(f"unexpected text after the object at offset {index}")
+    return members
 
 
 def _signed_member(text: str, key: str, url: str) -> tuple[str, str]:
     """The exact text of ``key``'s value in a PCS JSON response, and its signature."""
-    document = json.loads(text)
-    if (
-        not isinstance(document, dict)
-        or key not in document
-        or not isinstance(document.get("signature"), str)
-    ):
+    try:
+        members = _top_level_members(text)
+    except (ValueError, RecursionError) as exc:
+        raise PccsError(url, f"response is not one JSON object ({exc})") from exc
+    if key not in members or "signature" not in members:
         raise PccsError(url, f"response has no {key!r} with a signature")
-    decoder = json.JSONDecoder()
-    start = text.index(f'"{key}"') + len(key) + 2
-    start = text.index(":", start) + 1
-    while text[start] in " \t\r\n":
-        start += 1
-    value, end = decoder.raw_decode(text, start)
-    if value != document[key]:
-        raise PccsError(url, f"could not isolate the signed {key!r} text")
-    return text[start:end], document["signature"]
+    start, end = members[key]
+    signature = json.loads(text[slice(*members["signature"])])
+    if not isinstance(signature, str):
+        raise PccsError(url, "the response's signature is not a string")
+    return text[start:end], signature
 
 
 class _Pccs:
@@ -80,7 +154,9 @@ class _Pccs:
         try:
             response = self.client.get(url, params=params)
         except httpx.HTTPError as exc:
-            raise ConnectionError(f"{url}: {exc}") from exc
+            raise _Unavailable(f"{url}: {type(exc).__name__}: {exc}") from exc
+        if response.status_code >= 500:
+            raise _Unavailable(f"{url}: HTTP {response.status_code} {response.reason_phrase}")
         if response.status_code != 200:
             raise PccsError(url, f"HTTP {response.status_code} {response.reason_phrase}")
         return response
@@ -126,6 +202,19 @@ class _Pccs:
         return json.dumps(collateral, indent=1).encode()
 
 
+def _read_cache(cache: Path) -> tuple[bytes, dict[str, dt.datetime]] | None:
+    """The cached collateral and its pieces' nextUpdate; None if absent or unreadable."""
+    try:
+        cached = cache.read_bytes()
+        return cached, next_updates(cached)
+    except FileNotFoundError:
+        return None
+    except (OSError, TeaclaveMAError) as exc:
+        # A damaged cache is only a missed optimisation: fetch again, never trust it.
+        log.warning("ignoring unreadable collateral cache %s: %s", cache, exc)
+        return None
+
+
 def fetch_collateral(
     base_url: str,
     fmspc: bytes,
@@ -136,28 +225,50 @@ def fetch_collateral(
     client: httpx.Client | None = None,
     ca_bundle: Path | None = None,
     refresh_before: dt.timedelta = DEFAULT_REFRESH_BEFORE,
+    retry_after: dt.timedelta = DEFAULT_RETRY_AFTER,
 ) -> bytes:
     if ca not in CA_TYPES:
         raise PccsError("ca", f"expected one of {', '.join(CA_TYPES)}, got {ca!r}")
     now = now or dt.datetime.now(dt.UTC)
     cache = Path(cache_dir) / f"{fmspc.hex()}-{ca}.json"
-    cached = cache.read_bytes() if cache.exists() else None
-    cached_expiry = expiry(cached) if cached is not None else None
-    if cached is not None and cached_expiry is not None and now + refresh_before < cached_expiry:
+    entry = _read_cache(cache)
+    cached_expiry = min(entry[1].values()) if entry is not None else None
+    if entry is not None and cached_expiry is not None and now + refresh_before < cached_expiry:
         log.debug("collateral for FMSPC %s from cache (valid until %s)", fmspc.hex(), cached_expiry)
-        return cached
+        return entry[0]
+    failed_at = _failed_at.get(base_url)
+    if (
+        entry is not None
+        and cached_expiry is not None
+        and now < cached_expiry
+        and failed_at is not None
+        and failed_at <= now < failed_at + retry_after
+    ):
+        log.debug("PCCS %s failed at %s; cached collateral used until a retry", base_url, failed_at)
+        return entry[0]
     own_client = client is None
-    http = client or httpx.Client(timeout=30.0, verify=str(ca_bundle) if ca_bundle else True)
+    http = client or httpx.Client(
+        timeout=DEFAULT_TIMEOUT, verify=str(ca_bundle) if ca_bundle else True
+    )
     try:
         fresh = _Pccs(base_url, http).fetch(fmspc, ca)
-    except ConnectionError as exc:
-        if cached is not None and cached_expiry is not None and now < cached_expiry:
+    except _Unavailable as exc:
+        _failed_at[base_url] = now
+        if entry is not None and cached_expiry is not None and now < cached_expiry:
             log.warning(
-                "PCCS unreachable (%s); using cached collateral valid until %s", exc, cached_expiry
+                "PCCS %s unreachable (%s); using cached collateral valid until %s",
+                base_url,
+                exc,
+                cached_expiry,
             )
-            return cached
-        raise PccsError(
-            base_url, f"PCCS unreachable and no valid cached collateral ({exc})"
+            return entry[0]
+        stale = tuple(
+            f"{piece} nextUpdate {moment:%Y-%m-%dT%H:%M:%SZ}"
+            for piece, moment in sorted((entry[1] if entry else {}).items(), key=lambda i: i[1])
+            if moment <= now
+        )
+        raise PccsUnreachable(
+            base_url, str(exc), f"collateral for FMSPC {fmspc.hex()} ({ca} CA)", stale
         ) from exc
     finally:
         if own_client:
@@ -165,5 +276,6 @@ def fetch_collateral(
     fresh_expiry = expiry(fresh)
     if fresh_expiry <= now:
         raise PccsError(base_url, f"the PCCS served collateral that expired at {fresh_expiry}")
+    _failed_at.pop(base_url, None)
     atomic_write(cache, fresh)
     return fresh

@@ -22,6 +22,7 @@ _SGX_TYPE = SGX_EXTENSION_OID + ".5"
 _PLATFORM_INSTANCE_ID = SGX_EXTENSION_OID + ".6"
 _PCE_SVN = _TCB + ".17"
 _CPU_SVN = _TCB + ".18"
+_MAX_INTEGER_BYTES = 3  # every integer field is 0..0xFFFF: at most 00 FF FF in DER
 
 
 @attrs.frozen
@@ -69,6 +70,9 @@ def _integer(fields: dict[str, Tlv], oid: str, tag: int = der.TAG_INTEGER) -> in
     if item is None:
         raise PckExtensionError(oid, "required field is missing")
     der.expect_tag(item, tag, oid)
+    # Checked before decoding: printing a huge INTEGER in the message would itself fail.
+    if len(item.value) > _MAX_INTEGER_BYTES:
+        raise PckExtensionError(oid, f"{len(item.value)}-byte integer out of range")
     value = der.decode_int(item.value, oid)
     if not 0 <= value <= 0xFFFF:
         raise PckExtensionError(oid, f"value {value} out of range")

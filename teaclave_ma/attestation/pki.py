@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
 import itertools
 from collections.abc import Sequence
 
@@ -28,6 +29,9 @@ def subject_cn(certificate: x509.Certificate) -> str:
     return str(names[0].value) if names else certificate.subject.rfc4514_string()
 
 
+_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())  # immutable; built once, not per signature
+
+
 def ecdsa_p256_verify(
     public_key: ec.EllipticCurvePublicKey, raw_signature: bytes, data: bytes
 ) -> bool:
@@ -38,7 +42,7 @@ def ecdsa_p256_verify(
         int.from_bytes(raw_signature[:32], "big"), int.from_bytes(raw_signature[32:], "big")
     )
     try:
-        public_key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
+        public_key.verify(signature, data, _ECDSA_SHA256)
     except InvalidSignature:
         return False
     return True
@@ -67,9 +71,9 @@ def ec_public_key(certificate: x509.Certificate, check: str) -> ec.EllipticCurve
 # way) are kept: the same Intel chains arrive with every quote and every collateral.
 @functools.lru_cache(maxsize=4096)
 def signed_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
-    if child.issuer != issuer.subject:
-        return False
     try:
+        # Also compares the child's issuer name with the issuer's subject, in Rust: far
+        # cheaper than building both as Python Name objects.
         child.verify_directly_issued_by(issuer)
     except (ValueError, TypeError, InvalidSignature):
         return False
@@ -100,11 +104,14 @@ def verify_chain(
                 f"{check}: chains to a simulated root ({subject_cn(root)!r}), not to {anchor.name}; "
                 "trusting a simulated platform needs an explicit opt-in",
             )
+        # Names alone cannot tell a look-alike from the real root: give both fingerprints.
         raise QuoteVerificationError(
-            check, f"chains to {subject_cn(root)!r}, which is not the trusted root {anchor.name!r}"
+            check,
+            f"chains to {subject_cn(root)!r} (SHA-256 {hashlib.sha256(root_der).hexdigest()}), "
+            f"which is not the trusted root {anchor.name!r} (SHA-256 {anchor.root_sha256.hex()})",
         )
-    if not signed_by(root, root):
-        raise QuoteVerificationError(check, f"root {subject_cn(root)!r} is not validly self-signed")
+    # The root is pinned by the hash of its whole DER, signature included, so checking its
+    # self-signature would prove nothing more (RFC 5280 6.1: a trust anchor is not verified).
     for child, issuer in itertools.pairwise(chain):
         if not signed_by(child, issuer):
             raise QuoteVerificationError(
@@ -122,6 +129,14 @@ def verify_chain(
             )
 
 
+def chain_window(chain: Sequence[x509.Certificate]) -> tuple[dt.datetime, dt.datetime]:
+    """The period in which every certificate of ``chain`` is valid (empty if start > end)."""
+    return (
+        max(certificate.not_valid_before_utc for certificate in chain),
+        min(certificate.not_valid_after_utc for certificate in chain),
+    )
+
+
 @functools.lru_cache(maxsize=1024)
 def signed_by_certificate(certificate: x509.Certificate, raw_signature: bytes, data: bytes) -> bool:
     """``ecdsa_p256_verify`` under a certificate's key, remembered by the bytes involved."""
@@ -131,17 +146,39 @@ def signed_by_certificate(certificate: x509.Certificate, raw_signature: bytes, d
     )
 
 
+@functools.lru_cache(maxsize=256)
+def crl_signed_by(crl_der: bytes, issuer: x509.Certificate) -> bool:
+    """Whether the CRL (DER, as CRL objects are not hashable) is issued and signed by
+    ``issuer``; remembered by the bytes involved, like ``signed_by``."""
+    crl = x509.load_der_x509_crl(crl_der)
+    key = issuer.public_key()
+    return (
+        crl.issuer == issuer.subject
+        and isinstance(key, ec.EllipticCurvePublicKey)
+        and crl.is_signature_valid(key)
+    )
+
+
 def verify_crl(
-    crl: x509.CertificateRevocationList, issuer: x509.Certificate, now: dt.datetime, check: str
+    crl: x509.CertificateRevocationList,
+    crl_der: bytes,
+    issuer: x509.Certificate,
+    now: dt.datetime,
+    check: str,
 ) -> None:
-    if crl.issuer != issuer.subject or not crl.is_signature_valid(ec_public_key(issuer, check)):
-        raise QuoteVerificationError(check, f"CRL is not signed by {subject_cn(issuer)!r}")
+    """``crl`` (loaded from ``crl_der``) is issued and signed by ``issuer``, and current."""
+    ec_public_key(issuer, check)  # a clear error for an issuer key of another kind
+    if not crl_signed_by(crl_der, issuer):
+        raise QuoteVerificationError(
+            check,
+            f"CRL issued by {crl.issuer.rfc4514_string()!r} is not signed by {subject_cn(issuer)!r}",
+        )
     next_update = crl.next_update_utc
     if next_update is None or not crl.last_update_utc <= now <= next_update:
         raise QuoteVerificationError(
             f"{check}_validity",
             f"CRL of {subject_cn(issuer)!r} is not current at {now:%Y-%m-%dT%H:%M:%SZ} "
-            f"(this update {crl.last_update_utc:%Y-%m-%dT%H:%M:%SZ}, next update {next_update})",
+            f"(this update {crl.last_update_utc:%Y-%m-%dT%H:%M:%SZ}, next update {next_update:%Y-%m-%dT%H:%M:%SZ})",
         )
 
 

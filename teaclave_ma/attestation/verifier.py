@@ -1,23 +1,35 @@
 """DCAP quote verification: one code path for hardware and simulated quotes, which differ
 only in the trust anchor. Pure: bytes and an explicit time in, a result or an error out.
+
+Two caches remember what a new quote from a known platform does not change: the checks
+of a collateral set (its chains, CRL and JSON signatures), keyed by its bytes, and of a PCK
+chain, keyed by its PEM bytes (signatures, the SGX extension). Each holds successes only,
+is keyed by the trust anchor too, and is used only inside the period in which everything
+it covers is valid (for collateral, until its earliest nextUpdate). Revocation is looked
+up, the PCK CRL checked and the quote and QE report signatures verified on every use.
 """
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import hashlib
 import logging
+import threading
+from typing import Generic, TypeVar
 
 import attrs
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from teaclave_ma.attestation import collateral as collateral_module
 from teaclave_ma.attestation import pki, x509_load
 from teaclave_ma.attestation.anchors import INTEL_SGX_ROOT_CA, TrustAnchor
 from teaclave_ma.attestation.collateral import Collateral
 from teaclave_ma.attestation.errors import PolicyRejected, QuoteVerificationError
-from teaclave_ma.attestation.pck_extension import parse_pck_extension
+from teaclave_ma.attestation.pck_extension import PckExtension, parse_pck_extension
 from teaclave_ma.attestation.pki import (
+    chain_window,
     ec_public_key,
     ecdsa_p256_verify,
     ensure_not_revoked,
@@ -75,13 +87,78 @@ def _check_time(
         )
 
 
-def clear_caches() -> None:
-    """Forget everything remembered by bytes (parsed chains and collateral, signature
-    checks): for measurements of the cold path."""
+K = TypeVar("K")
+V = TypeVar("V")
+Window = tuple[dt.datetime, dt.datetime]
+
+
+class ValidityCache(Generic[K, V]):
+    """A bounded map of verification results, each usable only inside its validity window
+    (both ends included); an entry asked for outside it is dropped. Callers put successes
+    only. Thread-safe: verifiers run in every connection's thread."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._entries: collections.OrderedDict[K, tuple[V, Window]] = collections.OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: K, now: dt.datetime) -> V | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and entry[1][0] <= now <= entry[1][1]:
+                self._entries.move_to_end(key)
+                self.hits += 1
+                return entry[0]
+            if entry is not None:
+                del self._entries[key]
+            self.misses += 1
+            return None
+
+    def put(self, key: K, value: V, window: Window) -> None:
+        with self._lock:
+            self._entries[key] = (value, window)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self.hits = self.misses = 0
+
+
+@attrs.frozen
+class _PckChain:
+    """A PCK chain whose signatures up to the anchor have been checked."""
+
+    certificates: tuple[x509.Certificate, ...]
+    extension: PckExtension
+    key: ec.EllipticCurvePublicKey
+
+
+# Collateral by (SHA-256 of its JSON, anchor): the collateral object that was checked (its
+# parsed views are what the signatures vouched for). PCK chains by (PEM bytes, anchor).
+collateral_cache: ValidityCache[tuple[bytes, TrustAnchor], Collateral] = ValidityCache(64)
+pck_chain_cache: ValidityCache[tuple[bytes, TrustAnchor], _PckChain] = ValidityCache(256)
+
+
+def clear_caches(*, collateral: bool = True, pck_chains: bool = True) -> None:
+    """Forget verified collateral and PCK chains (as chosen), and everything remembered by
+    bytes below them (parsed chains and collateral, signature checks): for measurements."""
     pki.signed_by.cache_clear()
     pki.signed_by_certificate.cache_clear()
+    pki.crl_signed_by.cache_clear()
     x509_load.clear_cache()
-    collateral_module.clear_cache()
+    if collateral:
+        collateral_module.clear_cache()
+        collateral_cache.clear()
+    if pck_chains:
+        pck_chain_cache.clear()
 
 
 def verify_quote(
@@ -94,10 +171,12 @@ def verify_quote(
     """Verify ``quote`` as of ``now``; raises a ``QuoteVerificationError`` naming the check."""
     if not isinstance(quote, Quote):
         quote = parse_quote(quote)
-    pck = _check_pck_chain(quote, collateral, now, anchor)
-    _check_signatures(quote, pck)
-    qe_status, qe_advisories = _check_qe_identity(quote, collateral, now, anchor)
-    status, advisories, fmspc = _evaluate_tcb(quote, collateral, pck, now, anchor)
+    pck = _verified_pck_chain(quote, anchor, now)
+    _check_collateral(collateral, pck.certificates[-1], now, anchor)
+    _check_pck_revocation(pck.certificates, collateral, now)
+    _check_signatures(quote, pck.key)
+    qe_status, qe_advisories = _check_qe_identity(quote, collateral)
+    status, advisories = _evaluate_tcb(quote, collateral, pck.extension)
     status = converge(status, qe_status)
     advisories += [a for a in qe_advisories if a not in advisories]
     crl_updates = [crl.next_update_utc for crl in (collateral.root_ca_crl, collateral.pck_crl)]
@@ -106,36 +185,92 @@ def verify_quote(
         collateral.qe_identity.next_update,
         *(moment for moment in crl_updates if moment is not None),
     )
-    result = VerifiedQuote(quote, quote.tee, status, tuple(advisories), expires, fmspc, anchor)
-    apply_policy(result, policy)
+    result = VerifiedQuote(
+        quote, quote.tee, status, tuple(advisories), expires, pck.extension.fmspc, anchor
+    )
+    _apply_policy_naming_qe(result, policy, qe_status, quote.certification.qe_report.isv_svn)
     if anchor.simulated:
         log.debug("quote verified under a simulated root (%s)", anchor.name)
     return result
 
 
-def _check_pck_chain(
-    quote: Quote, collateral: Collateral, now: dt.datetime, anchor: TrustAnchor
-) -> x509.Certificate:
-    """PCK chain up to the anchor, valid now; both CRLs current, signed, and not listing it."""
-    chain = pck_certificates(quote.certification.pck_chain_pem)
+def _verified_pck_chain(quote: Quote, anchor: TrustAnchor, now: dt.datetime) -> _PckChain:
+    """The quote's PCK chain up to the anchor, each certificate valid now."""
+    pem = quote.certification.pck_chain_pem
+    cached = pck_chain_cache.get((pem, anchor), now)
+    if cached is not None:
+        return cached
+    chain = pck_certificates(pem)
     verify_chain(chain, anchor, now, "pck_chain")
-    pck, pck_issuer, root = chain[0], chain[1], chain[-1]
-    verify_crl(collateral.root_ca_crl, root, now, "root_ca_crl")
+    verified = _PckChain(
+        tuple(chain), parse_pck_extension(chain[0]), ec_public_key(chain[0], "pck_chain")
+    )
+    pck_chain_cache.put((pem, anchor), verified, chain_window(chain))
+    return verified
+
+
+def _check_collateral(
+    collateral: Collateral, root: x509.Certificate, now: dt.datetime, anchor: TrustAnchor
+) -> None:
+    """What the collateral vouches for by itself: the root CRL, the PCK CRL issuer chain, the
+    TCB info and QE identity signed by the TCB signing chain, all current. ``root`` is the
+    anchor's certificate (from the quote's verified chain)."""
+    key = (collateral.sha256, anchor)
+    if collateral_cache.get(key, now) is collateral:
+        # Signatures and names were checked for these very bytes, the window covers the
+        # times; revocation is looked up on every use all the same.
+        for chain in (collateral.qe_identity_issuer_chain, collateral.tcb_info_issuer_chain):
+            ensure_not_revoked(chain[0], collateral.root_ca_crl, "revoked")
+        return
+    verify_crl(collateral.root_ca_crl, collateral.root_ca_crl_der, root, now, "root_ca_crl")
+    verify_chain(collateral.pck_crl_issuer_chain, anchor, now, "pck_crl_issuer_chain")
+    identity, info, root_crl = collateral.qe_identity, collateral.tcb_info, collateral.root_ca_crl
+    _check_signed_json(
+        "qe_identity", collateral.qe_identity_issuer_chain, collateral.qe_identity_raw,
+        collateral.qe_identity_signature, collateral=collateral, now=now, anchor=anchor,
+    )  # fmt: skip
+    _check_time(
+        "qe_identity_validity", "QE identity", identity.issue_date, identity.next_update, now
+    )
+    _check_signed_json(
+        "tcb_info", collateral.tcb_info_issuer_chain, collateral.tcb_info_raw,
+        collateral.tcb_info_signature, collateral=collateral, now=now, anchor=anchor,
+        # the same text as the QE identity's chain is one parsed object, checked just now
+        chain_checked=collateral.tcb_info_issuer_chain is collateral.qe_identity_issuer_chain,
+    )  # fmt: skip
+    _check_time("tcb_info_validity", "TCB info", info.issue_date, info.next_update, now)
+    chains = (
+        collateral.pck_crl_issuer_chain,
+        collateral.qe_identity_issuer_chain,
+        collateral.tcb_info_issuer_chain,
+    )
+    periods = [
+        # the TCB signing chains are usually one parsed object: its window once
+        *(chain_window(chain) for chain in {id(chain): chain for chain in chains}.values()),
+        (identity.issue_date, identity.next_update),
+        (info.issue_date, info.next_update),
+        # verify_crl refused a CRL without a next update; were there one, the window is empty
+        (root_crl.last_update_utc, root_crl.next_update_utc or root_crl.last_update_utc),
+    ]
+    window = (max(start for start, _ in periods), min(end for _, end in periods))
+    collateral_cache.put(key, collateral, window)
+
+
+def _check_pck_revocation(
+    chain: tuple[x509.Certificate, ...], collateral: Collateral, now: dt.datetime
+) -> None:
+    """Neither the PCK nor its CA is revoked; the PCK CRL is the CA's own and current."""
     for ca in chain[1:-1]:
         ensure_not_revoked(ca, collateral.root_ca_crl, "revoked")
-    verify_chain(collateral.pck_crl_issuer_chain, anchor, now, "pck_crl_issuer_chain")
-    verify_crl(collateral.pck_crl, pck_issuer, now, "pck_crl")
-    ensure_not_revoked(pck, collateral.pck_crl, "revoked")
-    return pck
+    verify_crl(collateral.pck_crl, collateral.pck_crl_der, chain[1], now, "pck_crl")
+    ensure_not_revoked(chain[0], collateral.pck_crl, "revoked")
 
 
-def _check_signatures(quote: Quote, pck: x509.Certificate) -> None:
+def _check_signatures(quote: Quote, pck_key: ec.EllipticCurvePublicKey) -> None:
     """The QE report is signed by the PCK key and binds the attestation key, which signed the quote."""
     certification = quote.certification
     qe_report = certification.qe_report
-    if not ecdsa_p256_verify(
-        ec_public_key(pck, "pck_chain"), certification.qe_report_signature, qe_report.raw
-    ):
+    if not ecdsa_p256_verify(pck_key, certification.qe_report_signature, qe_report.raw):
         raise QuoteVerificationError(
             "qe_report_signature", "QE report signature does not verify under the PCK key"
         )
@@ -157,9 +292,10 @@ def _check_signatures(quote: Quote, pck: x509.Certificate) -> None:
 
 def _check_signed_json(
     what: str, chain: tuple[x509.Certificate, ...], raw: bytes, signature: bytes, *,
-    collateral: Collateral, now: dt.datetime, anchor: TrustAnchor,
+    collateral: Collateral, now: dt.datetime, anchor: TrustAnchor, chain_checked: bool = False,
 ) -> None:  # fmt: skip
-    verify_chain(chain, anchor, now, f"{what}_chain")
+    if not chain_checked:
+        verify_chain(chain, anchor, now, f"{what}_chain")
     # Only the TCB signing certificate may sign TCB info and QE identities, not any
     # certificate the root issued (such as a PCK CA's).
     if TCB_SIGNING_NAME not in subject_cn(chain[0]):
@@ -175,19 +311,10 @@ def _check_signed_json(
         )
 
 
-def _check_qe_identity(
-    quote: Quote, collateral: Collateral, now: dt.datetime, anchor: TrustAnchor
-) -> tuple[str, tuple[str, ...]]:
-    """QE identity: signed by the TCB signing chain, current, and matching the QE report."""
+def _check_qe_identity(quote: Quote, collateral: Collateral) -> tuple[str, tuple[str, ...]]:
+    """The (checked) QE identity matches the QE report: its status and advisories."""
     identity = collateral.qe_identity
     qe_report = quote.certification.qe_report
-    _check_signed_json(
-        "qe_identity", collateral.qe_identity_issuer_chain, collateral.qe_identity_raw,
-        collateral.qe_identity_signature, collateral=collateral, now=now, anchor=anchor,
-    )  # fmt: skip
-    _check_time(
-        "qe_identity_validity", "QE identity", identity.issue_date, identity.next_update, now
-    )
     expected_id = "TD_QE" if quote.tee == "TDX" else "QE"
     if identity.id != expected_id:
         raise QuoteVerificationError(
@@ -223,24 +350,14 @@ def _check_qe_identity(
 
 
 def _evaluate_tcb(
-    quote: Quote,
-    collateral: Collateral,
-    pck: x509.Certificate,
-    now: dt.datetime,
-    anchor: TrustAnchor,
-) -> tuple[str, list[str], bytes]:
-    """TCB info: signed, current, for this platform; the platform's TCB level and status."""
+    quote: Quote, collateral: Collateral, extension: PckExtension
+) -> tuple[str, list[str]]:
+    """The (checked) TCB info is for this platform: the platform's TCB level and status."""
     info = collateral.tcb_info
-    _check_signed_json(
-        "tcb_info", collateral.tcb_info_issuer_chain, collateral.tcb_info_raw,
-        collateral.tcb_info_signature, collateral=collateral, now=now, anchor=anchor,
-    )  # fmt: skip
-    _check_time("tcb_info_validity", "TCB info", info.issue_date, info.next_update, now)
     if info.id != quote.tee:
         raise QuoteVerificationError(
             "tcb_info", f"TCB info is for {info.id!r}, the quote is {quote.tee}"
         )
-    extension = parse_pck_extension(pck)
     if extension.fmspc != info.fmspc:
         raise QuoteVerificationError(
             "fmspc",
@@ -258,7 +375,23 @@ def _evaluate_tcb(
         module_status, module_advisories = tdx_module_status(info, td)
         status = converge(status, module_status)
         advisories += [a for a in module_advisories if a not in advisories]
-    return status, advisories, extension.fmspc
+    return status, advisories
+
+
+def _apply_policy_naming_qe(
+    result: VerifiedQuote, policy: VerificationPolicy, qe_status: str, qe_isv_svn: int
+) -> None:
+    """``apply_policy``, but a refusal the quoting enclave's own level caused says so, since
+    blaming the platform's TCB would send an operator to the wrong fix."""
+    qe_level = f"QE ISVSVN {qe_isv_svn} is at a {qe_status} level of the QE identity"
+    if qe_status == "Revoked":
+        raise PolicyRejected("tcb_status", f"{qe_level}, which is never accepted", result)
+    try:
+        apply_policy(result, policy)
+    except PolicyRejected as exc:
+        if exc.check != "tcb_status" or qe_status == "UpToDate":
+            raise
+        raise PolicyRejected(exc.check, f"{exc}; {qe_level}", result) from exc
 
 
 def apply_policy(result: VerifiedQuote, policy: VerificationPolicy) -> None:

@@ -11,10 +11,15 @@ from teaclave_ma.cli.output import EXIT_OK, EXIT_REFUSED, add_json_flag, emit
 from teaclave_ma.crypto.auditor_key import AuditorSigningKey
 from teaclave_ma.enclave.image import load_image
 from teaclave_ma.errors import InputError
-from teaclave_ma.formats.manifest import AcceptedIdentity, Manifest, parse_manifest
+from teaclave_ma.formats.manifest import (
+    MAX_MANIFEST_BYTES,
+    AcceptedIdentity,
+    Manifest,
+    parse_manifest,
+)
 from teaclave_ma.formats.signature import read_signature_dir, write_signature
-from teaclave_ma.formats.strict import expect_hex, expect_utc_time, format_utc
-from teaclave_ma.formats.trust import parse_trust_file
+from teaclave_ma.formats.strict import expect_hex, expect_utc_time, format_utc, read_bounded
+from teaclave_ma.formats.trust import MAX_TRUST_BYTES, parse_trust_file
 from teaclave_ma.fsutil import atomic_write
 from teaclave_ma.trust.manifest_trust import ManifestRejected, ManifestTrust
 from teaclave_ma.trust.signing import sign_manifest
@@ -117,7 +122,7 @@ def _identity_from_args(args: argparse.Namespace) -> tuple[str, AcceptedIdentity
 
 
 def _add(args: argparse.Namespace) -> int:
-    manifest = parse_manifest(args.manifest.read_bytes(), str(args.manifest))
+    manifest = parse_manifest(read_bounded(args.manifest, MAX_MANIFEST_BYTES), str(args.manifest))
     service, entry = _identity_from_args(args)
     updated = manifest.with_entry(service, entry)
     atomic_write(args.manifest, updated.to_bytes())
@@ -133,7 +138,7 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _sign(args: argparse.Namespace) -> int:
-    manifest_bytes = args.manifest.read_bytes()
+    manifest_bytes = read_bounded(args.manifest, MAX_MANIFEST_BYTES)
     # Refuse to sign what no service could accept, so a typo never gets an auditor's name on it.
     manifest = parse_manifest(manifest_bytes, str(args.manifest))
     key = AuditorSigningKey.load(args.key)
@@ -148,9 +153,9 @@ def _sign(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    trust = parse_trust_file(args.trust.read_bytes(), str(args.trust))
+    trust = parse_trust_file(read_bounded(args.trust, MAX_TRUST_BYTES), str(args.trust))
     now = expect_utc_time(args.now, "--now") if args.now else dt.datetime.now(dt.UTC)
-    manifest_bytes = args.manifest.read_bytes()
+    manifest_bytes = read_bounded(args.manifest, MAX_MANIFEST_BYTES)
     signatures = read_signature_dir(args.signatures)
     try:
         verified = ManifestTrust(trust).check(manifest_bytes, signatures, now)

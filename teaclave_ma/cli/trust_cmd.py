@@ -8,7 +8,13 @@ from typing import Any
 
 from teaclave_ma.cli.output import EXIT_OK, add_json_flag, emit
 from teaclave_ma.crypto.auditor_key import AuditorPublicKey
-from teaclave_ma.formats.trust import TrustedAuditor, TrustFile, parse_trust_file
+from teaclave_ma.formats.strict import read_bounded
+from teaclave_ma.formats.trust import (
+    MAX_TRUST_BYTES,
+    TrustedAuditor,
+    TrustFile,
+    parse_trust_file,
+)
 from teaclave_ma.fsutil import atomic_write
 
 
@@ -57,7 +63,7 @@ def _new(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    trust = parse_trust_file(args.trust_file.read_bytes(), str(args.trust_file))
+    trust = parse_trust_file(read_bounded(args.trust_file, MAX_TRUST_BYTES), str(args.trust_file))
     return _report(args, trust, f"{args.trust_file} is valid")
 
 

@@ -19,6 +19,8 @@ TAG_OCTET_STRING = 0x04
 TAG_OID = 0x06
 TAG_ENUMERATED = 0x0A
 TAG_SEQUENCE = 0x30
+# 20 base-128 digits hold 140 bits: enough for the largest arcs in use (2.25.<UUID>, 128 bits).
+MAX_OID_ARC_BYTES = 20
 
 
 class DerError(InputError):
@@ -103,11 +105,18 @@ def decode_oid(value: bytes, what: str) -> str:
         raise DerError(what, "truncated OBJECT IDENTIFIER")
     arcs: list[int] = []
     current = 0
-    for byte in value:
+    arc_start = 0
+    for index, byte in enumerate(value):
+        if index == arc_start and byte == 0x80:
+            raise DerError(what, "non-minimal OBJECT IDENTIFIER arc")
         current = (current << 7) | (byte & 0x7F)
         if not byte & 0x80:
             arcs.append(current)
             current = 0
+            arc_start = index + 1
+        elif index + 1 - arc_start >= MAX_OID_ARC_BYTES:
+            # Unbounded arcs would make huge integers (and str() refuses past 4300 digits).
+            raise DerError(what, f"OBJECT IDENTIFIER arc longer than {MAX_OID_ARC_BYTES} bytes")
     first = arcs[0]
     head = [0, first] if first < 40 else [1, first - 40] if first < 80 else [2, first - 80]
     return ".".join(str(arc) for arc in head + arcs[1:])

@@ -24,10 +24,15 @@ from teaclave_ma.formats.strict import (
     expect_keys,
     expect_str,
     parse_yaml_mapping,
+    read_bounded,
 )
 from teaclave_ma.fsutil import atomic_write
 
 SIGNATURE_SUFFIX = ".sig"
+# A signature file is about 250 bytes; a directory holds one per auditor. Both bounds stop
+# an endless file or directory before it is read.
+MAX_SIGNATURE_BYTES = 4096
+MAX_SIGNATURE_FILES = 256
 HEADER = b"# teaclave-ma detached manifest signature\n"
 _KEY_ID = re.compile(r"[0-9a-f]{64}")
 _ALGORITHM = re.compile(r"ed25519")
@@ -51,7 +56,7 @@ class DetachedSignature:
 
 def parse_signature(data: bytes, what: str = "signature") -> DetachedSignature:
     try:
-        mapping = parse_yaml_mapping(data, what)
+        mapping = parse_yaml_mapping(data, what, MAX_SIGNATURE_BYTES)
         expect_keys(mapping, what, ["algorithm", "key_id", "signature"])
         expect_str(mapping["algorithm"], f"{what}.algorithm", _ALGORITHM)
         return DetachedSignature(
@@ -80,8 +85,13 @@ def read_signature_dir(directory: Path) -> list[tuple[str, bytes]]:
     directory = Path(directory)
     if not directory.is_dir():
         raise SignatureFormatError(str(directory), "signature directory does not exist")
-    return [
-        (path.name, path.read_bytes())
-        for path in sorted(directory.glob(f"*{SIGNATURE_SUFFIX}"))
-        if path.is_file()
-    ]
+    paths = sorted(path for path in directory.glob(f"*{SIGNATURE_SUFFIX}") if path.is_file())
+    if len(paths) > MAX_SIGNATURE_FILES:
+        raise SignatureFormatError(
+            str(directory),
+            f"{len(paths)} signature files, more than the limit of {MAX_SIGNATURE_FILES}",
+        )
+    try:
+        return [(path.name, read_bounded(path, MAX_SIGNATURE_BYTES)) for path in paths]
+    except InputError as exc:
+        raise SignatureFormatError(exc.field, exc.problem) from exc

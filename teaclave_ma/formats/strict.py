@@ -9,8 +9,10 @@ traceback. PyYAML's safe loader is tightened further: duplicate keys are an erro
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -51,19 +53,73 @@ _StrictLoader.add_constructor(
 )
 
 
-def parse_yaml_mapping(data: bytes, what: str) -> dict[str, Any]:
-    """Decode UTF-8 and parse one YAML mapping; ``what`` names the document in errors."""
+def read_bounded(path: Path, limit: int) -> bytes:
+    """A file's bytes, refused once it is larger than ``limit``: a huge file is refused by
+    its size before any read, an endless one (a device, a pipe) after ``limit + 1`` bytes."""
+    with Path(path).open("rb") as handle:
+        if os.fstat(handle.fileno()).st_size > limit:
+            raise _too_large(str(path), limit)
+        # In chunks: read(limit + 1) would allocate the whole limit for every small file.
+        chunks: list[bytes] = []
+        total = 0
+        while chunk := handle.read(min(_CHUNK, limit + 1 - total)):
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > limit:
+                raise _too_large(str(path), limit)
+    return b"".join(chunks)
+
+
+_CHUNK = 1 << 16
+
+
+def check_size(data: bytes, what: str, limit: int | None) -> None:
+    if limit is not None and len(data) > limit:
+        raise _too_large(what, limit)
+
+
+def _too_large(what: str, limit: int) -> InputError:
+    return InputError(what, f"larger than the limit of {limit} bytes; refused unparsed")
+
+
+def decode_document(data: bytes, what: str, limit: int | None) -> str:
+    """The text of a document of at most ``limit`` bytes (None: the caller bounded it) of UTF-8."""
+    check_size(data, what, limit)
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InputError(what, f"not UTF-8 (byte {exc.start})") from exc
+
+
+def parse_yaml_mapping(data: bytes, what: str, limit: int | None = None) -> dict[str, Any]:
+    """Decode UTF-8 and parse one YAML mapping; ``what`` names the document in errors."""
+    return load_yaml_mapping(decode_document(data, what, limit), what)
+
+
+def load_yaml_mapping(text: str, what: str) -> dict[str, Any]:
     try:
         document = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader is a SafeLoader
     except InputError as exc:
         raise InputError(exc.field, f"{exc.problem} in {what}") from exc
     except yaml.YAMLError as exc:
         raise InputError(what, f"not valid YAML: {exc}") from exc
+    except ValueError as exc:
+        # Explicit tags and impossible dates reach int() and datetime() in PyYAML's own
+        # constructors (`version: !!int x`, `expires: 2027-02-30T00:00:00Z`).
+        raise InputError(what, f"not valid YAML: a value cannot be read ({exc})") from exc
     return expect_mapping(document, what)
+
+
+def plain_scalar_is_str(text: str) -> bool:
+    """Whether YAML reads ``text``, written unquoted, as a string (and not as a number,
+    boolean, null or timestamp): PyYAML's own implicit resolvers decide."""
+    resolvers = _IMPLICIT_RESOLVERS.get(text[:1])
+    return resolvers is None or not any(regexp.match(text) for _tag, regexp in resolvers)
+
+
+_IMPLICIT_RESOLVERS: dict[str, list[tuple[str, re.Pattern[str]]]] = (
+    _StrictLoader.yaml_implicit_resolvers
+)
 
 
 def join(path: str, key: str | int) -> str:

@@ -35,6 +35,8 @@ from teaclave_ma.formats.strict import (
 )
 
 AUDITOR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# A few hundred bytes per auditor.
+MAX_TRUST_BYTES = 1 << 20
 HEADER = b"# teaclave-ma trust file: auditor public keys and threshold, embedded at build time\n"
 
 
@@ -104,7 +106,7 @@ class TrustFile:
 
 def parse_trust_file(data: bytes, what: str = "trust file") -> TrustFile:
     try:
-        mapping = parse_yaml_mapping(data, what)
+        mapping = parse_yaml_mapping(data, what, MAX_TRUST_BYTES)
         expect_keys(mapping, "", ["threshold", "auditors"])
         auditors = []
         for index, item in enumerate(expect_list(mapping["auditors"], "auditors")):

@@ -2,8 +2,16 @@
 
 The client connects, verifies that the server is an enclave the manifest accepts for the
 service it meant to call, and only then sends a request. One connection is kept alive
-and reused; an idle connection the server closed is replaced before the next request,
-never after a request was sent (a call is not retried, since it may not be idempotent).
+and reused; before each request it is replaced by a new one if the server closed it,
+our own certificate rotated, or the server no longer passes the peer check (its
+certificate or collateral expired, the manifest dropped it). Nothing is ever resent after
+a request was sent (a call is not retried, since it may not be idempotent).
+A connection that fails, is cut or is refused is dropped (the call raises a
+``TransportError``, or ``RefusedByPeer``), and the next call connects and verifies the
+server afresh.
+
+``MutualTlsClient`` takes its peer check as a parameter; ``PeerClient`` is it with the RA-TLS
+check that services use. The benchmarks run the same code with a plain CA check.
 """
 
 from __future__ import annotations
@@ -12,18 +20,21 @@ import itertools
 import logging
 import socket
 import threading
-from typing import Any
+from typing import Any, Generic, Self
 
 import h11
+from OpenSSL import SSL
 
 from teaclave_ma.errors import VerificationError
 from teaclave_ma.rpc.http import read_message, rpc_request, send_message
 from teaclave_ma.rpc.jsonrpc import decode_response, encode_request
 from teaclave_ma.transport.credentials import CredentialSource
-from teaclave_ma.transport.peer_verify import PeerIdentity, PeerVerifier
+from teaclave_ma.transport.peer_verify import PeerIdentity
 from teaclave_ma.transport.tls import (
     ContextCache,
-    PeerRejected,
+    PeerAuthenticator,
+    PeerT,
+    RefusedByPeer,
     SecureChannel,
     TransportError,
     handshake,
@@ -34,13 +45,13 @@ log = logging.getLogger(__name__)
 MAX_RESPONSE_BYTES = 16 << 20
 
 
-class PeerClient:
+class MutualTlsClient(Generic[PeerT]):
     def __init__(
         self,
         service: str,
         address: tuple[str, int],
         credentials: CredentialSource,
-        verifier: PeerVerifier,
+        verifier: PeerAuthenticator[PeerT],
         *,
         timeout: float = 30.0,
     ) -> None:
@@ -50,39 +61,36 @@ class PeerClient:
         self._verifier = verifier
         self._timeout = timeout
         self._lock = threading.Lock()
-        self._channel: SecureChannel | None = None
+        self._channel: SecureChannel[PeerT] | None = None
         self._http: h11.Connection | None = None
+        self._opened_with: SSL.Context | None = None  # the context of self._channel
         self._ids = itertools.count(1)
 
     @property
-    def peer(self) -> PeerIdentity | None:
+    def peer(self) -> PeerT | None:
         """The verified server of the current connection, if connected."""
-        return self._channel.peer if self._channel is not None else None  # type: ignore[return-value]
+        return self._channel.peer if self._channel is not None else None
 
-    def connect(self) -> PeerIdentity:
+    def connect(self) -> PeerT:
         """Connect and verify now (calls do this on demand)."""
         with self._lock:
             channel, _ = self._connection()
-            assert isinstance(channel.peer, PeerIdentity)
             return channel.peer
 
     def call(self, method: str, **params: Any) -> Any:
         with self._lock:
             channel, http = self._connection()
-            try:
-                self._verifier.recheck(channel.peer)  # type: ignore[arg-type]
-            except VerificationError as exc:
-                self._drop()
-                raise PeerRejected("server certificate", exc) from exc
             request_id = next(self._ids)
             body = encode_request(request_id, method, params)
+            where = f"{self.address[0]}:{self.address[1]}"
             try:
-                send_message(
-                    channel, http, rpc_request(f"{self.address[0]}:{self.address[1]}", body), body
-                )
-                message = read_message(
-                    channel, http, max_body=MAX_RESPONSE_BYTES, timeout=self._timeout
-                )
+                try:
+                    send_message(channel, http, rpc_request(where, body), body)
+                    message = read_message(
+                        channel, http, max_body=MAX_RESPONSE_BYTES, timeout=self._timeout
+                    )
+                except TransportError as exc:  # a bare "timed out" must say whom and what
+                    raise type(exc)(f"{self.service} at {where}, calling {method}: {exc}") from exc
                 if message is None:
                     raise TransportError(
                         f"{self.service} closed the connection before answering {method}"
@@ -97,7 +105,7 @@ class PeerClient:
                     self._drop()
                 else:
                     http.start_next_cycle()
-            except TransportError:
+            except (TransportError, RefusedByPeer):
                 self._drop()
                 raise
             except h11.ProtocolError as exc:
@@ -111,15 +119,24 @@ class PeerClient:
         with self._lock:
             self._drop()
 
-    def _connection(self) -> tuple[SecureChannel, h11.Connection]:
-        if self._channel is not None and self._http is not None and self._channel.idle_and_open():
+    def _connection(self) -> tuple[SecureChannel[PeerT], h11.Connection]:
+        """The open connection if it may still carry a request, else a new, verified one.
+
+        Nothing has been sent yet, so replacing a stale connection here is always safe."""
+        context = self._contexts.get()  # rotates our certificate when it nears expiry
+        if self._channel is not None and self._http is not None and self._reusable(context):
             return self._channel, self._http
         self._drop()
-        sock = socket.create_connection(self.address, timeout=self._timeout)
+        try:
+            sock = socket.create_connection(self.address, timeout=self._timeout)
+        except OSError as exc:  # refused, unreachable, timed out: the service is not there now
+            raise TransportError(
+                f"cannot connect to {self.service} at {self.address[0]}:{self.address[1]}: {exc}"
+            ) from exc
         try:
             channel = handshake(
                 sock,
-                self._contexts.get(),
+                context,
                 lambda der: self._verifier.verify(der, [self.service]),
                 server=False,
                 timeout=self._timeout,
@@ -128,22 +145,40 @@ class PeerClient:
         except BaseException:
             sock.close()
             raise
-        log.info(
-            "connected to %s at %s:%d",
-            channel.peer.describe() if isinstance(channel.peer, PeerIdentity) else self.service,
-            *self.address,
-        )
+        log.info("connected to %s at %s:%d", channel.peer.describe(), *self.address)
         self._channel, self._http = channel, h11.Connection(h11.CLIENT)
+        self._opened_with = context
         return self._channel, self._http
+
+    def _reusable(self, context: SSL.Context) -> bool:
+        """Whether the open connection presents our current certificate, is idle and open,
+        and its server still passes the peer check (evidence unexpired, manifest accepts)."""
+        channel = self._channel
+        if channel is None or context is not self._opened_with or not channel.idle_and_open():
+            return False
+        try:
+            self._verifier.recheck(channel.peer)
+        except VerificationError as exc:
+            log.info(
+                "reconnecting to %s: the open connection no longer holds: %s", self.service, exc
+            )
+            return False
+        return True
 
     def _drop(self) -> None:
         if self._channel is not None:
             self._channel.close()
         self._channel = None
         self._http = None
+        self._opened_with = None
 
-    def __enter__(self) -> PeerClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class PeerClient(MutualTlsClient[PeerIdentity]):
+    """A service's client of a peer service: the server passes the RA-TLS check of
+    ``peer_verify`` for the service this client means to call."""

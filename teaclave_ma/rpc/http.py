@@ -6,7 +6,7 @@ import time
 
 import h11
 
-from teaclave_ma.transport.tls import SecureChannel, TransportError
+from teaclave_ma.transport.tls import PeerT, SecureChannel, TransportError
 
 RPC_PATH = b"/rpc"
 JSON = b"application/json"
@@ -17,7 +17,7 @@ class HttpLimitError(TransportError):
 
 
 def _next_event(
-    channel: SecureChannel, http: h11.Connection, deadline: float
+    channel: SecureChannel[PeerT], http: h11.Connection, deadline: float
 ) -> h11.Event | type[h11.PAUSED] | type[h11.NEED_DATA]:
     while True:
         event = http.next_event()
@@ -30,7 +30,7 @@ def _next_event(
 
 
 def read_message(
-    channel: SecureChannel, http: h11.Connection, *, max_body: int, timeout: float
+    channel: SecureChannel[PeerT], http: h11.Connection, *, max_body: int, timeout: float
 ) -> tuple[h11.Request | h11.Response, bytes] | None:
     """One request (server) or response (client) with its body; None when the peer closed."""
     deadline = time.monotonic() + timeout
@@ -56,7 +56,7 @@ def read_message(
 
 
 def send_message(
-    channel: SecureChannel, http: h11.Connection, head: h11.Event, body: bytes
+    channel: SecureChannel[PeerT], http: h11.Connection, head: h11.Event, body: bytes
 ) -> None:
     data = http.send(head) or b""
     if body:

@@ -1,8 +1,14 @@
 """The attested RPC server: accepts TCP, runs the mutual RA-TLS handshake, then serves JSON-RPC.
 
 Bounds keep one slow or hostile peer from stalling the rest: a limit on concurrent
-connections (excess connections are closed at once), a deadline on each handshake,
-an idle deadline between requests, and a maximum request size.
+connections, a smaller one on connections still in their handshake (excess connections
+are closed at once), a deadline on each handshake, an idle deadline between requests, and
+a maximum request size. Silent connections that never finish a handshake can thus hold
+at most ``max_handshakes`` slots, each until its deadline, and never lock out the
+established connections or the rest of the connection slots.
+
+``MutualTlsServer`` takes its peer check as a parameter; ``RpcServer`` is it with the RA-TLS
+check that services use. The benchmarks run the same code with a plain CA check.
 """
 
 from __future__ import annotations
@@ -11,7 +17,9 @@ import contextlib
 import logging
 import socket
 import threading
+import time
 from collections.abc import Sequence
+from typing import Any, Generic, Protocol, TypeVar
 
 import attrs
 import h11
@@ -26,10 +34,17 @@ from teaclave_ma.rpc.jsonrpc import (
     encode_error,
     encode_result,
 )
-from teaclave_ma.rpc.service import Service
 from teaclave_ma.transport.credentials import CredentialSource
-from teaclave_ma.transport.peer_verify import PeerIdentity, PeerVerifier
-from teaclave_ma.transport.tls import ContextCache, PeerRejected, SecureChannel, handshake
+from teaclave_ma.transport.peer_verify import PeerIdentity
+from teaclave_ma.transport.tls import (
+    ContextCache,
+    Peer,
+    PeerAuthenticator,
+    PeerRejected,
+    PeerT,
+    SecureChannel,
+    handshake,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,17 +52,50 @@ log = logging.getLogger(__name__)
 @attrs.frozen
 class ServerLimits:
     max_connections: int = 1024
+    max_handshakes: int = 256  # of those, how many may be in the handshake at once
     handshake_timeout: float = 10.0
     idle_timeout: float = 60.0
     max_request_bytes: int = 1 << 20
 
 
-class RpcServer:
+# How long a refused client is given to read our alert before the socket is closed.
+REFUSAL_LINGER = 1.0
+
+
+def _close_after_refusal(sock: socket.socket) -> None:
+    """Close a connection whose handshake we refused so that the client learns why.
+
+    The refusal happens while the client's last handshake records (and perhaps its first
+    request) are still unread; closing then resets the connection, and a reset can reach
+    the client before our alert does, leaving it a bare "connection reset". So: end our
+    side after the alert, discard what the client still sends until it closes (briefly)."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(REFUSAL_LINGER)
+        deadline = time.monotonic() + REFUSAL_LINGER
+        while time.monotonic() < deadline and sock.recv(4096):
+            pass
+    sock.close()
+
+
+PeerT_contra = TypeVar("PeerT_contra", bound=Peer, contravariant=True)
+
+
+class Dispatcher(Protocol[PeerT_contra]):
+    """What the server serves (``rpc.service.Service``): handlers called with the verified peer."""
+
+    @property
+    def name(self) -> str: ...
+
+    def dispatch(self, peer: PeerT_contra, method: str, params: dict[str, Any]) -> Any: ...
+
+
+class MutualTlsServer(Generic[PeerT]):
     def __init__(
         self,
-        service: Service,
+        service: Dispatcher[PeerT],
         credentials: CredentialSource,
-        verifier: PeerVerifier,
+        verifier: PeerAuthenticator[PeerT],
         *,
         inbound: Sequence[str],
         address: tuple[str, int],
@@ -59,6 +107,7 @@ class RpcServer:
         self._inbound = tuple(inbound)
         self._limits = limits or ServerLimits()
         self._slots = threading.BoundedSemaphore(self._limits.max_connections)
+        self._handshake_slots = threading.BoundedSemaphore(self._limits.max_handshakes)
         self._stopping = threading.Event()
         self._listener = socket.create_server(address, backlog=128)
         self.address: tuple[str, int] = self._listener.getsockname()[:2]
@@ -97,32 +146,53 @@ class RpcServer:
                 if self._stopping.is_set():
                     return
                 continue
-            if not self._slots.acquire(blocking=False):
-                log.warning(
-                    "connection limit %d reached; closing %s:%d",
-                    self._limits.max_connections,
-                    *peer_address[:2],
-                )
+            if not self._admit(peer_address):
                 sock.close()
                 continue
             threading.Thread(
                 target=self._serve_connection, args=(sock, peer_address), daemon=True
             ).start()
 
-    def _serve_connection(self, sock: socket.socket, peer_address: tuple[str, int]) -> None:
-        where = f"{peer_address[0]}:{peer_address[1]}"
+    def _admit(self, peer_address: tuple[str, int]) -> bool:
+        """Take a handshake slot and a connection slot for a new connection, or neither."""
+        if not self._handshake_slots.acquire(blocking=False):
+            log.warning(
+                "handshake limit %d reached; closing %s:%d",
+                self._limits.max_handshakes,
+                *peer_address[:2],
+            )
+            return False
+        if not self._slots.acquire(blocking=False):
+            self._handshake_slots.release()
+            log.warning(
+                "connection limit %d reached; closing %s:%d",
+                self._limits.max_connections,
+                *peer_address[:2],
+            )
+            return False
+        return True
+
+    def _handshake(self, sock: socket.socket) -> SecureChannel[PeerT]:
+        """The handshake, holding a handshake slot until it ends, however it ends."""
         try:
-            channel = handshake(
+            return handshake(
                 sock,
                 self._contexts.get(),
                 lambda der: self._verifier.verify(der, self._inbound),
                 server=True,
                 timeout=self._limits.handshake_timeout,
             )
+        finally:
+            self._handshake_slots.release()
+
+    def _serve_connection(self, sock: socket.socket, peer_address: tuple[str, int]) -> None:
+        where = f"{peer_address[0]}:{peer_address[1]}"
+        try:
+            channel = self._handshake(sock)
         except PeerRejected as exc:
             self.rejections += 1
             log.warning("%s refused client %s: %s", self.service.name, where, exc.reason)
-            sock.close()
+            _close_after_refusal(sock)
             self._slots.release()
             return
         except TeaclaveMAError as exc:
@@ -131,7 +201,6 @@ class RpcServer:
             self._slots.release()
             return
         peer = channel.peer
-        assert isinstance(peer, PeerIdentity)  # the handshake only returns verified peers
         log.info("%s accepted %s from %s", self.service.name, peer.describe(), where)
         try:
             self._serve_requests(channel, peer)
@@ -141,7 +210,7 @@ class RpcServer:
             channel.close()
             self._slots.release()
 
-    def _serve_requests(self, channel: SecureChannel, peer: PeerIdentity) -> None:
+    def _serve_requests(self, channel: SecureChannel[PeerT], peer: PeerT) -> None:
         http = h11.Connection(h11.SERVER, max_incomplete_event_size=16 * 1024)
         while not self._stopping.is_set():
             try:
@@ -178,7 +247,7 @@ class RpcServer:
                 return
             http.start_next_cycle()
 
-    def _answer(self, request: h11.Request, body: bytes, peer: PeerIdentity) -> tuple[int, bytes]:
+    def _answer(self, request: h11.Request, body: bytes, peer: PeerT) -> tuple[int, bytes]:
         if request.method != b"POST" or request.target != RPC_PATH:
             error = RpcError(INVALID_REQUEST, "JSON-RPC is served by POST /rpc only")
             return 404, encode_error(None, error)
@@ -194,3 +263,7 @@ class RpcServer:
             log.error("%s: unserialisable result: %s", self.service.name, exc)
             return 200, encode_error(request_id, RpcError(-32603, "result could not be encoded"))
         return 200, answer
+
+
+class RpcServer(MutualTlsServer[PeerIdentity]):
+    """The server of a service: every client passes the RA-TLS check of ``peer_verify``."""

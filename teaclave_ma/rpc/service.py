@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from teaclave_ma.rpc.jsonrpc import INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND, RpcError
-from teaclave_ma.transport.peer_verify import PeerIdentity
+from teaclave_ma.transport.tls import Peer
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class Service:
 
         return register
 
-    def dispatch(self, peer: PeerIdentity, method: str, params: dict[str, Any]) -> Any:
+    def dispatch(self, peer: Peer, method: str, params: dict[str, Any]) -> Any:
         try:
             function, signature = self._handlers[method]
         except KeyError:

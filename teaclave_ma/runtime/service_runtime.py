@@ -143,6 +143,7 @@ class ServiceRuntime(EnclaveNode):
         # Polling the files' fingerprints needs no platform-specific watcher and also
         # notices a manifest that expires while nothing changes on disk.
         last = self.keeper.fingerprint()
+        reported: str | None = None
         while not self._stop.wait(interval):
             current = self.keeper.fingerprint()
             if current != last:
@@ -150,8 +151,12 @@ class ServiceRuntime(EnclaveNode):
                 self.keeper.reload()
             try:
                 self.keeper.current(dt.datetime.now(dt.UTC))
-            except Exception as exc:  # logged, and every handshake refuses until fixed
-                log.error("%s", exc)
+                reported = None
+            except Exception as exc:  # every handshake refuses until fixed
+                # Once per change of state, so an expired manifest does not flood the log.
+                if str(exc) != reported:
+                    reported = str(exc)
+                    log.error("%s", exc)
 
 
 def load_entrypoint(image: EnclaveImage) -> Callable[[ServiceContext], Service]:

@@ -31,12 +31,15 @@ def utc_now() -> dt.datetime:
 
 
 @attrs.frozen(repr=False)
-class RaTlsCredentials:
+class TlsCredentials:
+    """Our private key and the certificate we present with it (for RA-TLS, one that
+    carries a quote binding the key)."""
+
     private_key: ec.EllipticCurvePrivateKey
     certificate: x509.Certificate
 
     def __repr__(self) -> str:
-        return f"RaTlsCredentials(not_after={self.not_after.isoformat()})"
+        return f"TlsCredentials(not_after={self.not_after.isoformat()})"
 
     @property
     def not_after(self) -> dt.datetime:
@@ -44,7 +47,7 @@ class RaTlsCredentials:
 
 
 class CredentialSource(Protocol):
-    def current(self) -> RaTlsCredentials: ...
+    def current(self) -> TlsCredentials: ...
 
 
 class RotatingCredentials:
@@ -71,17 +74,17 @@ class RotatingCredentials:
         self._refresh_before = refresh_before
         self._clock = clock
         self._lock = threading.Lock()
-        self._current: RaTlsCredentials | None = None
+        self._current: TlsCredentials | None = None
         self.generation = 0
 
-    def current(self) -> RaTlsCredentials:
+    def current(self) -> TlsCredentials:
         with self._lock:
             now = self._clock()
             if self._current is None or self._current.not_after - now <= self._refresh_before:
                 self._current = self._issue(now)
             return self._current
 
-    def _issue(self, now: dt.datetime) -> RaTlsCredentials:
+    def _issue(self, now: dt.datetime) -> TlsCredentials:
         key = ec.generate_private_key(ec.SECP256R1())
         der = create_ratls_certificate(
             key,
@@ -97,4 +100,4 @@ class RotatingCredentials:
             self._common_name,
             self._lifetime,
         )
-        return RaTlsCredentials(key, x509.load_der_x509_certificate(der))
+        return TlsCredentials(key, x509.load_der_x509_certificate(der))

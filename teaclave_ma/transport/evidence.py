@@ -11,6 +11,10 @@ Two evidence extensions exist (see ../shared/data/README.md for the facts):
 
 The certificate is parsed with the project's DER reader, because pyca/cryptography refuses
 certificates with NULL signature parameters, which Gramine's (mbedTLS) certificates carry.
+Where cryptography does load a certificate, both readings must agree on what was signed and
+on the key, so that the key the quote binds is the key the TLS stack sees. The reading is
+strict: sizes are bounded before anything is decoded, unknown critical extensions are
+refused (RFC 5280, 4.2), and the TCG evidence must be CBOR with one meaning only.
 """
 
 from __future__ import annotations
@@ -19,17 +23,19 @@ import base64
 import binascii
 import datetime as dt
 import hashlib
+import io
 from typing import Any
 
 import attrs
 import cbor2
+from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from teaclave_ma.attestation.errors import QuoteFormatError
-from teaclave_ma.attestation.quote import parse_quote
+from teaclave_ma.attestation.quote import Quote, parse_quote
 from teaclave_ma.formats import der
 from teaclave_ma.formats.der import DerError, Tlv
 from teaclave_ma.transport.errors import CertificateFormatError, EvidenceError
@@ -40,7 +46,22 @@ TCG_EVIDENCE_OID = "2.23.133.5.4.9"
 TCG_EVIDENCE_TAG = 60000
 PUBKEY_HASH_CLAIM = "pubkey-hash"
 HASH_ALG_SHA256 = 1
-MAX_EVIDENCE = 64 * 1024
+# Real RA-TLS certificates hold about 10 KiB (two quotes of ~5 KiB); the limits leave ample
+# room while bounding the work an unauthenticated peer can cause before any check.
+MAX_CERTIFICATE = 64 * 1024
+MAX_EXTENSION = 32 * 1024
+MAX_TCG_CLAIMS = 1024
+_CBOR_MAX_DEPTH = 4
+# Critical extensions this reader understands: basicConstraints (irrelevant to a self-signed
+# leaf trusted through its quote) and the evidence extensions it processes itself.
+BASIC_CONSTRAINTS_OID = "2.5.29.19"
+UNDERSTOOD_CRITICAL = frozenset(
+    {BASIC_CONSTRAINTS_OID, LEGACY_QUOTE_OID, LEGACY_QUOTE_OID_GRAMINE, TCG_EVIDENCE_OID}
+)
+_TAG_BOOLEAN = 0x01
+_TAG_EXTENSIONS = 0xA3
+# After subjectPublicKeyInfo: issuerUniqueID [1], subjectUniqueID [2], extensions [3].
+_OPTIONAL_TBS_TAGS = (0x81, 0x82, _TAG_EXTENSIONS)
 _SIGNATURE_HASHES = {"1.2.840.10045.4.3.2": hashes.SHA256(), "1.2.840.10045.4.3.3": hashes.SHA384()}
 
 
@@ -59,13 +80,23 @@ class CertificateEvidence:
     tcg_claims: bytes | None
 
 
+def _oversized(check: str, what: str, size: int, limit: int) -> EvidenceError:
+    return EvidenceError(check, f"{what} holds {size} bytes (limit {limit})")
+
+
 def _to_der(certificate: bytes) -> bytes:
+    # PEM is base64 (4/3 of the DER) plus line breaks: twice the DER limit bounds it.
+    if len(certificate) > 2 * MAX_CERTIFICATE:
+        raise _oversized("oversized_certificate", "certificate", len(certificate), MAX_CERTIFICATE)
+    data = certificate
     if certificate.lstrip().startswith(b"-----BEGIN"):
         try:
-            return _pem_to_der(certificate)
+            data = _pem_to_der(certificate)
         except ValueError as exc:
             raise CertificateFormatError("certificate", f"bad PEM ({exc})") from exc
-    return certificate
+    if len(data) > MAX_CERTIFICATE:
+        raise _oversized("oversized_certificate", "certificate", len(data), MAX_CERTIFICATE)
+    return data
 
 
 def _pem_to_der(pem: bytes) -> bytes:
@@ -97,11 +128,33 @@ def _time(item: Tlv) -> dt.datetime:
     return moment.replace(tzinfo=dt.UTC)
 
 
-def _decode_tcg(value: bytes) -> tuple[bytes, bytes]:
+def _strict_cbor(data: bytes, what: str) -> Any:
+    """The one CBOR item filling ``data``: definite lengths, no repeated map keys, shallow.
+
+    cbor2 alone would ignore trailing bytes and keep the last of repeated keys, so two
+    readers could see different claims in the same bytes."""
+    stream = io.BytesIO(data)
+    decoder = cbor2.CBORDecoder(
+        stream,
+        max_depth=_CBOR_MAX_DEPTH,
+        allow_indefinite=False,
+        allow_duplicate_keys=False,
+        strict_hashable_types=True,
+    )
     try:
-        decoded: Any = cbor2.loads(value)
+        item: Any = decoder.decode()
     except (cbor2.CBORDecodeError, ValueError, TypeError, RecursionError) as exc:
-        raise CertificateFormatError(TCG_EVIDENCE_OID, f"not valid CBOR ({exc})") from exc
+        raise CertificateFormatError(TCG_EVIDENCE_OID, f"{what}: not strict CBOR ({exc})") from exc
+    trailing = len(data) - stream.tell()
+    if trailing:
+        raise CertificateFormatError(
+            TCG_EVIDENCE_OID, f"{what}: {trailing} trailing bytes after the CBOR item"
+        )
+    return item
+
+
+def _decode_tcg(value: bytes) -> tuple[bytes, bytes]:
+    decoded = _strict_cbor(value, "tagged evidence")
     if not isinstance(decoded, cbor2.CBORTag) or decoded.tag != TCG_EVIDENCE_TAG:
         raise CertificateFormatError(TCG_EVIDENCE_OID, f"expected CBOR tag {TCG_EVIDENCE_TAG}")
     body = decoded.value
@@ -111,7 +164,77 @@ def _decode_tcg(value: bytes) -> tuple[bytes, bytes]:
         or not all(isinstance(x, bytes) for x in body)
     ):
         raise CertificateFormatError(TCG_EVIDENCE_OID, "expected [bstr evidence, bstr claims]")
-    return body[0], body[1]
+    quote, claims = body
+    if len(claims) > MAX_TCG_CLAIMS:
+        raise _oversized("oversized_extension", "TCG claims", len(claims), MAX_TCG_CLAIMS)
+    return quote, claims
+
+
+def _read_extension(item: Tlv) -> tuple[str, bytes]:
+    """An extension's OID and value, refusing it if it is critical and not understood."""
+    if len(item.value) > MAX_EXTENSION:  # before decoding anything inside it
+        raise _oversized(
+            "oversized_extension",
+            f"extension at offset {item.offset}",
+            len(item.value),
+            MAX_EXTENSION,
+        )
+    elements = der.expect_tag(item, der.TAG_SEQUENCE, "extension").children("extension")
+    if len(elements) not in (2, 3):
+        raise CertificateFormatError(
+            "extension", f"expected 2 or 3 elements at offset {item.offset}, got {len(elements)}"
+        )
+    oid = der.decode_oid(der.expect_tag(elements[0], der.TAG_OID, "extension").value, "extension")
+    critical = False  # DEFAULT FALSE
+    if len(elements) == 3:
+        flag = der.expect_tag(elements[1], _TAG_BOOLEAN, f"{oid}.critical").value
+        if flag not in (b"\x00", b"\xff"):
+            raise CertificateFormatError(f"{oid}.critical", f"not a DER BOOLEAN ({flag.hex()})")
+        critical = flag == b"\xff"
+    if critical and oid not in UNDERSTOOD_CRITICAL:
+        raise EvidenceError(
+            "unknown_critical_extension",
+            f"extension {oid} is critical and not understood here; RFC 5280 requires "
+            "refusing the certificate",
+        )
+    return oid, der.expect_tag(elements[-1], der.TAG_OCTET_STRING, oid).value
+
+
+def _extension_items(after_spki: list[Tlv]) -> list[Tlv]:
+    """The extensions, given the TBS fields after subjectPublicKeyInfo."""
+    order = [
+        _OPTIONAL_TBS_TAGS.index(f.tag) if f.tag in _OPTIONAL_TBS_TAGS else -1 for f in after_spki
+    ]
+    if -1 in order or order != sorted(set(order)):  # unknown, repeated or out of order
+        tags = ", ".join(f"0x{f.tag:02x}" for f in after_spki)
+        raise CertificateFormatError(
+            "tbsCertificate", f"unexpected fields after subjectPublicKeyInfo (tags {tags})"
+        )
+    blocks = [f for f in after_spki if f.tag == _TAG_EXTENSIONS]
+    if not blocks:
+        return []
+    inner = blocks[0].children("extensions")
+    if len(inner) != 1:
+        raise CertificateFormatError("extensions", f"expected one SEQUENCE, got {len(inner)} items")
+    items = der.expect_tag(inner[0], der.TAG_SEQUENCE, "extensions").children("extensions")
+    if not items:
+        raise CertificateFormatError("extensions", "empty (RFC 5280 requires at least one)")
+    return items
+
+
+def _collect(items: list[Tlv]) -> tuple[dict[str, bytes], str | None]:
+    """Extension values by OID (both legacy spellings under one key), and the legacy spelling."""
+    found: dict[str, bytes] = {}
+    legacy_oid: str | None = None
+    for item in items:
+        oid, value = _read_extension(item)
+        key = LEGACY_QUOTE_OID if oid in (LEGACY_QUOTE_OID, LEGACY_QUOTE_OID_GRAMINE) else oid
+        if key in found:
+            raise EvidenceError("duplicate_extension", f"extension {oid} appears more than once")
+        found[key] = value
+        if key == LEGACY_QUOTE_OID:
+            legacy_oid = oid
+    return found, legacy_oid
 
 
 def extract_evidence(certificate: bytes) -> CertificateEvidence:
@@ -128,38 +251,19 @@ def extract_evidence(certificate: bytes) -> CertificateEvidence:
         der.expect_tag(tbs, der.TAG_SEQUENCE, "tbsCertificate")
         der.expect_tag(signature, der.TAG_BIT_STRING, "signatureValue")
         fields = tbs.children("tbsCertificate")
-        if fields and fields[0].tag == 0xA0:  # explicit version
-            fields = fields[1:]
+        _expect_v3(fields)
+        fields = fields[1:]
         if len(fields) < 6:
             raise CertificateFormatError("tbsCertificate", "too few fields")
+        if fields[1].encoded() != algorithm.encoded():  # RFC 5280, 4.1.1.2
+            raise CertificateFormatError(
+                "tbsCertificate.signature", "differs from the certificate's signatureAlgorithm"
+            )
         validity = der.expect_tag(fields[3], der.TAG_SEQUENCE, "validity").children("validity")
         if len(validity) != 2:
             raise CertificateFormatError("validity", "expected notBefore and notAfter")
         spki = der.expect_tag(fields[5], der.TAG_SEQUENCE, "subjectPublicKeyInfo")
-        extensions = [f for f in fields[6:] if f.tag == 0xA3]
-        found: dict[str, bytes] = {}
-        legacy_oid: str | None = None
-        for item in (
-            extensions[0].children("extensions")[0].children("extensions") if extensions else []
-        ):
-            elements = item.children("extension")
-            oid = der.decode_oid(
-                der.expect_tag(elements[0], der.TAG_OID, "extension").value, "extension"
-            )
-            value = der.expect_tag(elements[-1], der.TAG_OCTET_STRING, oid).value
-            key = LEGACY_QUOTE_OID if oid in (LEGACY_QUOTE_OID, LEGACY_QUOTE_OID_GRAMINE) else oid
-            if key in found:
-                raise EvidenceError(
-                    "duplicate_extension", f"extension {oid} appears more than once"
-                )
-            if key in (LEGACY_QUOTE_OID, TCG_EVIDENCE_OID) and len(value) > MAX_EVIDENCE:
-                raise EvidenceError(
-                    "oversized_extension",
-                    f"extension {oid} holds {len(value)} bytes (limit {MAX_EVIDENCE})",
-                )
-            found[key] = value
-            if key == LEGACY_QUOTE_OID:
-                legacy_oid = oid
+        found, legacy_oid = _collect(_extension_items(fields[6:]))
         algorithm_oid = der.decode_oid(
             der.expect_tag(
                 algorithm.children("signatureAlgorithm")[0], der.TAG_OID, "signatureAlgorithm"
@@ -176,6 +280,7 @@ def extract_evidence(certificate: bytes) -> CertificateEvidence:
         raise CertificateFormatError(
             "subjectPublicKeyInfo", f"unusable public key ({exc})"
         ) from exc
+    _cross_check(data, tbs.encoded(), public_key, algorithm_oid, signature.value)
     _check_self_signature(public_key, algorithm_oid, tbs.encoded(), signature.value)
     tcg_quote = tcg_claims = None
     if TCG_EVIDENCE_OID in found:
@@ -194,6 +299,50 @@ def extract_evidence(certificate: bytes) -> CertificateEvidence:
         tcg_quote=tcg_quote,
         tcg_claims=tcg_claims,
     )
+
+
+_V3 = der.encode_tlv(0xA0, der.encode_int(2))
+
+
+def _expect_v3(fields: list[der.Tlv]) -> None:
+    # Only v3 certificates carry extensions (RFC 5280, 4.1.2.1); X.509 libraries disagree on
+    # what to make of other versions, so none reaches the parsers that follow.
+    if not fields or fields[0].encoded() != _V3:
+        raise CertificateFormatError(
+            "tbsCertificate.version", "expected version 3 (the only one with extensions)"
+        )
+
+
+def _spki(key: PublicKeyTypes) -> bytes:
+    return key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def _cross_check(
+    data: bytes, tbs: bytes, public_key: PublicKeyTypes, algorithm_oid: str, bit_string: bytes
+) -> None:
+    """Where pyca/cryptography's X.509 parser also reads the certificate, it must find the
+    signed bytes, key and signature the DER walk found: two parsers that disagree about a
+    certificate are how a quote comes to bind one key while the TLS handshake proves
+    possession of another."""
+    try:
+        library = x509.load_der_x509_certificate(data)
+        seen = (
+            library.tbs_certificate_bytes,
+            _spki(library.public_key()),
+            library.signature_algorithm_oid.dotted_string,
+            library.signature,
+        )
+    except (ValueError, UnsupportedAlgorithm):
+        return  # e.g. Gramine's NULL signature parameters: the DER walk alone applies
+    walked = (tbs, _spki(public_key), algorithm_oid, bit_string[1:])
+    names = ("signed TBS bytes", "public key", "signature algorithm", "signature")
+    for name, ours, theirs in zip(names, walked, seen, strict=True):
+        if ours != theirs:
+            raise CertificateFormatError(
+                "certificate", f"the DER walk and the X.509 library disagree on the {name}"
+            )
 
 
 def _check_self_signature(
@@ -223,9 +372,9 @@ def check_validity(evidence: CertificateEvidence, now: dt.datetime) -> None:
         )
 
 
-def _report_data(quote: bytes, which: str) -> bytes:
+def _parsed(quote: bytes, which: str) -> Quote:
     try:
-        return parse_quote(quote).report_data
+        return parse_quote(quote)
     except QuoteFormatError as exc:
         raise CertificateFormatError(which, f"quote: {exc}") from exc
 
@@ -248,38 +397,59 @@ def tcg_claims(spki_der: bytes) -> bytes:
 
 
 def bound_quote(evidence: CertificateEvidence) -> bytes:
-    """The quote that binds the certificate's key; every evidence extension present must bind."""
+    """The quote that binds the certificate's key; every evidence extension present must
+    bind, and where both are present they must attest the same enclave."""
     if evidence.legacy_quote is None and evidence.tcg_quote is None:
         raise EvidenceError(
             "no_quote", "certificate carries no SGX quote (no RA-TLS evidence extension)"
         )
     key_hash = hashlib.sha256(evidence.spki_der).digest()
+    tcg = legacy = None
     if evidence.tcg_quote is not None and evidence.tcg_claims is not None:
         _check_tcg_claims(evidence.tcg_claims, key_hash)
+        tcg = _parsed(evidence.tcg_quote, TCG_EVIDENCE_OID)
         _expect_binding(
-            "TCG evidence",
-            _report_data(evidence.tcg_quote, TCG_EVIDENCE_OID),
-            hashlib.sha256(evidence.tcg_claims).digest(),
+            "TCG evidence", tcg.report_data, hashlib.sha256(evidence.tcg_claims).digest()
         )
     if evidence.legacy_quote is not None:
-        _expect_binding(
-            "legacy quote extension",
-            _report_data(evidence.legacy_quote, LEGACY_QUOTE_OID),
-            key_hash,
+        legacy = _parsed(evidence.legacy_quote, LEGACY_QUOTE_OID)
+        _expect_binding("legacy quote extension", legacy.report_data, key_hash)
+    if legacy is not None and tcg is not None:
+        _expect_same_enclave(legacy, tcg)
+    chosen = legacy if legacy is not None else tcg
+    assert chosen is not None  # one of the two is present, checked above
+    return chosen.raw
+
+
+def _expect_same_enclave(legacy: Quote, tcg: Quote) -> None:
+    """Only one of the two quotes is verified, so the other must not claim anything else:
+    their report bodies may differ in report_data alone."""
+    if type(legacy.body) is not type(tcg.body):
+        raise EvidenceError(
+            "evidence_mismatch", "the legacy quote and the TCG evidence come from different TEEs"
         )
-        return evidence.legacy_quote
-    assert evidence.tcg_quote is not None
-    return evidence.tcg_quote
+    differing = [
+        field.name
+        for field in attrs.fields(type(legacy.body))
+        if field.name not in ("report_data", "raw")
+        and getattr(legacy.body, field.name) != getattr(tcg.body, field.name)
+    ]
+    if differing:
+        raise EvidenceError(
+            "evidence_mismatch",
+            "the legacy quote and the TCG evidence attest different enclaves "
+            f"(they differ in {', '.join(differing)})",
+        )
 
 
 def _check_tcg_claims(claims: bytes, key_hash: bytes) -> None:
-    try:
-        decoded: Any = cbor2.loads(claims)
-        inner: Any = cbor2.loads(decoded[PUBKEY_HASH_CLAIM]) if isinstance(decoded, dict) else None
-    except (cbor2.CBORDecodeError, ValueError, TypeError, KeyError, RecursionError) as exc:
+    decoded = _strict_cbor(claims, "claims")
+    hashed = decoded.get(PUBKEY_HASH_CLAIM) if isinstance(decoded, dict) else None
+    if not isinstance(hashed, bytes):
         raise CertificateFormatError(
-            TCG_EVIDENCE_OID, f"claims are not a CBOR map with {PUBKEY_HASH_CLAIM!r} ({exc})"
-        ) from exc
+            TCG_EVIDENCE_OID, f"claims are not a CBOR map with a bstr {PUBKEY_HASH_CLAIM!r}"
+        )
+    inner = _strict_cbor(hashed, PUBKEY_HASH_CLAIM)
     if not isinstance(inner, list | tuple) or len(inner) != 2:
         raise CertificateFormatError(
             TCG_EVIDENCE_OID, f"{PUBKEY_HASH_CLAIM} must be [hash-alg-id, hash]"

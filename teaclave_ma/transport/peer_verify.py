@@ -4,12 +4,18 @@ In order: a manifest is in force (and not expired: no freeze), the certificate i
 its validity, it carries a quote whose report_data binds the certificate's key, the quote
 verifies under the trusted root with current collateral and the TCB policy, and the
 attested identity matches a manifest entry of one of the services expected on this edge.
+
+An open connection is worth no more than the evidence it was opened with: before each
+request, ``recheck`` refuses a peer whose certificate or quote collateral has expired
+since the handshake (the peer must reconnect with fresh evidence), and one that the
+manifest in force no longer accepts.
 """
 
 from __future__ import annotations
 
 import collections
 import datetime as dt
+import hashlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -19,13 +25,14 @@ import attrs
 
 from teaclave_ma.attestation.anchors import TrustAnchor
 from teaclave_ma.attestation.collateral import Collateral
+from teaclave_ma.attestation.errors import QuoteVerificationError
 from teaclave_ma.attestation.policy import TCB_STATUSES, VerificationPolicy
 from teaclave_ma.attestation.quote import Quote, parse_quote
 from teaclave_ma.attestation.verifier import VerifiedQuote, apply_policy, verify_quote
 from teaclave_ma.identity import PeerMeasurement
 from teaclave_ma.transport.credentials import Clock, utc_now
+from teaclave_ma.transport.errors import EvidenceError
 from teaclave_ma.transport.evidence import (
-    CertificateEvidence,
     bound_quote,
     check_validity,
     extract_evidence,
@@ -35,6 +42,8 @@ from teaclave_ma.trust.manifest_trust import IdentityNotAccepted, VerifiedManife
 log = logging.getLogger(__name__)
 
 CollateralFor = Callable[[Quote], Collateral]
+# For a PeerIdentity not made by ``verify`` (handler tests): evidence that never was current.
+NO_EVIDENCE = dt.datetime.min.replace(tzinfo=dt.UTC)
 
 
 class ManifestSource(Protocol):
@@ -51,6 +60,10 @@ class PeerIdentity:
     advisory_ids: tuple[str, ...]
     manifest_version: int
     certificate_sha256: bytes
+    # Until when the evidence behind the connection holds: the peer certificate's
+    # notAfter, and the earliest nextUpdate of the collateral its quote was verified with.
+    certificate_not_after: dt.datetime = attrs.field(default=NO_EVIDENCE, kw_only=True)
+    collateral_expires: dt.datetime = attrs.field(default=NO_EVIDENCE, kw_only=True)
 
     def describe(self) -> str:
         return f"{self.service} ({self.identity.measurement_text[:28]}..., tcb {self.tcb_status})"
@@ -60,32 +73,51 @@ class PeerIdentity:
 EVERY_POLICY = VerificationPolicy(allowed_tcb_statuses=TCB_STATUSES - {"Revoked"}, allow_debug=True)
 
 
+@attrs.frozen
+class VerifiedCertificate:
+    """What a certificate's check established, short of policy and manifest: its DER's
+    SHA-256, its validity, and its verified quote (bound to its key)."""
+
+    sha256: bytes
+    not_after: dt.datetime
+    quote: VerifiedQuote
+
+
 class VerifiedCertificates:
-    """A bounded cache of verified peer certificates by SHA-256, each until it expires."""
+    """A bounded cache of verified peer certificates by the SHA-256 of their bytes, each
+    usable from ``valid_from`` until (excluded) ``valid_until``."""
 
     def __init__(self, size: int) -> None:
         self._size = size
-        self._entries: collections.OrderedDict[bytes, tuple[VerifiedQuote, dt.datetime]] = (
-            collections.OrderedDict()
-        )
+        self._entries: collections.OrderedDict[
+            bytes, tuple[VerifiedCertificate, dt.datetime | None, dt.datetime]
+        ] = collections.OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
 
-    def get(self, key: bytes, now: dt.datetime) -> VerifiedQuote | None:
+    def get(self, key: bytes, now: dt.datetime) -> VerifiedCertificate | None:
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:
                 return None
-            if now >= entry[1]:
+            verified, valid_from, valid_until = entry
+            if now >= valid_until or (valid_from is not None and now < valid_from):
                 del self._entries[key]
                 return None
             self._entries.move_to_end(key)
             self.hits += 1
-            return entry[0]
+            return verified
 
-    def put(self, key: bytes, verified: VerifiedQuote, valid_until: dt.datetime) -> None:
+    def put(
+        self,
+        key: bytes,
+        verified: VerifiedCertificate,
+        valid_until: dt.datetime,
+        *,
+        valid_from: dt.datetime | None = None,
+    ) -> None:
         with self._lock:
-            self._entries[key] = (verified, valid_until)
+            self._entries[key] = (verified, valid_from, valid_until)
             self._entries.move_to_end(key)
             while len(self._entries) > self._size:
                 self._entries.popitem(last=False)
@@ -109,27 +141,51 @@ class PeerVerifier:
         self._clock = clock
         self._cache = VerifiedCertificates(cache_size)
 
-    def _attested(self, evidence: CertificateEvidence, now: dt.datetime) -> VerifiedQuote:
-        """The verified quote of a certificate: from the cache, or verified now and cached.
+    def _attested(self, certificate: bytes, now: dt.datetime) -> VerifiedCertificate:
+        """The certificate, parsed, within its validity, its quote bound and verified: from
+        the cache, or checked now and cached.
 
-        Only the DCAP verification is cached, never a failure, and only until the
-        certificate or its collateral expires; the TCB policy and the manifest are applied
-        on every use, so a changed manifest takes effect at once."""
-        cached = self._cache.get(evidence.sha256, now)
+        The cache is looked up by the certificate's bytes before any parsing, which is most
+        of the cost of a cached check. Only successes are cached, and an entry is used only
+        inside the certificate's validity and before its collateral expires; the TCB policy
+        and the manifest are applied on every use, so a changed manifest takes effect at
+        once."""
+        key = hashlib.sha256(certificate).digest()
+        cached = self._cache.get(key, now)
         if cached is not None:
             return cached
+        evidence = extract_evidence(certificate)
+        check_validity(evidence, now)
         quote = parse_quote(bound_quote(evidence))
         verified = verify_quote(quote, self._collateral_for(quote), now, EVERY_POLICY, self._anchor)
+        entry = VerifiedCertificate(evidence.sha256, evidence.not_after, verified)
         self._cache.put(
-            evidence.sha256, verified, min(evidence.not_after, verified.collateral_expires)
+            key,
+            entry,
+            min(evidence.not_after, verified.collateral_expires),
+            valid_from=evidence.not_before,
         )
-        return verified
+        return entry
 
     def recheck(self, peer: PeerIdentity) -> None:
-        """Before each request on an open connection: is the peer still accepted by the
-        manifest in force now? A newer manifest may have dropped it, or the one in force
-        may have expired; either ends the connection."""
-        manifest = self._manifests.current(self._clock())
+        """Before each request on an open connection: does the peer's evidence still hold,
+        and does the manifest in force now still accept it? Its certificate or collateral
+        may have expired, a newer manifest may have dropped it, or the one in force may
+        have expired; each ends the connection."""
+        now = self._clock()
+        if now > peer.certificate_not_after:
+            raise EvidenceError(
+                "certificate_validity",
+                f"the certificate {peer.service} connected with expired at "
+                f"{peer.certificate_not_after:%Y-%m-%dT%H:%M:%SZ}; it must reconnect with a fresh one",
+            )
+        if now > peer.collateral_expires:
+            raise QuoteVerificationError(
+                "collateral_validity",
+                f"the collateral {peer.service}'s quote was verified with expired at "
+                f"{peer.collateral_expires:%Y-%m-%dT%H:%M:%SZ}; its quote must be verified again",
+            )
+        manifest = self._manifests.current(now)
         if manifest.version != peer.manifest_version:
             manifest.expect(peer.service, peer.identity)
 
@@ -141,9 +197,8 @@ class PeerVerifier:
             raise IdentityNotAccepted(
                 "no service is allowed on this edge (the inbound list is empty)"
             )
-        evidence = extract_evidence(certificate)
-        check_validity(evidence, now)
-        verified = self._attested(evidence, now)
+        attested = self._attested(certificate, now)
+        verified = attested.quote
         # Debug enclaves pass only where the manifest accepts one for an expected service;
         # the manifest match below then demands the exact debug flag.
         allow_debug = any(
@@ -170,7 +225,9 @@ class PeerVerifier:
                 tcb_status=verified.tcb_status,
                 advisory_ids=verified.advisory_ids,
                 manifest_version=manifest.version,
-                certificate_sha256=evidence.sha256,
+                certificate_sha256=attested.sha256,
+                certificate_not_after=attested.not_after,
+                collateral_expires=verified.collateral_expires,
             )
         expected = ", ".join(repr(service) for service in services)
         prefix = (
@@ -184,4 +241,5 @@ class PeerVerifier:
             )
         if len(refusals) == 1:
             raise refusals[0]
-        raise IdentityNotAccepted(f"{prefix}: it matches no entry of any of them")
+        reasons = "; ".join(str(refusal) for refusal in refusals)
+        raise IdentityNotAccepted(f"{prefix}: it matches no entry of any of them ({reasons})")

@@ -5,10 +5,15 @@ Why pyOpenSSL and not the stdlib ``ssl`` module: a server must accept an unknown
 client certificate and decide about it during the handshake, which ``ssl`` cannot do, and
 ``ssl`` loads private keys only from files, while our RA-TLS keys never leave memory.
 
-The verify callback runs the full peer verification (quote, binding, manifest) on the leaf
-certificate; a refusal aborts the handshake, so no application byte is read or written on
-an unverified connection. After the handshake the certificate the connection ended up with
-is compared with the one that was verified, and nothing is trusted if they differ.
+The verify callback runs the whole peer check on the leaf certificate; a refusal aborts the
+handshake, so no application byte is read or written on an unverified connection. After
+the handshake the certificate the connection ended up with is compared with the one that
+was verified, and nothing is trusted if they differ.
+
+The check is pluggable (``PeerAuthenticator``): the services use the RA-TLS check of
+``peer_verify`` (quote, binding, manifest); the benchmarks plug in an ordinary CA check to
+compare the same server and client code on plain mutual TLS. OpenSSL's own chain
+verification is never relied on, so a check must verify everything it accepts.
 """
 
 from __future__ import annotations
@@ -17,17 +22,18 @@ import contextlib
 import functools
 import hashlib
 import logging
+import math
 import select
 import socket
 import time
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Sequence
+from typing import Generic, Protocol, TypeVar
 
 import attrs
 from OpenSSL import SSL, crypto
 
 from teaclave_ma.errors import TeaclaveMAError, VerificationError
-from teaclave_ma.transport.credentials import CredentialSource, RaTlsCredentials
+from teaclave_ma.transport.credentials import CredentialSource, TlsCredentials
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +62,35 @@ class RefusedByPeer(VerificationError):
         )
 
 
+class Peer(Protocol):
+    """What the transport needs of a verified peer: how to name it in the logs."""
+
+    def describe(self) -> str: ...
+
+
+PeerT = TypeVar("PeerT", bound=Peer)
+
+
+class PeerAuthenticator(Protocol[PeerT]):
+    """The peer check of a connection. ``verify`` runs inside the handshake on the peer's
+    leaf certificate (DER) and returns the verified peer or raises; it must check the
+    certificate completely (OpenSSL's chain verification is ignored). ``recheck`` runs
+    before each request on an open connection and raises a ``VerificationError`` if the
+    peer is no longer accepted."""
+
+    def verify(self, certificate: bytes, services: Sequence[str]) -> PeerT: ...
+
+    def recheck(self, peer: PeerT) -> None: ...
+
+
 # Called with the peer's leaf certificate DER; returns the verified peer or raises.
-PeerCheck = Callable[[bytes], object]
+PeerCheck = Callable[[bytes], PeerT]
 
 
 @attrs.define
-class _HandshakeState:
-    check: PeerCheck
-    verified: object = None
+class _HandshakeState(Generic[PeerT]):
+    check: PeerCheck[PeerT]
+    verified: PeerT | None = None
     verified_sha256: bytes = b""
     failure: Exception | None = None
 
@@ -75,20 +102,25 @@ def _verify_callback(
     if not isinstance(state, _HandshakeState):
         return False
     if depth != 0:
-        # RA-TLS certificates are self-signed: trust comes from the quote in the leaf,
-        # never from a chain, so intermediate certificates carry no weight either way.
+        # Trust comes from the peer check of the leaf alone (RA-TLS certificates are
+        # self-signed), so whatever chain the peer sends carries no weight either way.
         return True
     der = crypto.dump_certificate(crypto.FILETYPE_ASN1, cert)
+    sha256 = hashlib.sha256(der).digest()
+    if state.verified is not None and sha256 == state.verified_sha256:
+        # OpenSSL calls back for the leaf once per chain error it sees and once more at the
+        # end; these very bytes passed the check a moment ago in this handshake.
+        return True
     try:
         state.verified = state.check(der)
     except Exception as exc:  # every refusal must abort the handshake, whatever its type
         state.failure = exc
         return False
-    state.verified_sha256 = hashlib.sha256(der).digest()
+    state.verified_sha256 = sha256
     return True
 
 
-def make_context(current: RaTlsCredentials, *, server: bool) -> SSL.Context:
+def make_context(current: TlsCredentials, *, server: bool) -> SSL.Context:
     """A TLS 1.3-only context that presents ``current`` and demands a peer certificate."""
     context = SSL.Context(SSL.TLS_SERVER_METHOD if server else SSL.TLS_CLIENT_METHOD)
     context.set_min_proto_version(SSL.TLS1_3_VERSION)
@@ -100,6 +132,9 @@ def make_context(current: RaTlsCredentials, *, server: bool) -> SSL.Context:
     # No session resumption: every connection presents and verifies fresh evidence.
     context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
     context.set_options(SSL.OP_NO_TICKET)
+    # Idle connections give their read and write buffers back (some 30 KB each): a
+    # server holds a thousand of them waiting for the next request.
+    context.set_mode(SSL.MODE_RELEASE_BUFFERS)
     return context
 
 
@@ -109,7 +144,7 @@ class ContextCache:
     def __init__(self, credentials: CredentialSource, *, server: bool) -> None:
         self._credentials = credentials
         self._server = server
-        self._built_for: RaTlsCredentials | None = None
+        self._built_for: TlsCredentials | None = None
         self._context: SSL.Context | None = None
 
     def get(self) -> SSL.Context:
@@ -132,28 +167,37 @@ def _io(
         except SSL.WantWriteError:
             wait_read = False
         remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        if remaining <= 0 or not _ready(sock, remaining, read=wait_read):
             raise TransportError("timed out")
-        readable, writable, _ = select.select(
-            [sock] if wait_read else [], [] if wait_read else [sock], [], remaining
-        )
-        if not readable and not writable:
-            raise TransportError("timed out")
+
+
+def _ready(sock: socket.socket, timeout: float, *, read: bool) -> bool:
+    """Wait until ``sock`` is readable (or writable), closed or in error.
+
+    poll, not select: a server with a thousand connections has descriptors above select's
+    limit of 1024."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN if read else select.POLLOUT)
+    return bool(poller.poll(math.ceil(timeout * 1000)))
 
 
 @attrs.define
-class SecureChannel:
-    """An established, mutually attested TLS connection."""
+class SecureChannel(Generic[PeerT]):
+    """An established mutual TLS connection with a verified peer."""
 
     conn: SSL.Connection
     sock: socket.socket
-    peer: object
+    peer: PeerT
     timeout: float
+    # Nothing received yet: the peer may still be judging our certificate (see send).
+    fresh: bool = attrs.field(default=True, init=False)
 
     def send(self, data: bytes) -> None:
         view = memoryview(data)
         deadline = time.monotonic() + self.timeout
         while view:
+            if self.fresh:
+                self._raise_pending_refusal()
             chunk = view
             try:
                 sent = _io(self.conn, self.sock, deadline, functools.partial(self.conn.send, chunk))
@@ -167,7 +211,7 @@ class SecureChannel:
         """Bytes from the peer; b"" when it closed the connection."""
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         try:
-            return _io(self.conn, self.sock, deadline, lambda: self.conn.recv(size))
+            data = _io(self.conn, self.sock, deadline, lambda: self.conn.recv(size))
         except SSL.ZeroReturnError:
             return b""
         except SSL.SysCallError as exc:
@@ -176,12 +220,32 @@ class SecureChannel:
             raise TransportError(f"receive failed: {exc}") from exc
         except SSL.Error as exc:
             raise _refusal_or_failure("receive", exc) from exc
+        self.fresh = False
+        return data
+
+    def _raise_pending_refusal(self) -> None:
+        """Raise the peer's refusal if it has already arrived.
+
+        In TLS 1.3 a client's handshake is over before the server has judged its
+        certificate. A server that refuses it sends an alert and closes; a send that meets
+        the closed connection fails with a bare broken pipe or reset, and OpenSSL reads
+        nothing after a failed write, so the alert that explains it must be read first."""
+        if not _ready(self.sock, 0, read=True):
+            return
+        try:
+            self.conn.recv(1)
+        except SSL.WantReadError:
+            return  # TLS housekeeping only
+        except SSL.Error as exc:
+            raise _refusal_or_failure("send", exc) from exc
+        except OSError as exc:
+            raise TransportError(f"send failed: {exc}") from exc
+        raise TransportError("the peer sent data before our first request")
 
     def idle_and_open(self) -> bool:
         """True if an idle connection is still usable: nothing but TLS housekeeping (such as
         TLS 1.3 session tickets) arrived, and the peer did not close it."""
-        readable, _, _ = select.select([self.sock], [], [], 0)
-        if not readable:
+        if not _ready(self.sock, 0, read=True):
             return True
         try:
             self.conn.recv(1)
@@ -200,16 +264,20 @@ class SecureChannel:
 def handshake(
     sock: socket.socket,
     context: SSL.Context,
-    check: PeerCheck,
+    check: PeerCheck[PeerT],
     *,
     server: bool,
     timeout: float,
     server_hostname: str | None = None,
-) -> SecureChannel:
+) -> SecureChannel[PeerT]:
     """Run the mutual handshake on a connected socket; only a verified peer comes back."""
     sock.setblocking(False)
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        # Handshake flights and HTTP messages go out in several small sends; with Nagle's
+        # algorithm each waits for the peer's delayed ACK (tens of milliseconds).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     conn = SSL.Connection(context, sock)
-    state = _HandshakeState(check)
+    state: _HandshakeState[PeerT] = _HandshakeState(check)
     conn.set_app_data(state)
     if server:
         conn.set_accept_state()
@@ -221,36 +289,68 @@ def handshake(
     side = "client certificate" if server else "server certificate"
     try:
         _io(conn, sock, deadline, conn.do_handshake)
+    except SSL.SysCallError as exc:  # the socket failed or closed: nobody judged anybody
+        if state.failure is not None:
+            raise PeerRejected(side, state.failure) from state.failure
+        raise TransportError(f"handshake failed: {_describe_ssl_error(exc)}") from exc
     except SSL.Error as exc:
         if state.failure is not None:
             raise PeerRejected(side, state.failure) from state.failure
-        raise RefusedByPeer(_describe_ssl_error(exc)) from exc
+        raise _handshake_refusal(side, exc) from exc
     except TransportError:
         raise
     except OSError as exc:
         raise TransportError(f"handshake failed: {exc}") from exc
     if state.failure is not None:  # defensive: a failure must never fall through
         raise PeerRejected(side, state.failure)
-    _confirm_same_certificate(conn, state, side)
+    peer = _confirm_same_certificate(conn, state, side)
     if conn.get_protocol_version_name() != "TLSv1.3":
         raise PeerRejected(side, TransportError(f"negotiated {conn.get_protocol_version_name()}"))
-    return SecureChannel(conn=conn, sock=sock, peer=state.verified, timeout=timeout)
+    return SecureChannel(conn=conn, sock=sock, peer=peer, timeout=timeout)
 
 
-def _confirm_same_certificate(conn: SSL.Connection, state: _HandshakeState, side: str) -> None:
+def _confirm_same_certificate(
+    conn: SSL.Connection, state: _HandshakeState[PeerT], side: str
+) -> PeerT:
+    """The verified peer, if the certificate the connection ended up with is the one verified."""
     presented = conn.get_peer_certificate()
     if presented is None or state.verified is None:
         raise PeerRejected(side, TransportError("no verified peer certificate"))
     der = crypto.dump_certificate(crypto.FILETYPE_ASN1, presented)
     if hashlib.sha256(der).digest() != state.verified_sha256:
         raise PeerRejected(side, TransportError("peer certificate changed after verification"))
+    return state.verified
+
+
+# OpenSSL's reasons for refusing a handshake itself, by the check they stand for; any other
+# local failure is "tls_handshake".
+_LOCAL_REFUSALS = (
+    ("peer did not return a certificate", "no_peer_certificate"),
+    ("unsupported protocol", "tls_version"),
+    ("wrong version number", "tls_version"),
+)
+
+
+def _handshake_refusal(side: str, exc: SSL.Error) -> VerificationError:
+    """An alert the peer sent is its refusal of us; anything else is OpenSSL, on our side,
+    refusing what the peer sent (no certificate, an older TLS version, broken records)."""
+    detail = _describe_ssl_error(exc)
+    if _is_alert(detail):
+        return RefusedByPeer(detail)
+    check = next((check for reason, check in _LOCAL_REFUSALS if reason in detail), "tls_handshake")
+    return PeerRejected(side, VerificationError(check, detail))
+
+
+def _is_alert(detail: str) -> bool:
+    # OpenSSL names a received alert "sslv3 alert ..." / "tlsv1 alert ..." / "tlsv13 alert ...".
+    return " alert " in detail
 
 
 def _refusal_or_failure(operation: str, exc: SSL.Error) -> TeaclaveMAError:
     # In TLS 1.3 the server checks the client's certificate after the client has finished
     # its side of the handshake, so a refusal reaches the client as an alert on first use.
     detail = _describe_ssl_error(exc)
-    if "alert" in detail:
+    if _is_alert(detail):
         return RefusedByPeer(detail)
     return TransportError(f"{operation} failed: {detail}")
 

@@ -14,7 +14,9 @@ import threading
 from pathlib import Path
 
 from teaclave_ma.errors import InputError
+from teaclave_ma.formats.manifest import MAX_MANIFEST_BYTES
 from teaclave_ma.formats.signature import read_signature_dir
+from teaclave_ma.formats.strict import read_bounded
 from teaclave_ma.fsutil import atomic_write
 from teaclave_ma.trust.manifest_trust import (
     AcceptedVersion,
@@ -67,7 +69,7 @@ class ManifestKeeper:
     def load(self, now: dt.datetime | None = None) -> VerifiedManifest:
         """Read and verify the files; on success make them current. Raises on any failure."""
         now = now or dt.datetime.now(dt.UTC)
-        manifest_bytes = self._manifest_path.read_bytes()
+        manifest_bytes = read_bounded(self._manifest_path, MAX_MANIFEST_BYTES)
         signatures = read_signature_dir(self._signatures_dir)
         with self._lock:
             verified = self._trust.check(manifest_bytes, signatures, now)
@@ -92,7 +94,13 @@ class ManifestKeeper:
         except (ManifestRejected, InputError, OSError) as exc:
             current = self._trust.current
             kept = f"v{current.version}" if current else "none"
-            log.error("manifest reload rejected, keeping %s in force: %s", kept, exc)
+            log.error(
+                "manifest reload from %s with signatures in %s rejected, keeping %s in force: %s",
+                self._manifest_path,
+                self._signatures_dir,
+                kept,
+                exc,
+            )
             return False
         return True
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 import attrs
 
 from teaclave_ma.errors import InputError, VerificationError
-from teaclave_ma.formats.manifest import Accepted, Manifest, parse_manifest
+from teaclave_ma.formats.manifest import MAX_MANIFEST_BYTES, Accepted, Manifest, parse_manifest
 from teaclave_ma.formats.signature import parse_signature
 from teaclave_ma.formats.trust import TrustFile
 from teaclave_ma.identity import PeerMeasurement
@@ -119,6 +119,17 @@ class ManifestTrust:
         now: dt.datetime,
     ) -> VerifiedManifest:
         """Verify without changing state. ``signatures`` is ``(source name, file bytes)`` pairs."""
+        if len(manifest_bytes) > MAX_MANIFEST_BYTES:
+            # Endless data: refused before a single signature is checked over it.
+            raise ManifestRejected(
+                [
+                    Reason(
+                        "size",
+                        f"manifest of {len(manifest_bytes)} bytes is larger than the limit "
+                        f"of {MAX_MANIFEST_BYTES}",
+                    )
+                ]
+            )
         counted, notes = self._count_signatures(manifest_bytes, signatures)
         if len(counted) < self._trust.threshold:
             names = [self._auditors[key].name for key in counted]
@@ -226,12 +237,14 @@ class ManifestTrust:
                 notes.append(
                     f"{source}: key {signature.key_id[:16]}... is not a trusted auditor; ignored"
                 )
+            elif signature.key_id in counted:
+                # Checked before the signature: another copy can add nothing, so it costs
+                # no verification (a directory of copies is no work multiplier).
+                notes.append(f"{source}: auditor {auditor.name!r} already counted; counted once")
             elif not auditor.public_key.verify(manifest_bytes, signature.signature):
                 notes.append(
                     f"{source}: signature by auditor {auditor.name!r} does not verify over these manifest bytes"
                 )
-            elif signature.key_id in counted:
-                notes.append(f"{source}: auditor {auditor.name!r} already counted; counted once")
             else:
                 counted.append(signature.key_id)
         return counted, notes

@@ -2,22 +2,38 @@
 
 from __future__ import annotations
 
-import datetime as dt
+import contextlib
 import http.server
 import json
 import threading
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from teaclave_ma.attestation.collateral import Collateral
-from teaclave_ma.attestation.pccs import PccsError, fetch_collateral
+from teaclave_ma.attestation.pccs import (
+    PccsError,
+    PccsUnreachable,
+    _signed_member,
+    _top_level_members,
+    fetch_collateral,
+)
 from tests.attestation.conftest import SAMPLE_TIME
 from tests.helpers import run_cli
 
 FMSPC = bytes.fromhex("00a067110000")
+
+
+def signed_response(member: str, value: str, signature: str) -> str:
+    """A PCS answer as Intel writes it: the signed member, then its signature."""
+    return f'{{"{member}":{value},"signature":"{signature}"}}'
+
+
+ResponseBody = Callable[[str, str, str], str]
 
 
 class FakePccs(http.server.ThreadingHTTPServer):
@@ -27,11 +43,26 @@ class FakePccs(http.server.ThreadingHTTPServer):
         self.collateral = collateral
         self.requests: list[str] = []
         self.fail_with: int | None = None
+        self.body: ResponseBody = signed_response  # how TCB info and QE identity are written
         super().__init__(("127.0.0.1", 0), _Handler)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}/sgx/certification/v4"
+
+
+@contextlib.contextmanager
+def serving(collateral: bytes) -> Iterator[FakePccs]:
+    """A fake PCCS on loopback until the block ends (or until the caller shuts it down)."""
+    server = FakePccs(json.loads(collateral))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -54,16 +85,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 bytes.fromhex(c["pck_crl"]), {"SGX-PCK-CRL-Issuer-Chain": c["pck_crl_issuer_chain"]}
             )
         elif path == "/tcb" and query.get("fmspc") == [FMSPC.hex().upper()]:
-            body = '{"tcbInfo":' + c["tcb_info"] + ',"signature":"' + c["tcb_info_signature"] + '"}'
+            body = self.server.body("tcbInfo", c["tcb_info"], c["tcb_info_signature"])
             self._send(body.encode(), {"TCB-Info-Issuer-Chain": c["tcb_info_issuer_chain"]})
         elif path == "/qe/identity":
-            body = (
-                '{"enclaveIdentity": '
-                + c["qe_identity"]
-                + ', "signature":"'
-                + c["qe_identity_signature"]
-                + '"}'
-            )
+            body = self.server.body("enclaveIdentity", c["qe_identity"], c["qe_identity_signature"])
             self._send(
                 body.encode(), {"SGX-Enclave-Identity-Issuer-Chain": c["qe_identity_issuer_chain"]}
             )
@@ -83,12 +108,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def pccs(sgx_collateral: bytes) -> Iterator[FakePccs]:
-    server = FakePccs(json.loads(sgx_collateral))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(sgx_collateral) as server:
+        yield server
 
 
 def test_fetched_collateral_equals_the_sample_field_by_field(
@@ -106,39 +127,115 @@ def test_valid_cache_is_used_without_a_request(pccs: FakePccs, tmp_path: Path) -
     assert len(pccs.requests) == count
 
 
-def test_unreachable_pccs_falls_back_to_a_still_valid_cache(
-    pccs: FakePccs, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    first = fetch_collateral(pccs.url, FMSPC, "processor", tmp_path, now=SAMPLE_TIME)
-    url = pccs.url
-    pccs.shutdown()
-    pccs.server_close()
-    # close to expiry a refresh is attempted; it fails, and the cache is still valid
-    late = dt.datetime(2025, 7, 19, 9, 0, tzinfo=dt.UTC)
-    assert fetch_collateral(url, FMSPC, "processor", tmp_path, now=late) == first
-    assert "PCCS unreachable" in caplog.text
-
-
-def test_expired_cache_and_unreachable_pccs_is_an_error(pccs: FakePccs, tmp_path: Path) -> None:
-    fetch_collateral(pccs.url, FMSPC, "processor", tmp_path, now=SAMPLE_TIME)
-    url = pccs.url
-    pccs.shutdown()
-    pccs.server_close()
-    with pytest.raises(PccsError, match="no valid cached collateral"):
-        fetch_collateral(
-            url, FMSPC, "processor", tmp_path, now=dt.datetime(2025, 8, 1, tzinfo=dt.UTC)
-        )
-
-
-@pytest.mark.parametrize("status", [404, 500])
-def test_http_errors_are_typed_and_name_the_url(
-    pccs: FakePccs, tmp_path: Path, status: int
-) -> None:
-    pccs.fail_with = status
+def test_a_client_error_is_typed_and_names_the_url(pccs: FakePccs, tmp_path: Path) -> None:
+    pccs.fail_with = 404
     with pytest.raises(PccsError) as caught:
         fetch_collateral(pccs.url, FMSPC, "processor", tmp_path, now=SAMPLE_TIME)
-    assert f"HTTP {status}" in str(caught.value)
+    assert not isinstance(caught.value, PccsUnreachable)  # a wrong request, not an outage
+    assert "HTTP 404" in str(caught.value)
     assert "/pckcrl" in caught.value.field
+
+
+def test_a_server_error_without_cache_is_an_outage(pccs: FakePccs, tmp_path: Path) -> None:
+    pccs.fail_with = 503
+    with pytest.raises(PccsUnreachable) as caught:
+        fetch_collateral(pccs.url, FMSPC, "processor", tmp_path, now=SAMPLE_TIME)
+    assert caught.value.url == pccs.url
+    assert "/pckcrl: HTTP 503" in caught.value.reason
+    assert caught.value.stale == ()
+    assert "no cached collateral for FMSPC 00a067110000 (processor CA)" in str(caught.value)
+
+
+def _decoy_before(member: str, value: str, signature: str) -> str:
+    # The member's name as a string value and as a nested key, before the real member.
+    decoy = f'{{"kind": "{member}", "note": 1, "meta": {{"{member}": {{"x": 1}}}},\n'
+    return decoy + f'  "signature"\t:\r\n "{signature}" ,\n  "{member}"  :\n\t{value}\n}}\n'
+
+
+def _escaped_name(member: str, value: str, signature: str) -> str:
+    # JSON may spell a member name with escapes: the name is what counts, not its text.
+    escaped = "".join(f"\\u{ord(char):04x}" for char in member)
+    return f'{{"{escaped}": {value}, "signature": "{signature}"}}'
+
+
+@pytest.mark.parametrize("body", [_decoy_before, _escaped_name])
+def test_signed_members_are_found_by_walking_the_object(
+    pccs: FakePccs, sgx_collateral: bytes, tmp_path: Path, body: ResponseBody
+) -> None:
+    pccs.body = body
+    fetched = json.loads(fetch_collateral(pccs.url, FMSPC, "processor", tmp_path, now=SAMPLE_TIME))
+    expected = json.loads(sgx_collateral)
+    for field in ("tcb_info", "tcb_info_signature", "qe_identity", "qe_identity_signature"):
+        assert fetched[field] == expected[field]  # byte for byte: the signatures cover these
+
+
+def _twice(member: str, value: str, signature: str) -> str:
+    return f'{{"{member}": {{}}, "{member}": {value}, "signature": "{signature}"}}'
+
+
+def _trailing(member: str, value: str, signature: str) -> str:
+    return signed_response(member, value, signature) + "{}"
+
+
+def _not_an_object(member: str, value: str, signature: str) -> str:
+    return f'[{{"{member}": {value}, "signature": "{signature}"}}]'
+
+
+def _unsigned(member: str, value: str, signature: str) -> str:
+    return f'{{"{member}": {value}, "signature": 7}}'
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        (_twice, "'tcbInfo' appears twice"),
+        (_trailing, "unexpected text after the object"),
+        (_not_an_object, "not one JSON object"),
+        (_unsigned, "signature is not a string"),
+        (lambda member, value, signature: value, "no 'tcbInfo' with a signature"),
+    ],
+)
+def test_ambiguous_or_malformed_responses_are_refused(
+    pccs: FakePccs, tmp_path: Path, body: ResponseBody, problem: str
+) -> None:
+    pccs.body = body
+    with pytest.raises(PccsError, match=problem) as caught:
+        fetch_collateral(pccs.url, FMSPC, "processor", tmp_path, now=SAMPLE_TIME)
+    assert "/tcb" in caught.value.field
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@given(
+    members=st.dictionaries(st.text(max_size=12), JSON_VALUES, max_size=5),
+    spacing=st.sampled_from(["", " ", "\n\t", "\r\n  "]),
+    ascii_only=st.booleans(),
+)
+def test_member_spans_hold_exactly_each_value(
+    members: dict[str, object], spacing: str, ascii_only: bool
+) -> None:
+    text = json.dumps(
+        members, ensure_ascii=ascii_only, indent=spacing or None, separators=(",", ": ")
+    )
+    spans = _top_level_members(text)
+    assert spans.keys() == members.keys()
+    for name, (start, end) in spans.items():
+        assert json.loads(text[start:end]) == members[name]
+
+
+@given(st.text(max_size=64) | st.binary(max_size=64).map(lambda b: b.decode("latin-1")))
+def test_any_text_is_an_object_or_a_pccs_error(text: str) -> None:
+    try:
+        _signed_member(text, "tcbInfo", "https://pccs.test/tcb")
+    except PccsError as exc:
+        assert exc.field == "https://pccs.test/tcb"
 
 
 def test_unknown_ca_type_is_refused(tmp_path: Path) -> None:

@@ -11,38 +11,42 @@ from pathlib import Path
 import cbor2
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from teaclave_ma.attestation.quote import parse_quote
 from teaclave_ma.attestation.sim.platform import SimulatedPlatform
 from teaclave_ma.cli.main import main
 from teaclave_ma.formats import der
 from teaclave_ma.identity import SgxIdentity
+from teaclave_ma.transport import evidence as evidence_module
 from teaclave_ma.transport.errors import CertificateFormatError, EvidenceError
 from teaclave_ma.transport.evidence import (
     LEGACY_QUOTE_OID,
     LEGACY_QUOTE_OID_GRAMINE,
+    MAX_CERTIFICATE,
+    MAX_EXTENSION,
+    MAX_TCG_CLAIMS,
     TCG_EVIDENCE_OID,
     bound_quote,
     check_validity,
     extract_evidence,
+    tcg_claims,
 )
 from teaclave_ma.transport.ratls_cert import create_ratls_certificate
+from tests.helpers import (
+    craft_certificate,
+    legacy_quote,
+    spki_of,
+    tcg_evidence,
+    tcg_extension,
+)
 
 IDENTITY = SgxIdentity(b"\x55" * 32, b"\x66" * 32, isv_prod_id=1, isv_svn=1, debug=False)
 NOW = dt.datetime.now(dt.UTC)
 
 
-@pytest.fixture(scope="module")
-def platform() -> SimulatedPlatform:
-    return SimulatedPlatform.create()
-
-
-@pytest.fixture(scope="module")
-def gramine_cert(shared_data: Path) -> bytes:
-    return (shared_data / "ratls" / "gramine-cert.pem").read_bytes()
+def new_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
 
 
 def test_gramine_certificate_is_read_despite_null_signature_parameters(gramine_cert: bytes) -> None:
@@ -51,7 +55,7 @@ def test_gramine_certificate_is_read_despite_null_signature_parameters(gramine_c
     evidence = extract_evidence(gramine_cert)
     assert evidence.legacy_oid == LEGACY_QUOTE_OID_GRAMINE
     assert {LEGACY_QUOTE_OID, TCG_EVIDENCE_OID} <= set(evidence.extension_oids)
-    quote = bound_quote(evidence)  # both extensions bind the key
+    quote = bound_quote(evidence)  # both extensions bind the key, and agree on the enclave
     assert parse_quote(quote).report_data[:32] == hashlib.sha256(evidence.spki_der).digest()
     assert evidence.tcg_quote is not None and evidence.tcg_claims is not None
     assert (
@@ -61,15 +65,14 @@ def test_gramine_certificate_is_read_despite_null_signature_parameters(gramine_c
 
 
 def test_created_certificate_round_trips_with_both_extensions(platform: SimulatedPlatform) -> None:
-    key = ec.generate_private_key(ec.SECP256R1())
     der = create_ratls_certificate(
-        key,
+        new_key(),
         lambda rd: platform.quote(IDENTITY, rd),
         common_name="storage",
         now=NOW,
         lifetime=dt.timedelta(hours=1),
     )
-    evidence = extract_evidence(der)
+    evidence = extract_evidence(der)  # its basicConstraints is critical, and understood
     assert evidence.legacy_oid == LEGACY_QUOTE_OID
     assert parse_quote(bound_quote(evidence)).body.identity() == IDENTITY  # type: ignore[union-attr]
     check_validity(evidence, NOW)
@@ -78,57 +81,11 @@ def test_created_certificate_round_trips_with_both_extensions(platform: Simulate
     assert expired.value.check == "certificate_validity"
 
 
-def build(
-    extensions: list[tuple[str, bytes]], key: ec.EllipticCurvePrivateKey | None = None
-) -> bytes:
-    key = key or ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "crafted")])
-    builder = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(1).not_valid_before(NOW - dt.timedelta(minutes=5)).not_valid_after(NOW + dt.timedelta(hours=1))
-    )  # fmt: skip
-    certificate = builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
-    # cryptography refuses duplicate extensions, so they are spliced in at the DER level.
-    return _with_raw_extensions(certificate, key, extensions)
-
-
-def _with_raw_extensions(
-    certificate: bytes, key: ec.EllipticCurvePrivateKey, extensions: list[tuple[str, bytes]]
-) -> bytes:
-    outer = der.read_single(certificate, "c")
-    tbs = outer.children()[0]
-    fields = [f.encoded() for f in tbs.children()]
-    items = [
-        der.encode_sequence(der.encode_oid(oid), der.encode_tlv(der.TAG_OCTET_STRING, value))
-        for oid, value in extensions
-    ]
-    if items:
-        fields.append(der.encode_tlv(0xA3, der.encode_sequence(*items)))
-    new_tbs = der.encode_sequence(*fields)
-    signature = key.sign(new_tbs, ec.ECDSA(hashes.SHA256()))
-    algorithm = outer.children()[1].encoded()
-    return der.encode_sequence(
-        new_tbs, algorithm, der.encode_tlv(der.TAG_BIT_STRING, b"\x00" + signature)
-    )
-
-
-def legacy_for(
-    key: ec.EllipticCurvePrivateKey,
-    platform: SimulatedPlatform,
-    *,
-    bind_to: ec.EllipticCurvePrivateKey | None = None,
-) -> bytes:
-    spki = (
-        (bind_to or key)
-        .public_key()
-        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
-    return platform.quote(IDENTITY, hashlib.sha256(spki).digest() + bytes(32))
-
-
 def test_quote_of_another_key_is_refused(platform: SimulatedPlatform) -> None:
-    key, other = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    replayed = build([(LEGACY_QUOTE_OID, legacy_for(key, platform, bind_to=other))], key)
+    key = new_key()
+    replayed = craft_certificate(
+        key, [(LEGACY_QUOTE_OID, legacy_quote(platform, IDENTITY, new_key()))]
+    )
     with pytest.raises(EvidenceError) as caught:
         bound_quote(extract_evidence(replayed))
     assert caught.value.check == "report_data_binding"
@@ -138,37 +95,50 @@ def test_quote_of_another_key_is_refused(platform: SimulatedPlatform) -> None:
 def test_tcg_evidence_of_another_key_is_refused_even_when_legacy_binds(
     platform: SimulatedPlatform,
 ) -> None:
-    key, other = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    other_spki = other.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    claims = cbor2.dumps({"pubkey-hash": cbor2.dumps([1, hashlib.sha256(other_spki).digest()])})
-    tcg = cbor2.dumps(
-        cbor2.CBORTag(
-            60000, [platform.quote(IDENTITY, hashlib.sha256(claims).digest() + bytes(32)), claims]
-        )
-    )
-    certificate = build(
-        [(LEGACY_QUOTE_OID, legacy_for(key, platform)), (TCG_EVIDENCE_OID, tcg)], key
+    key = new_key()
+    certificate = craft_certificate(
+        key,
+        [
+            (LEGACY_QUOTE_OID, legacy_quote(platform, IDENTITY, key)),
+            (TCG_EVIDENCE_OID, tcg_evidence(platform, IDENTITY, new_key())),
+        ],
     )
     with pytest.raises(EvidenceError) as caught:
         bound_quote(extract_evidence(certificate))
     assert caught.value.check == "report_data_binding"
 
 
+def signed_claims(platform: SimulatedPlatform, claims: bytes) -> bytes:
+    """A TCG extension whose quote binds exactly ``claims``, whatever they say."""
+    return tcg_extension(
+        platform.quote(IDENTITY, hashlib.sha256(claims).digest() + bytes(32)), claims
+    )
+
+
 def test_tcg_claims_with_another_hash_algorithm_are_refused(platform: SimulatedPlatform) -> None:
-    key = ec.generate_private_key(ec.SECP256R1())
-    spki = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    claims = cbor2.dumps({"pubkey-hash": cbor2.dumps([7, hashlib.sha256(spki).digest()])})
-    tcg = cbor2.dumps(
-        cbor2.CBORTag(
-            60000, [platform.quote(IDENTITY, hashlib.sha256(claims).digest() + bytes(32)), claims]
-        )
-    )
+    key = new_key()
+    claims = cbor2.dumps({"pubkey-hash": cbor2.dumps([7, hashlib.sha256(spki_of(key)).digest()])})
+    certificate = craft_certificate(key, [(TCG_EVIDENCE_OID, signed_claims(platform, claims))])
     with pytest.raises(EvidenceError, match="hash algorithm 7"):
-        bound_quote(extract_evidence(build([(TCG_EVIDENCE_OID, tcg)], key)))
+        bound_quote(extract_evidence(certificate))
+
+
+def test_legacy_and_tcg_quotes_of_different_enclaves_are_refused(
+    platform: SimulatedPlatform,
+) -> None:
+    """Only one quote is verified; the other must not vouch for another enclave."""
+    key = new_key()
+    other = SgxIdentity(b"\x77" * 32, IDENTITY.mr_signer, isv_prod_id=1, isv_svn=1, debug=False)
+    certificate = craft_certificate(
+        key,
+        [
+            (LEGACY_QUOTE_OID, legacy_quote(platform, IDENTITY, key)),
+            (TCG_EVIDENCE_OID, tcg_evidence(platform, other, key)),
+        ],
+    )
+    with pytest.raises(EvidenceError, match="differ in mr_enclave") as caught:
+        bound_quote(extract_evidence(certificate))
+    assert caught.value.check == "evidence_mismatch"
 
 
 @pytest.mark.parametrize(
@@ -185,7 +155,21 @@ def test_tcg_claims_with_another_hash_algorithm_are_refused(platform: SimulatedP
             EvidenceError,
             "duplicate_extension",
         ),
-        (lambda q: [(LEGACY_QUOTE_OID, q + bytes(70_000))], EvidenceError, "oversized_extension"),
+        (
+            lambda q: [(LEGACY_QUOTE_OID, q + bytes(MAX_EXTENSION))],
+            EvidenceError,
+            "oversized_extension",
+        ),
+        (  # refused on its size before the CBOR inside is looked at
+            lambda q: [(TCG_EVIDENCE_OID, b"\xff" * (MAX_EXTENSION + 1))],
+            EvidenceError,
+            "oversized_extension",
+        ),
+        (
+            lambda q: [(f"1.2.3.{i}", bytes(MAX_CERTIFICATE // 3)) for i in range(3)],
+            EvidenceError,
+            "oversized_certificate",
+        ),
         (lambda q: [(TCG_EVIDENCE_OID, b"\xff\x00garbage")], CertificateFormatError, None),
         (
             lambda q: [(TCG_EVIDENCE_OID, cbor2.dumps(cbor2.CBORTag(1234, [q, b""])))],
@@ -198,7 +182,9 @@ def test_tcg_claims_with_another_hash_algorithm_are_refused(platform: SimulatedP
         "no-quote",
         "duplicate",
         "duplicate-both-spellings",
-        "oversized",
+        "oversized-extension",
+        "oversized-before-decoding",
+        "oversized-certificate",
         "garbage-cbor",
         "wrong-cbor-tag",
         "untagged",
@@ -210,17 +196,187 @@ def test_malformed_evidence_is_refused(
     error: type[Exception],
     check: str | None,
 ) -> None:
-    key = ec.generate_private_key(ec.SECP256R1())
-    certificate = build(extensions(legacy_for(key, platform)), key)
+    key = new_key()
+    certificate = craft_certificate(key, extensions(legacy_quote(platform, IDENTITY, key)))
     with pytest.raises(error) as caught:
         bound_quote(extract_evidence(certificate))
     if check is not None:
         assert caught.value.check == check  # type: ignore[attr-defined]
 
 
+def test_an_oversized_pem_is_refused_before_decoding() -> None:
+    pem = b"-----BEGIN CERTIFICATE-----\n" + b"A" * (2 * MAX_CERTIFICATE) + b"\n"
+    with pytest.raises(EvidenceError) as caught:
+        extract_evidence(pem)
+    assert caught.value.check == "oversized_certificate"
+
+
+@pytest.mark.parametrize("oid", ["1.2.3.4", "2.5.29.15"], ids=["private", "key-usage"])
+def test_an_unknown_critical_extension_is_refused(platform: SimulatedPlatform, oid: str) -> None:
+    """RFC 5280, 4.2: a critical extension the reader does not process voids the certificate
+    (keyUsage included: nothing here enforces it)."""
+    key = new_key()
+    certificate = craft_certificate(
+        key,
+        [(LEGACY_QUOTE_OID, legacy_quote(platform, IDENTITY, key)), (oid, b"\x03\x01\x00", True)],
+    )
+    with pytest.raises(EvidenceError, match=oid) as caught:
+        extract_evidence(certificate)
+    assert caught.value.check == "unknown_critical_extension"
+
+
+def test_critical_extensions_that_are_understood_are_accepted(platform: SimulatedPlatform) -> None:
+    key = new_key()
+    certificate = craft_certificate(
+        key,
+        [
+            (LEGACY_QUOTE_OID, legacy_quote(platform, IDENTITY, key), True),
+            ("2.5.29.19", der.encode_sequence(), True),  # basicConstraints CA:FALSE
+            ("1.2.3.4", b"\x05\x00"),  # unknown but not critical: ignored
+        ],
+    )
+    assert parse_quote(bound_quote(extract_evidence(certificate))).body.identity() == IDENTITY  # type: ignore[union-attr]
+
+
+def test_the_signed_algorithm_must_be_the_outer_one(platform: SimulatedPlatform) -> None:
+    key = new_key()
+    sha384 = der.encode_sequence(der.encode_oid("1.2.840.10045.4.3.3"))
+    certificate = craft_certificate(
+        key,
+        [(LEGACY_QUOTE_OID, legacy_quote(platform, IDENTITY, key))],
+        edit_tbs=lambda fields: [*fields[:2], sha384, *fields[3:]],  # after version, serial
+    )
+    with pytest.raises(CertificateFormatError) as caught:
+        extract_evidence(certificate)
+    assert caught.value.field == "tbsCertificate.signature"
+
+
+@pytest.mark.parametrize(
+    "version",
+    [
+        pytest.param(lambda fields: fields[1:], id="v1-implicit"),
+        pytest.param(
+            lambda fields: [der.encode_tlv(0xA0, der.encode_int(1)), *fields[1:]], id="v2"
+        ),
+        pytest.param(
+            lambda fields: [der.encode_tlv(0xA0, der.encode_int(3)), *fields[1:]], id="v4"
+        ),
+    ],
+)
+def test_only_version_3_certificates_are_read(
+    platform: SimulatedPlatform, version: Callable[[list[bytes]], list[bytes]]
+) -> None:
+    """Extensions exist only in v3; X.509 libraries disagree on other versions (found by
+    fuzzing: cryptography raised its own InvalidVersion from the cross-check)."""
+    key = new_key()
+    certificate = craft_certificate(
+        key, [(LEGACY_QUOTE_OID, legacy_quote(platform, IDENTITY, key))], edit_tbs=version
+    )
+    with pytest.raises(CertificateFormatError) as caught:
+        extract_evidence(certificate)
+    assert caught.value.field == "tbsCertificate.version"
+
+
+def test_a_second_extensions_block_is_refused(platform: SimulatedPlatform) -> None:
+    """Read naively, the second block would hide a second quote from the duplicate check."""
+    key = new_key()
+    certificate = craft_certificate(
+        key,
+        [(LEGACY_QUOTE_OID, legacy_quote(platform, IDENTITY, key))],
+        edit_tbs=lambda fields: [*fields, fields[-1]],
+    )
+    with pytest.raises(CertificateFormatError, match="unexpected fields after"):
+        extract_evidence(certificate)
+
+
+def test_the_der_walk_and_the_x509_library_must_agree(
+    platform: SimulatedPlatform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A parser differential (simulated: the library is made to read another certificate)
+    would let the quote bind one key while TLS proves possession of another."""
+    key = new_key()
+    certificate = craft_certificate(
+        key, [(LEGACY_QUOTE_OID, legacy_quote(platform, IDENTITY, key))]
+    )
+    extract_evidence(certificate)  # both readings agree
+    decoy = x509.load_der_x509_certificate(craft_certificate(new_key(), []))
+    monkeypatch.setattr(evidence_module.x509, "load_der_x509_certificate", lambda data: decoy)
+    with pytest.raises(CertificateFormatError, match="disagree on the signed TBS bytes"):
+        extract_evidence(certificate)
+
+
+def _claims_map(*pairs: tuple[str, bytes]) -> bytes:
+    """A CBOR map written pair by pair, so that keys may repeat."""
+    return bytes([0xA0 + len(pairs)]) + b"".join(cbor2.dumps(k) + cbor2.dumps(v) for k, v in pairs)
+
+
+def _pubkey_hash(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return cbor2.dumps([1, hashlib.sha256(spki_of(key)).digest()])
+
+
+@pytest.mark.parametrize(
+    ("evidence", "error", "message"),
+    [
+        (
+            lambda platform, key: tcg_evidence(platform, IDENTITY, key) + b"\x00",
+            CertificateFormatError,
+            "1 trailing bytes",
+        ),
+        (
+            lambda platform, key: signed_claims(
+                platform,
+                _claims_map(
+                    ("pubkey-hash", _pubkey_hash(key)), ("pubkey-hash", _pubkey_hash(new_key()))
+                ),
+            ),
+            CertificateFormatError,
+            "claims: not strict CBOR.*[Dd]uplicate",
+        ),
+        (
+            lambda platform, key: (
+                b"\xd9\xea\x60\x9f"  # tag 60000, indefinite-length array
+                + cbor2.dumps(b"q")
+                + cbor2.dumps(tcg_claims(spki_of(key)))
+                + b"\xff"
+            ),
+            CertificateFormatError,
+            "tagged evidence: not strict CBOR.*indefinite",
+        ),
+        (
+            lambda platform, key: signed_claims(
+                platform, cbor2.dumps({"pubkey-hash": _pubkey_hash(key), "x": [[[[[1]]]]]})
+            ),
+            CertificateFormatError,
+            "claims: not strict CBOR.*depth",
+        ),
+        (
+            lambda platform, key: signed_claims(
+                platform,
+                cbor2.dumps({"pubkey-hash": _pubkey_hash(key), "x": bytes(MAX_TCG_CLAIMS)}),
+            ),
+            EvidenceError,
+            "TCG claims holds",
+        ),
+    ],
+    ids=["trailing-bytes", "repeated-key", "indefinite-length", "too-deep", "oversized-claims"],
+)
+def test_tcg_evidence_must_be_strict_cbor(
+    platform: SimulatedPlatform,
+    evidence: Callable[[SimulatedPlatform, ec.EllipticCurvePrivateKey], bytes],
+    error: type[Exception],
+    message: str,
+) -> None:
+    """CBOR with two readings (the last repeated key wins in one decoder, the first in
+    another; bytes after the item ignored) is refused, whatever the quote says."""
+    key = new_key()
+    certificate = craft_certificate(key, [(TCG_EVIDENCE_OID, evidence(platform, key))])
+    with pytest.raises(error, match=message):
+        bound_quote(extract_evidence(certificate))
+
+
 def test_truncated_and_forged_certificates_are_refused(platform: SimulatedPlatform) -> None:
-    key = ec.generate_private_key(ec.SECP256R1())
-    good = build([(LEGACY_QUOTE_OID, legacy_for(key, platform))], key)
+    key = new_key()
+    good = craft_certificate(key, [(LEGACY_QUOTE_OID, legacy_quote(platform, IDENTITY, key))])
     for cut in (0, 10, len(good) // 2, len(good) - 1):
         with pytest.raises(CertificateFormatError):
             extract_evidence(good[:cut])
@@ -249,8 +405,10 @@ def test_cert_inspect_shows_evidence_and_binding(
 def test_cert_inspect_exit_1_on_binding_failure(
     platform: SimulatedPlatform, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    key, other = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    key = new_key()
     path = tmp_path / "replayed.der"
-    path.write_bytes(build([(LEGACY_QUOTE_OID, legacy_for(key, platform, bind_to=other))], key))
+    path.write_bytes(
+        craft_certificate(key, [(LEGACY_QUOTE_OID, legacy_quote(platform, IDENTITY, new_key()))])
+    )
     assert main(["cert", "inspect", str(path)]) == 1
     assert "does not bind" in capsys.readouterr().out

@@ -1,4 +1,5 @@
-"""The verified-certificate cache: successes only, until expiry, policy and manifest on every use."""
+"""The verified-certificate cache: successes only, until expiry, policy and manifest on every
+use; and the re-check of an open connection's peer before each request."""
 
 from __future__ import annotations
 
@@ -14,9 +15,14 @@ from teaclave_ma.attestation.quote import Quote
 from teaclave_ma.attestation.sim.platform import SimulatedPlatform
 from teaclave_ma.identity import SgxIdentity
 from teaclave_ma.testing import AuditorPanel
-from teaclave_ma.transport.peer_verify import PeerVerifier, VerifiedCertificates
+from teaclave_ma.transport import peer_verify
+from teaclave_ma.transport.credentials import utc_now
+from teaclave_ma.transport.errors import EvidenceError
+from teaclave_ma.transport.evidence import CertificateEvidence, extract_evidence
+from teaclave_ma.transport.peer_verify import PeerIdentity, PeerVerifier, VerifiedCertificates
 from teaclave_ma.transport.ratls_cert import create_ratls_certificate
 from teaclave_ma.trust.manifest_trust import IdentityNotAccepted, ManifestTrust, VerifiedManifest
+from tests.helpers import MovableClock
 
 STORAGE = SgxIdentity(b"\x61" * 32, b"\x62" * 32, isv_prod_id=4, isv_svn=1, debug=False)
 NOW = dt.datetime.now(dt.UTC)
@@ -38,14 +44,21 @@ def verified_manifest(services: dict[str, list[SgxIdentity]], version: int = 1) 
 
 class Setup:
     def __init__(
-        self, platform: SimulatedPlatform, anchor_platform: SimulatedPlatform | None = None
+        self,
+        platform: SimulatedPlatform,
+        anchor_platform: SimulatedPlatform | None = None,
+        clock: MovableClock | None = None,
     ) -> None:
         self.platform = platform
         self.verifications = 0
         self.manifests = Manifests(verified_manifest({"storage": [STORAGE]}))
         root = (anchor_platform or platform).root_certificate_der
         self.verifier = PeerVerifier(
-            self.manifests, TrustAnchor.for_root(root, "test"), self.collateral_for, ["UpToDate"]
+            self.manifests,
+            TrustAnchor.for_root(root, "test"),
+            self.collateral_for,
+            ["UpToDate"],
+            clock=clock or utc_now,
         )
         self.certificate = create_ratls_certificate(
             ec.generate_private_key(ec.SECP256R1()),
@@ -60,17 +73,36 @@ class Setup:
         return Collateral.from_json(self.platform.collateral_json())
 
 
-@pytest.fixture(scope="module")
-def platform() -> SimulatedPlatform:
-    return SimulatedPlatform.create()
-
-
 def test_a_verified_certificate_is_not_verified_again(platform: SimulatedPlatform) -> None:
     setup = Setup(platform)
     first = setup.verifier.verify(setup.certificate, ["storage"])
     second = setup.verifier.verify(setup.certificate, ["storage"])
     assert first == second
     assert setup.verifications == 1
+
+
+def test_a_cached_certificate_is_not_parsed_again_but_its_validity_still_holds(
+    platform: SimulatedPlatform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parsed: list[bytes] = []
+
+    def counting(certificate: bytes) -> CertificateEvidence:
+        parsed.append(certificate)
+        return extract_evidence(certificate)
+
+    monkeypatch.setattr(peer_verify, "extract_evidence", counting)
+    clock = MovableClock(NOW)
+    setup = Setup(platform, clock=clock)
+    first = setup.verifier.verify(setup.certificate, ["storage"])
+    assert setup.verifier.verify(setup.certificate, ["storage"]) == first
+    assert len(parsed) == 1  # the second check found it by its bytes, before parsing
+    for outside in (-dt.timedelta(hours=1), dt.timedelta(hours=2)):  # before, after validity
+        clock.now = NOW + outside
+        with pytest.raises(EvidenceError) as caught:
+            setup.verifier.verify(setup.certificate, ["storage"])
+        assert caught.value.check == "certificate_validity"
+    assert setup.verifications == 1
+    assert len(parsed) == 3  # checked in full again each time
 
 
 def test_failures_are_never_cached(platform: SimulatedPlatform) -> None:
@@ -109,3 +141,33 @@ def test_entries_expire_and_the_cache_is_bounded() -> None:
     cache.put(b"c", marker, NOW + dt.timedelta(minutes=5))  # type: ignore[arg-type]
     assert cache.get(b"a", NOW) is None  # the least recently used went first
     assert cache.get(b"c", NOW) is marker
+
+
+def test_recheck_refuses_a_certificate_that_expired_since_the_handshake(
+    platform: SimulatedPlatform,
+) -> None:
+    clock = MovableClock(NOW)
+    setup = Setup(platform, clock=clock)
+    peer = setup.verifier.verify(setup.certificate, ["storage"])
+    setup.verifier.recheck(peer)
+    clock.advance(dt.timedelta(hours=1, seconds=1))  # the certificate's lifetime, and a second
+    with pytest.raises(EvidenceError, match="certificate storage connected with expired") as caught:
+        setup.verifier.recheck(peer)
+    assert caught.value.check == "certificate_validity"
+
+
+def test_recheck_refuses_collateral_that_expired_since_the_handshake() -> None:
+    clock = MovableClock(NOW)
+    setup = Setup(SimulatedPlatform.create(now=NOW, validity=dt.timedelta(minutes=30)), clock=clock)
+    peer = setup.verifier.verify(setup.certificate, ["storage"])  # certificate valid for 1 h
+    clock.advance(dt.timedelta(minutes=31))
+    with pytest.raises(QuoteVerificationError, match="collateral") as caught:
+        setup.verifier.recheck(peer)
+    assert caught.value.check == "collateral_validity"
+
+
+def test_recheck_refuses_a_peer_that_no_verification_produced(platform: SimulatedPlatform) -> None:
+    """Fail closed: an identity built by hand (as handler tests do) carries no evidence."""
+    made_up = PeerIdentity("storage", STORAGE, "UpToDate", (), 1, b"\x00" * 32)
+    with pytest.raises(EvidenceError):
+        Setup(platform).verifier.recheck(made_up)

@@ -142,3 +142,31 @@ def test_sign_refuses_a_malformed_manifest(
     )
     assert "expires" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("command", ["verify", "sign", "add"])
+def test_manifest_commands_refuse_endless_input_by_size(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """A manifest the size of a disk is refused before it is read (TUF's endless data)."""
+    huge = tmp_path / "manifest.yaml"
+    with huge.open("wb") as handle:
+        handle.truncate((16 << 20) + 1)  # sparse: costs no disk
+    trust = Path(__file__).resolve().parents[2] / "keys" / "trust.yaml"
+    arguments = {
+        "verify": ["--trust", str(trust), "--signatures", str(tmp_path)],
+        "sign": ["--key", str(tmp_path / "none.pem"), "--out-dir", str(tmp_path)],
+        "add": ["--service", "storage", "--mr-enclave", "00" * 32, "--mr-signer", "00" * 32],
+    }[command]
+    assert main(["manifest", command, str(huge), *arguments]) == 2
+    assert "larger than" in capsys.readouterr().err
+
+
+def test_trust_show_refuses_an_oversized_trust_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    huge = tmp_path / "trust.yaml"
+    with huge.open("wb") as handle:
+        handle.truncate((1 << 20) + 1)
+    assert main(["trust", "show", str(huge)]) == 2
+    assert "larger than" in capsys.readouterr().err

@@ -2,15 +2,39 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import re
+
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from teaclave_ma.crypto.auditor_key import AuditorSigningKey
 from teaclave_ma.errors import InputError
-from teaclave_ma.formats.manifest import ManifestFormatError, parse_manifest
-from teaclave_ma.formats.service_config import parse_service_config
-from teaclave_ma.formats.trust import TrustedAuditor, TrustFile, TrustFileError, parse_trust_file
+from teaclave_ma.formats.manifest import (
+    MAX_MANIFEST_BYTES,
+    NUMBER_LIKE_HEX,
+    TD_FIELDS,
+    AcceptedIdentity,
+    AcceptedTdIdentity,
+    Manifest,
+    ManifestFormatError,
+    parse_manifest,
+    read_canonical,
+    read_general,
+)
+from teaclave_ma.formats.service_config import SERVICE_NAME, parse_service_config
+from teaclave_ma.formats.signature import MAX_SIGNATURE_BYTES, SignatureFormatError, parse_signature
+from teaclave_ma.formats.strict import plain_scalar_is_str
+from teaclave_ma.formats.trust import (
+    MAX_TRUST_BYTES,
+    TrustedAuditor,
+    TrustFile,
+    TrustFileError,
+    parse_trust_file,
+)
 from teaclave_ma.testing import AuditorPanel
 
 GOOD = """version: 1
@@ -200,3 +224,120 @@ def test_complex_yaml_keys_are_refused() -> None:
         parse_manifest(b"? {a: 1}\n: 2\n")
     with pytest.raises(ManifestFormatError, match="mapping keys must be plain values"):
         parse_manifest(b"version: 1\nenclaves:\n  ? [x]\n  : []\n")
+
+
+# -- the canonical reader: the same Manifest as the general reader, or no answer ----------------
+
+# Bytes whose hex YAML reads as an integer unquoted: all digits ("0000", "1234") or "0b"
+# followed by binary digits; "0800" is a string (not octal), "0b02" too.
+NUMBER_LIKE_BYTES = [b"\x00", b"\x01", b"\x08", b"\x0b", b"\x10", b"\x11", b"\x12", b"\x77"]
+
+
+SERVICE_NAMES = st.one_of(
+    st.from_regex(SERVICE_NAME, fullmatch=True),
+    st.sampled_from(["true", "false", "yes", "no", "on", "off", "null", "y", "n"]),
+)
+
+
+def fixed_bytes(size: int) -> st.SearchStrategy[bytes]:
+    """Random bytes, or a run of one number-like byte then another (``0b0101..02``)."""
+    runs = st.builds(
+        lambda first, second, cut: (first * cut + second * size)[:size],
+        st.sampled_from(NUMBER_LIKE_BYTES),
+        st.sampled_from(NUMBER_LIKE_BYTES),
+        st.integers(0, size),
+    )
+    return st.one_of(st.binary(min_size=size, max_size=size), runs)
+
+
+SGX_ENTRIES = st.builds(
+    AcceptedIdentity,
+    fixed_bytes(32),
+    fixed_bytes(32),
+    st.integers(0, 0xFFFF),
+    st.integers(0, 0xFFFF),
+    st.booleans(),
+)
+TDX_ENTRIES = st.builds(
+    AcceptedTdIdentity,
+    *(fixed_bytes(8 if name in ("td_attributes", "xfam") else 48) for name in TD_FIELDS),
+)
+MANIFESTS = st.builds(
+    Manifest,
+    version=st.integers(0, (1 << 63) - 1),
+    expires=st.datetimes(
+        min_value=dt.datetime(1970, 1, 1),
+        max_value=dt.datetime(9999, 1, 1),
+        timezones=st.just(dt.UTC),
+    ).map(lambda moment: moment.replace(microsecond=0)),
+    enclaves=st.dictionaries(
+        SERVICE_NAMES,
+        st.lists(st.one_of(SGX_ENTRIES, TDX_ENTRIES), min_size=1, max_size=3).map(tuple),
+        max_size=4,
+    ),
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(manifest=MANIFESTS)
+def test_written_manifests_are_read_canonically_and_alike(manifest: Manifest) -> None:
+    text = manifest.to_bytes().decode()
+    assert read_canonical(text) == manifest
+    assert read_general(text) == manifest
+
+
+# What a hand edit or an attacker would change: quotes, spaces, comments, YAML spellings.
+EDITS = st.sampled_from(["", " ", "'", '"', "#", "\n", "\t", "0", "b", "-", ":", "x", "{}", "*"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(manifest=MANIFESTS, data=st.data())
+def test_edited_manifests_are_read_alike_or_left_to_the_general_reader(
+    manifest: Manifest, data: st.DataObject
+) -> None:
+    text = manifest.to_bytes().decode()
+    for _ in range(data.draw(st.integers(1, 3))):
+        start = data.draw(st.integers(0, len(text)))
+        end = data.draw(st.integers(start, min(len(text), start + 2)))
+        text = text[:start] + data.draw(EDITS) + text[end:]
+    canonical = read_canonical(text)
+    if canonical is not None:
+        assert read_general(text) == canonical
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.from_regex(
+        r"(0b)?[0-9a-fA-F]{1,12}|0b[01]{1,12}|0[0-7]{0,12}|[0-9]{1,12}", fullmatch=True
+    )
+)
+def test_number_like_hex_is_what_yaml_reads_as_a_number(text: str) -> None:
+    assert (re.fullmatch(NUMBER_LIKE_HEX, text) is None) == plain_scalar_is_str(text)
+
+
+def test_a_duplicate_service_is_refused_in_the_canonical_layout_too() -> None:
+    text = AuditorPanel.manifest(
+        {"storage": [AcceptedIdentity(b"\xaa" * 32, b"\xbb" * 32, 1, 1)]}
+    ).decode()
+    service = text[text.index("  storage:") :]
+    with pytest.raises(ManifestFormatError) as caught:
+        parse_manifest((text + service).encode())
+    assert caught.value.field == "storage"
+    assert "duplicate key" in str(caught.value)
+
+
+def test_impossible_dates_and_bad_explicit_tags_are_typed_errors() -> None:
+    for line in ["expires: 2027-02-30T00:00:00Z", "expires: !!int soon"]:
+        document = f"version: 1\n{line}\nenclaves: {{}}\n".encode()
+        with pytest.raises(ManifestFormatError, match="a value cannot be read"):
+            parse_manifest(document)
+
+
+def test_documents_larger_than_their_limit_are_refused_unparsed() -> None:
+    for parser, limit, error in [
+        (parse_manifest, MAX_MANIFEST_BYTES, ManifestFormatError),
+        (parse_trust_file, MAX_TRUST_BYTES, TrustFileError),
+        (parse_signature, MAX_SIGNATURE_BYTES, SignatureFormatError),
+    ]:
+        with pytest.raises(error, match=f"larger than the limit of {limit} bytes"):
+            parser(b"#" * (limit + 1))

@@ -1,0 +1,302 @@
+"""The server and client take their peer check as a parameter; the same code runs plain
+mutual TLS 1.3 with the benchmarks' CA check, which must really verify."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import resource
+import select
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+import teaclave_ma.rpc.client as client_module
+import teaclave_ma.rpc.server as server_module
+from benchmarks.transport import (
+    CaPeer,
+    CaVerifier,
+    FixedCredentials,
+    create_ca,
+    echo_service,
+    issue,
+)
+from teaclave_ma.errors import VerificationError
+from teaclave_ma.rpc.client import MutualTlsClient
+from teaclave_ma.rpc.http import send_message
+from teaclave_ma.rpc.server import MutualTlsServer, ServerLimits
+from teaclave_ma.transport.tls import PeerRejected, RefusedByPeer, TransportError
+from tests.helpers import wait_until
+
+CA = create_ca()
+OTHER_CA = create_ca()
+
+
+class Counting:
+    """A peer check that counts how often it runs and what it decided."""
+
+    def __init__(self, check: CaVerifier) -> None:
+        self.check = check
+        self.calls = 0
+
+    def verify(self, certificate: bytes, services: Sequence[str]) -> CaPeer:
+        self.calls += 1
+        return self.check.verify(certificate, services)
+
+    def recheck(self, peer: CaPeer) -> None:
+        self.check.recheck(peer)
+
+
+class Echo:
+    """The echo service, remembering whether any request reached it."""
+
+    def __init__(self) -> None:
+        self.service = echo_service()
+        self.name = self.service.name
+        self.requests = 0
+
+    def dispatch(self, peer: CaPeer, method: str, params: dict[str, Any]) -> Any:
+        self.requests += 1
+        return self.service.dispatch(peer, method, params)
+
+
+def ca_check(role: str) -> CaVerifier:
+    """The check ``role`` ("server" or "client") makes of its peer."""
+    peer: Literal["client", "server"] = "client" if role == "server" else "server"
+    return CaVerifier(x509.load_pem_x509_certificate(CA[1]), peer_role=peer)
+
+
+def credentials(name: str, ca: tuple[bytes, bytes] = CA, **kwargs: Any) -> FixedCredentials:
+    return FixedCredentials(issue(*ca, name, **kwargs))
+
+
+@pytest.fixture
+def echo() -> Echo:
+    return Echo()
+
+
+@pytest.fixture
+def server_check() -> Counting:
+    return Counting(ca_check("server"))
+
+
+@pytest.fixture
+def server(echo: Echo, server_check: Counting) -> Iterator[MutualTlsServer[CaPeer]]:
+    server = MutualTlsServer(
+        echo,
+        credentials("server"),
+        server_check,
+        inbound=["client"],
+        address=("127.0.0.1", 0),
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+def client_of(
+    server: MutualTlsServer[CaPeer], creds: FixedCredentials | None = None, service: str = "server"
+) -> MutualTlsClient[CaPeer]:
+    return MutualTlsClient(
+        service, server.address, creds or credentials("client"), ca_check("client"), timeout=10
+    )
+
+
+def test_plain_mutual_tls_runs_on_the_same_code_and_checks_once_per_handshake(
+    server: MutualTlsServer[CaPeer], server_check: Counting, echo: Echo
+) -> None:
+    counting_client = Counting(ca_check("client"))
+    client = MutualTlsClient("server", server.address, credentials("client"), counting_client)
+    with client:
+        assert client.call("echo", value=[1, "two"]) == [1, "two"]
+        assert client.call("echo", value=3) == 3  # same connection
+        assert client.peer is not None and client.peer.service == "server"
+    # OpenSSL calls back more than once for a leaf it cannot chain; the check runs once.
+    assert (server_check.calls, counting_client.calls, echo.requests) == (1, 1, 2)
+
+
+def test_a_client_certificate_from_another_ca_is_refused_before_any_request(
+    server: MutualTlsServer[CaPeer], echo: Echo
+) -> None:
+    client = client_of(server, credentials("client", OTHER_CA))
+    with pytest.raises(RefusedByPeer):
+        client.call("echo", value=1)
+    assert client.peer is None  # the refused connection is not kept
+    assert echo.requests == 0
+    # The client may read the alert before the server's thread has counted the refusal.
+    deadline = time.monotonic() + 10
+    while server.rejections == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.rejections == 1
+
+
+def test_a_refusal_that_closed_the_connection_before_the_request_is_named_to_the_client(
+    server: MutualTlsServer[CaPeer], echo: Echo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worst order of events: the server refuses the client's certificate (after the
+    client's TLS 1.3 handshake is over) and resets the connection, all before the client
+    sends its request. The client still learns why, not just "connection reset"."""
+    closed = threading.Event()
+
+    def reset_at_once(sock: socket.socket) -> None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+        closed.set()
+
+    def send_once_closed(*args: Any, **kwargs: Any) -> None:
+        assert closed.wait(10)
+        send_message(*args, **kwargs)
+
+    monkeypatch.setattr(server_module, "_close_after_refusal", reset_at_once)
+    monkeypatch.setattr(client_module, "send_message", send_once_closed)
+    for _ in range(3):
+        closed.clear()
+        client = client_of(server, credentials("client", OTHER_CA))
+        with client, pytest.raises(RefusedByPeer, match="unknown ca"):
+            client.call("echo", value=1)
+    assert echo.requests == 0
+
+
+def test_silent_connections_beyond_the_handshake_limit_are_closed_and_lock_no_one_out(
+    echo: Echo, server_check: Counting
+) -> None:
+    # The deadline outlasts the test: only the handshake limit can close a silent connection.
+    limits = ServerLimits(max_connections=4, max_handshakes=2, handshake_timeout=60.0)
+    server = MutualTlsServer(
+        echo,
+        credentials("server"),
+        server_check,
+        inbound=["client"],
+        address=("127.0.0.1", 0),
+        limits=limits,
+    )
+    server.start()
+    established = client_of(server)
+    silent = []
+    try:
+        assert established.call("echo", value="before") == "before"
+        silent = [socket.create_connection(server.address, timeout=10) for _ in range(8)]
+        # Accepted in order: the first two hold the handshake slots, the rest are closed
+        # at once, without taking the connection slots left.
+        assert [sock.recv(1) for sock in silent[2:]] == [b""] * 6
+        assert not any(select.select(silent[:2], [], [], 0)[0])  # still open, still silent
+        assert established.call("echo", value="during") == "during"
+        with pytest.raises(TransportError, match="handshake failed"), client_of(server) as late:
+            late.call("echo", value="late")  # no handshake slot left for it
+        silent[0].close()  # the server's handshake with it ends, freeing its slot
+        with client_of(server) as honest:
+            assert wait_until(lambda: _echoes(honest))
+        assert established.call("echo", value="after") == "after"
+    finally:
+        for sock in silent:
+            sock.close()
+        established.close()
+        server.stop()
+
+
+def _echoes(client: MutualTlsClient[CaPeer]) -> bool:
+    try:
+        return bool(client.call("echo", value=1) == 1)
+    except TransportError:
+        return False
+
+
+def test_a_read_timeout_names_the_service_its_address_and_the_method(
+    server: MutualTlsServer[CaPeer], echo: Echo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    answer = threading.Event()
+
+    def stalled(*args: Any) -> Any:
+        answer.wait(10)
+        return None
+
+    monkeypatch.setattr(echo, "dispatch", stalled)
+    client = MutualTlsClient(
+        "server", server.address, credentials("client"), ca_check("client"), timeout=0.3
+    )
+    host, port = server.address
+    try:
+        with (
+            client,
+            pytest.raises(
+                TransportError, match=re.escape(f"server at {host}:{port}, calling echo: timed out")
+            ),
+        ):
+            client.call("echo", value=1)
+    finally:
+        answer.set()
+
+
+def test_the_client_refuses_a_server_named_otherwise(server: MutualTlsServer[CaPeer]) -> None:
+    with pytest.raises(PeerRejected) as refused, client_of(server, service="storage") as client:
+        client.call("echo", value=1)
+    assert refused.value.check == "ca_chain"  # no certificate for the name "storage"
+
+
+def test_the_server_refuses_a_client_not_on_its_inbound_list(
+    server: MutualTlsServer[CaPeer], echo: Echo
+) -> None:
+    with pytest.raises(RefusedByPeer), client_of(server, credentials("intruder")) as client:
+        client.call("echo", value=1)
+    assert echo.requests == 0
+
+
+NOW = dt.datetime.now(dt.UTC)
+
+
+@pytest.mark.parametrize(
+    ("role", "ca", "now", "expected", "check"),
+    [
+        ("server", OTHER_CA, NOW, "client", "ca_chain"),
+        ("server", CA, NOW - dt.timedelta(hours=3), "client", "ca_chain"),  # expired
+        ("server", CA, NOW + dt.timedelta(hours=1), "client", "ca_chain"),  # not yet valid
+        ("server", CA, NOW, "storage", "peer_name"),  # a good certificate, another name
+        ("client", OTHER_CA, NOW, "client", "ca_chain"),
+        ("client", CA, NOW, "server", "ca_chain"),  # a certificate for "client", not "server"
+    ],
+)
+def test_the_ca_check_refuses(
+    role: str, ca: tuple[bytes, bytes], now: dt.datetime, expected: str, check: str
+) -> None:
+    certificate = issue(*ca, "client", now=now).certificate.public_bytes(Encoding.DER)
+    with pytest.raises(VerificationError) as refused:
+        ca_check(role).verify(certificate, [expected])
+    assert refused.value.check == check
+
+
+def test_the_ca_check_accepts_its_own_certificates_for_their_name() -> None:
+    certificate = issue(*CA, "client").certificate.public_bytes(Encoding.DER)
+    assert ca_check("server").verify(certificate, ["other", "client"]).service == "client"
+    assert ca_check("client").verify(certificate, ["other", "client"]).service == "client"
+
+
+def test_the_ca_check_refuses_garbage_and_an_empty_edge() -> None:
+    with pytest.raises(VerificationError, match="unreadable"):
+        ca_check("server").verify(b"\x30\x03junk", ["client"])
+    with pytest.raises(VerificationError, match="no service is allowed"):
+        ca_check("server").verify(b"", [])
+
+
+def test_connections_work_on_descriptors_above_1024(server: MutualTlsServer[CaPeer]) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2048:
+        pytest.skip(f"the descriptor limit {hard} is too low")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2048), hard))
+    # Fill the low descriptors so the client's socket (and the server's) land above 1024,
+    # where select() cannot wait on them.
+    fillers = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        with client_of(server) as client:
+            assert client.call("echo", value="high") == "high"
+    finally:
+        for descriptor in fillers:
+            os.close(descriptor)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
