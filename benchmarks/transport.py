@@ -630,14 +630,14 @@ def curve_rows(
             rates[mode, clients], use[mode, clients] = ordered[len(ordered) // 2]
     bends = {mode: where_it_bends([rates[mode, n] for n in points], points) for mode in MODES}
     summary = (
-        f"; the rate stops growing after {bends['attested']} clients attested, "
+        f"; the rate stops growing at {bends['attested']} concurrent clients attested, "
         f"{bends['plain']} plain"
     )
     if failures:
         summary += f"; {len(failures)} failed exchanges, e.g. {failures[0]}"
     return [
         Row(
-            f"handshakes per second, {clients} concurrent clients",
+            f"handshakes per second, {clients} concurrent client{'s' if clients > 1 else ''}",
             rates["attested", clients],
             "plain mTLS 1.3",
             rates["plain", clients],

@@ -23,7 +23,7 @@ def test_benchmarks_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
         "mutual RA-TLS handshake, peer certificate cache cold",
         "RPC round trips on an established connection",
         "server with 20 concurrent attested connections",
-        "handshakes per second, 1 concurrent clients",
+        "handshakes per second, 1 concurrent client",
         "handshakes per second, 8 concurrent clients",
     }
     assert all(row["median_ms"] > 0 for row in report["rows"])
