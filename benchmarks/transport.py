@@ -26,15 +26,16 @@ from typing import Any, Literal, TypeVar
 
 import attrs
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import verification
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from benchmarks.common import Row, median_ms, run_group
 from teaclave_ma.attestation.anchors import TrustAnchor
 from teaclave_ma.attestation.attester import SimulatedAttester
 from teaclave_ma.attestation.collateral import Collateral
+from teaclave_ma.attestation.sim import pki
 from teaclave_ma.attestation.sim.platform import SimulatedPlatform
 from teaclave_ma.errors import VerificationError
 from teaclave_ma.identity import SgxIdentity
@@ -133,39 +134,18 @@ class FixedCredentials:
         return self.credentials
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
 def create_ca() -> tuple[bytes, bytes]:
     """The benchmark CA: its private key and certificate, as PEM (to hand to processes)."""
-    key = ec.generate_private_key(ec.SECP256R1())
+    key = pki.new_key()
     now = dt.datetime.now(dt.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(_name("teaclave-ma benchmark CA"))
-        .issuer_name(_name("teaclave-ma benchmark CA"))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
+    certificate = pki.issue(
+        "teaclave-ma benchmark CA",
+        key,
+        None,
+        key,
+        ca=True,
+        not_before=now - dt.timedelta(minutes=5),
+        not_after=now + dt.timedelta(days=1),
     )
     key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -180,29 +160,22 @@ def issue(
     valid from ``now`` (a minute earlier) for ``CERTIFICATE_LIFETIME``."""
     ca_key = serialization.load_pem_private_key(ca_key_pem, password=None)
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
-    ca = x509.load_pem_x509_certificate(ca_pem)
-    key = ec.generate_private_key(ec.SECP256R1())
+    key = pki.new_key()
     now = now or dt.datetime.now(dt.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(_name(service))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=1))
-        .not_valid_after(now + CERTIFICATE_LIFETIME)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(service)]), critical=False)
-        .add_extension(
+    certificate = pki.issue(
+        service,
+        key,
+        x509.load_pem_x509_certificate(ca_pem),
+        ca_key,
+        ca=False,
+        not_before=now - dt.timedelta(minutes=1),
+        not_after=now + CERTIFICATE_LIFETIME,
+        extensions=[
+            x509.SubjectAlternativeName([x509.DNSName(service)]),
             x509.ExtendedKeyUsage(
                 [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
             ),
-            critical=False,
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
+        ],
     )
     return TlsCredentials(key, certificate)
 

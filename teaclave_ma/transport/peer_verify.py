@@ -13,11 +13,9 @@ manifest in force no longer accepts.
 
 from __future__ import annotations
 
-import collections
 import datetime as dt
 import hashlib
 import logging
-import threading
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -28,7 +26,12 @@ from teaclave_ma.attestation.collateral import Collateral
 from teaclave_ma.attestation.errors import QuoteVerificationError
 from teaclave_ma.attestation.policy import TCB_STATUSES, VerificationPolicy
 from teaclave_ma.attestation.quote import Quote, parse_quote
-from teaclave_ma.attestation.verifier import VerifiedQuote, apply_policy, verify_quote
+from teaclave_ma.attestation.verifier import (
+    ValidityCache,
+    VerifiedQuote,
+    apply_policy,
+    verify_quote,
+)
 from teaclave_ma.identity import PeerMeasurement
 from teaclave_ma.transport.credentials import Clock, utc_now
 from teaclave_ma.transport.errors import EvidenceError
@@ -83,46 +86,6 @@ class VerifiedCertificate:
     quote: VerifiedQuote
 
 
-class VerifiedCertificates:
-    """A bounded cache of verified peer certificates by the SHA-256 of their bytes, each
-    usable from ``valid_from`` until (excluded) ``valid_until``."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._entries: collections.OrderedDict[
-            bytes, tuple[VerifiedCertificate, dt.datetime | None, dt.datetime]
-        ] = collections.OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = 0
-
-    def get(self, key: bytes, now: dt.datetime) -> VerifiedCertificate | None:
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None:
-                return None
-            verified, valid_from, valid_until = entry
-            if now >= valid_until or (valid_from is not None and now < valid_from):
-                del self._entries[key]
-                return None
-            self._entries.move_to_end(key)
-            self.hits += 1
-            return verified
-
-    def put(
-        self,
-        key: bytes,
-        verified: VerifiedCertificate,
-        valid_until: dt.datetime,
-        *,
-        valid_from: dt.datetime | None = None,
-    ) -> None:
-        with self._lock:
-            self._entries[key] = (verified, valid_from, valid_until)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self._size:
-                self._entries.popitem(last=False)
-
-
 class PeerVerifier:
     def __init__(
         self,
@@ -139,7 +102,7 @@ class PeerVerifier:
         self._collateral_for = collateral_for
         self._allowed = frozenset(allowed_tcb_statuses)
         self._clock = clock
-        self._cache = VerifiedCertificates(cache_size)
+        self._cache: ValidityCache[bytes, VerifiedCertificate] = ValidityCache(cache_size)
 
     def _attested(self, certificate: bytes, now: dt.datetime) -> VerifiedCertificate:
         """The certificate, parsed, within its validity, its quote bound and verified: from
@@ -160,10 +123,7 @@ class PeerVerifier:
         verified = verify_quote(quote, self._collateral_for(quote), now, EVERY_POLICY, self._anchor)
         entry = VerifiedCertificate(evidence.sha256, evidence.not_after, verified)
         self._cache.put(
-            key,
-            entry,
-            min(evidence.not_after, verified.collateral_expires),
-            valid_from=evidence.not_before,
+            key, entry, (evidence.not_before, min(evidence.not_after, verified.collateral_expires))
         )
         return entry
 

@@ -324,34 +324,31 @@ def test_a_certificate_outside_its_validity_is_refused(
 # The TLS layer.
 
 
-def test_a_client_without_certificate_is_refused(storage: Victim, requests_read: list[Any]) -> None:
-    answer = raw_client_exchange(
-        storage.address, raw_context(SSL.TLS_CLIENT_METHOD, certificate=False)
-    )
-    assert answer == b""
+def assert_refused_in_the_handshake(
+    storage: Victim, context: SSL.Context, check: str, requests_read: list[Any]
+) -> None:
+    """A raw client with ``context`` gets no byte back, the server reads no request and
+    counts a refusal (not a dropped line) for ``check``."""
+    assert raw_client_exchange(storage.address, context) == b""
     assert requests_read == []
     refusal = storage.server_refusal()
     assert isinstance(refusal, PeerRejected)
-    assert refusal.check == "no_peer_certificate"
+    assert refusal.check == check
     server = storage.runtime.server
     assert server is not None
-    assert wait_until(lambda: server.rejections == 1)  # counted as a refusal, not a dropped line
+    assert wait_until(lambda: server.rejections == 1)
+
+
+def test_a_client_without_certificate_is_refused(storage: Victim, requests_read: list[Any]) -> None:
+    context = raw_context(SSL.TLS_CLIENT_METHOD, certificate=False)
+    assert_refused_in_the_handshake(storage, context, "no_peer_certificate", requests_read)
 
 
 def test_a_client_offering_only_tls_1_2_is_refused(
     storage: Victim, requests_read: list[Any]
 ) -> None:
-    answer = raw_client_exchange(
-        storage.address, raw_context(SSL.TLS_CLIENT_METHOD, max_version=SSL.TLS1_2_VERSION)
-    )
-    assert answer == b""
-    assert requests_read == []
-    refusal = storage.server_refusal()
-    assert isinstance(refusal, PeerRejected)
-    assert refusal.check == "tls_version"
-    server = storage.runtime.server
-    assert server is not None
-    assert wait_until(lambda: server.rejections == 1)  # counted as a refusal, not a dropped line
+    context = raw_context(SSL.TLS_CLIENT_METHOD, max_version=SSL.TLS1_2_VERSION)
+    assert_refused_in_the_handshake(storage, context, "tls_version", requests_read)
 
 
 def test_a_server_offering_only_tls_1_2_is_refused(

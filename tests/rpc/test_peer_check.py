@@ -88,16 +88,24 @@ def server_check() -> Counting:
     return Counting(ca_check("server"))
 
 
-@pytest.fixture
-def server(echo: Echo, server_check: Counting) -> Iterator[MutualTlsServer[CaPeer]]:
+def started_server(
+    echo: Echo, check: Counting, limits: ServerLimits | None = None
+) -> MutualTlsServer[CaPeer]:
     server = MutualTlsServer(
         echo,
         credentials("server"),
-        server_check,
+        check,
         inbound=["client"],
         address=("127.0.0.1", 0),
+        limits=limits,
     )
     server.start()
+    return server
+
+
+@pytest.fixture
+def server(echo: Echo, server_check: Counting) -> Iterator[MutualTlsServer[CaPeer]]:
+    server = started_server(echo, server_check)
     yield server
     server.stop()
 
@@ -170,15 +178,7 @@ def test_silent_connections_beyond_the_handshake_limit_are_closed_and_lock_no_on
 ) -> None:
     # The deadline outlasts the test: only the handshake limit can close a silent connection.
     limits = ServerLimits(max_connections=4, max_handshakes=2, handshake_timeout=60.0)
-    server = MutualTlsServer(
-        echo,
-        credentials("server"),
-        server_check,
-        inbound=["client"],
-        address=("127.0.0.1", 0),
-        limits=limits,
-    )
-    server.start()
+    server = started_server(echo, server_check, limits)
     established = client_of(server)
     silent = []
     try:

@@ -13,13 +13,14 @@ from teaclave_ma.attestation.collateral import Collateral
 from teaclave_ma.attestation.errors import PolicyRejected, QuoteVerificationError
 from teaclave_ma.attestation.quote import Quote
 from teaclave_ma.attestation.sim.platform import SimulatedPlatform
+from teaclave_ma.attestation.verifier import ValidityCache
 from teaclave_ma.identity import SgxIdentity
 from teaclave_ma.testing import AuditorPanel
 from teaclave_ma.transport import peer_verify
 from teaclave_ma.transport.credentials import utc_now
 from teaclave_ma.transport.errors import EvidenceError
 from teaclave_ma.transport.evidence import CertificateEvidence, extract_evidence
-from teaclave_ma.transport.peer_verify import PeerIdentity, PeerVerifier, VerifiedCertificates
+from teaclave_ma.transport.peer_verify import PeerIdentity, PeerVerifier
 from teaclave_ma.transport.ratls_cert import create_ratls_certificate
 from teaclave_ma.trust.manifest_trust import IdentityNotAccepted, ManifestTrust, VerifiedManifest
 from tests.helpers import MovableClock
@@ -131,14 +132,15 @@ def test_a_new_manifest_applies_to_cached_certificates(platform: SimulatedPlatfo
 
 
 def test_entries_expire_and_the_cache_is_bounded() -> None:
-    cache = VerifiedCertificates(size=2)
+    cache: ValidityCache[bytes, object] = ValidityCache(size=2)
     marker = object()
-    cache.put(b"a", marker, NOW + dt.timedelta(minutes=1))  # type: ignore[arg-type]
-    assert cache.get(b"a", NOW) is marker
-    assert cache.get(b"a", NOW + dt.timedelta(minutes=1)) is None  # expired, and dropped
-    cache.put(b"a", marker, NOW + dt.timedelta(minutes=5))  # type: ignore[arg-type]
-    cache.put(b"b", marker, NOW + dt.timedelta(minutes=5))  # type: ignore[arg-type]
-    cache.put(b"c", marker, NOW + dt.timedelta(minutes=5))  # type: ignore[arg-type]
+    cache.put(b"a", marker, (NOW, NOW + dt.timedelta(minutes=1)))
+    assert cache.get(b"a", NOW - dt.timedelta(seconds=1)) is None  # not yet valid, and dropped
+    cache.put(b"a", marker, (NOW, NOW + dt.timedelta(minutes=1)))
+    assert cache.get(b"a", NOW + dt.timedelta(minutes=1)) is marker  # both ends included
+    assert cache.get(b"a", NOW + dt.timedelta(minutes=1, seconds=1)) is None  # expired, dropped
+    for key in (b"a", b"b", b"c"):
+        cache.put(key, marker, (NOW, NOW + dt.timedelta(minutes=5)))
     assert cache.get(b"a", NOW) is None  # the least recently used went first
     assert cache.get(b"c", NOW) is marker
 
