@@ -108,7 +108,7 @@ class Collateral:
     def _parse(cls, data: bytes) -> Collateral:
         try:
             document = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise CollateralError("collateral", f"not valid JSON ({exc})") from exc
         if not isinstance(document, dict):
             raise CollateralError("collateral", "expected a JSON object")
@@ -224,7 +224,7 @@ class _Fields:
 def _load(raw: bytes, path: str) -> _Fields:
     try:
         return _Fields(json.loads(raw), path)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise CollateralError(path, f"not valid JSON ({exc})") from exc
 
 

@@ -66,7 +66,7 @@ class PccsUnreachable(PccsError):
 
 
 class _Unavailable(Exception):
-    """The PCCS did not answer, or answered that it cannot serve now (HTTP 5xx)."""
+    """The PCCS did not answer, or answered that it cannot serve now (HTTP 5xx, 408, 429)."""
 
 
 def next_updates(collateral_json: bytes) -> dict[str, dt.datetime]:
@@ -155,7 +155,8 @@ class _Pccs:
             response = self.client.get(url, params=params)
         except httpx.HTTPError as exc:
             raise _Unavailable(f"{url}: {type(exc).__name__}: {exc}") from exc
-        if response.status_code >= 500:
+        # 5xx, and "too many requests" / "request timeout": the PCCS cannot serve now.
+        if response.status_code >= 500 or response.status_code in (408, 429):
             raise _Unavailable(f"{url}: HTTP {response.status_code} {response.reason_phrase}")
         if response.status_code != 200:
             raise PccsError(url, f"HTTP {response.status_code} {response.reason_phrase}")
@@ -252,16 +253,25 @@ def fetch_collateral(
     )
     try:
         fresh = _Pccs(base_url, http).fetch(fmspc, ca)
-    except _Unavailable as exc:
+        fresh_expiry = expiry(fresh)
+        if fresh_expiry <= now:
+            raise PccsError(base_url, f"the PCCS served collateral that expired at {fresh_expiry}")
+    except (_Unavailable, TeaclaveMAError) as exc:
+        # Whatever went wrong (an outage, a 4xx from a proxy, a malformed or stale answer),
+        # collateral that is still valid serves until a retry: refusing every handshake
+        # for hours because a refresh failed would protect nothing.
         _failed_at[base_url] = now
         if entry is not None and cached_expiry is not None and now < cached_expiry:
             log.warning(
-                "PCCS %s unreachable (%s); using cached collateral valid until %s",
+                "refreshing collateral from PCCS %s failed (%s); using cached collateral "
+                "valid until %s",
                 base_url,
                 exc,
                 cached_expiry,
             )
             return entry[0]
+        if not isinstance(exc, _Unavailable):
+            raise
         stale = tuple(
             f"{piece} nextUpdate {moment:%Y-%m-%dT%H:%M:%SZ}"
             for piece, moment in sorted((entry[1] if entry else {}).items(), key=lambda i: i[1])
@@ -273,9 +283,6 @@ def fetch_collateral(
     finally:
         if own_client:
             http.close()
-    fresh_expiry = expiry(fresh)
-    if fresh_expiry <= now:
-        raise PccsError(base_url, f"the PCCS served collateral that expired at {fresh_expiry}")
     _failed_at.pop(base_url, None)
     atomic_write(cache, fresh)
     return fresh

@@ -174,11 +174,16 @@ def verify_crl(
             f"CRL issued by {crl.issuer.rfc4514_string()!r} is not signed by {subject_cn(issuer)!r}",
         )
     next_update = crl.next_update_utc
-    if next_update is None or not crl.last_update_utc <= now <= next_update:
+    if next_update is None:  # RFC 5280 allows it; a verifier could never tell it is stale
+        raise QuoteVerificationError(
+            f"{check}_validity", f"CRL of {subject_cn(issuer)!r} has no next update"
+        )
+    if not crl.last_update_utc <= now <= next_update:
         raise QuoteVerificationError(
             f"{check}_validity",
             f"CRL of {subject_cn(issuer)!r} is not current at {now:%Y-%m-%dT%H:%M:%SZ} "
-            f"(this update {crl.last_update_utc:%Y-%m-%dT%H:%M:%SZ}, next update {next_update:%Y-%m-%dT%H:%M:%SZ})",
+            f"(this update {crl.last_update_utc:%Y-%m-%dT%H:%M:%SZ}, "
+            f"next update {next_update:%Y-%m-%dT%H:%M:%SZ})",
         )
 
 

@@ -62,7 +62,8 @@ class VerifiedQuote:
     tee: str
     tcb_status: str
     advisory_ids: tuple[str, ...]
-    collateral_expires: dt.datetime
+    # The earliest moment anything the verification relied on stops being valid.
+    evidence_expires: dt.datetime
     fmspc: bytes
     anchor: TrustAnchor
 
@@ -180,10 +181,21 @@ def verify_quote(
     status = converge(status, qe_status)
     advisories += [a for a in qe_advisories if a not in advisories]
     crl_updates = [crl.next_update_utc for crl in (collateral.root_ca_crl, collateral.pck_crl)]
+    # Whoever remembers this result must not outlive anything it rests on: a collateral
+    # piece's nextUpdate, or a certificate's notAfter (the PCK chain's and the signers').
     expires = min(
         collateral.tcb_info.next_update,
         collateral.qe_identity.next_update,
         *(moment for moment in crl_updates if moment is not None),
+        chain_window(pck.certificates)[1],
+        *(
+            chain_window(chain)[1]
+            for chain in (
+                collateral.pck_crl_issuer_chain,
+                collateral.tcb_info_issuer_chain,
+                collateral.qe_identity_issuer_chain,
+            )
+        ),
     )
     result = VerifiedQuote(
         quote, quote.tee, status, tuple(advisories), expires, pck.extension.fmspc, anchor

@@ -138,7 +138,7 @@ def _verify(args: argparse.Namespace) -> int:
         "verified": verified,
         "tcb_status": result.tcb_status if result else None,
         "advisory_ids": list(result.advisory_ids) if result else [],
-        "collateral_expires": format_utc(result.collateral_expires) if result else None,
+        "evidence_expires": format_utc(result.evidence_expires) if result else None,
         "reasons": reasons,
         "anchor": anchor.name,
         **quote.describe(),

@@ -103,10 +103,14 @@ def load_yaml_mapping(text: str, what: str) -> dict[str, Any]:
         raise InputError(exc.field, f"{exc.problem} in {what}") from exc
     except yaml.YAMLError as exc:
         raise InputError(what, f"not valid YAML: {exc}") from exc
-    except ValueError as exc:
-        # Explicit tags and impossible dates reach int() and datetime() in PyYAML's own
-        # constructors (`version: !!int x`, `expires: 2027-02-30T00:00:00Z`).
-        raise InputError(what, f"not valid YAML: a value cannot be read ({exc})") from exc
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+        # Explicit tags and impossible dates reach PyYAML's own constructors, which then
+        # raise whatever their conversion raises: `version: !!int x` (ValueError),
+        # `expires: 2027-02-30T00:00:00Z` (ValueError), `ok: !!bool maybe` (KeyError),
+        # `at: !!timestamp x` (AttributeError).
+        raise InputError(
+            what, f"not valid YAML: a value cannot be read ({type(exc).__name__}: {exc})"
+        ) from exc
     return expect_mapping(document, what)
 
 

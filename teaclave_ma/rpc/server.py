@@ -142,16 +142,25 @@ class MutualTlsServer(Generic[PeerT]):
         while not self._stopping.is_set():
             try:
                 sock, peer_address = self._listener.accept()
-            except OSError:
+            except OSError as exc:
                 if self._stopping.is_set():
                     return
+                # E.g. out of file descriptors: back off instead of spinning on accept().
+                log.warning("%s: accept failed: %s", self.service.name, exc)
+                self._stopping.wait(0.05)
                 continue
             if not self._admit(peer_address):
                 sock.close()
                 continue
-            threading.Thread(
-                target=self._serve_connection, args=(sock, peer_address), daemon=True
-            ).start()
+            try:
+                threading.Thread(
+                    target=self._serve_connection, args=(sock, peer_address), daemon=True
+                ).start()
+            except RuntimeError as exc:  # no thread to be had: refuse this one, keep accepting
+                log.error("%s: cannot serve %s:%d: %s", self.service.name, *peer_address[:2], exc)
+                self._handshake_slots.release()
+                self._slots.release()
+                sock.close()
 
     def _admit(self, peer_address: tuple[str, int]) -> bool:
         """Take a handshake slot and a connection slot for a new connection, or neither."""
@@ -188,27 +197,35 @@ class MutualTlsServer(Generic[PeerT]):
     def _serve_connection(self, sock: socket.socket, peer_address: tuple[str, int]) -> None:
         where = f"{peer_address[0]}:{peer_address[1]}"
         try:
-            channel = self._handshake(sock)
+            channel = self._handshake_or_close(sock, where)
+            if channel is None:
+                return
+            peer = channel.peer
+            log.info("%s accepted %s from %s", self.service.name, peer.describe(), where)
+            try:
+                self._serve_requests(channel, peer)
+            except TeaclaveMAError as exc:
+                log.info("%s: connection from %s ended: %s", self.service.name, where, exc)
+            finally:
+                channel.close()
+        finally:
+            self._slots.release()  # on every path, or the server would fill up and refuse all
+
+    def _handshake_or_close(self, sock: socket.socket, where: str) -> SecureChannel[PeerT] | None:
+        """The verified channel; or None, the socket closed and the reason logged."""
+        try:
+            return self._handshake(sock)
         except PeerRejected as exc:
             self.rejections += 1
             log.warning("%s refused client %s: %s", self.service.name, where, exc.reason)
             _close_after_refusal(sock)
-            self._slots.release()
-            return
         except TeaclaveMAError as exc:
             log.info("%s: handshake with %s failed: %s", self.service.name, where, exc)
             sock.close()
-            self._slots.release()
-            return
-        peer = channel.peer
-        log.info("%s accepted %s from %s", self.service.name, peer.describe(), where)
-        try:
-            self._serve_requests(channel, peer)
-        except TeaclaveMAError as exc:
-            log.info("%s: connection from %s ended: %s", self.service.name, where, exc)
-        finally:
-            channel.close()
-            self._slots.release()
+        except Exception:  # a bug or an exhausted resource; the connection must still end
+            log.exception("%s: handshake with %s failed unexpectedly", self.service.name, where)
+            sock.close()
+        return None
 
     def _serve_requests(self, channel: SecureChannel[PeerT], peer: PeerT) -> None:
         http = h11.Connection(h11.SERVER, max_incomplete_event_size=16 * 1024)

@@ -148,7 +148,10 @@ class ServiceRuntime(EnclaveNode):
             current = self.keeper.fingerprint()
             if current != last:
                 last = current
-                self.keeper.reload()
+                try:
+                    self.keeper.reload()
+                except Exception:  # a bug, not a bad file: keep watching, the old one holds
+                    log.exception("reloading the manifest failed; the one in force stays")
             try:
                 self.keeper.current(dt.datetime.now(dt.UTC))
                 reported = None

@@ -64,9 +64,9 @@ class PeerIdentity:
     manifest_version: int
     certificate_sha256: bytes
     # Until when the evidence behind the connection holds: the peer certificate's
-    # notAfter, and the earliest nextUpdate of the collateral its quote was verified with.
+    # notAfter, and when the evidence its quote was verified with first stops being valid.
     certificate_not_after: dt.datetime = attrs.field(default=NO_EVIDENCE, kw_only=True)
-    collateral_expires: dt.datetime = attrs.field(default=NO_EVIDENCE, kw_only=True)
+    evidence_expires: dt.datetime = attrs.field(default=NO_EVIDENCE, kw_only=True)
 
     def describe(self) -> str:
         return f"{self.service} ({self.identity.measurement_text[:28]}..., tcb {self.tcb_status})"
@@ -123,7 +123,7 @@ class PeerVerifier:
         verified = verify_quote(quote, self._collateral_for(quote), now, EVERY_POLICY, self._anchor)
         entry = VerifiedCertificate(evidence.sha256, evidence.not_after, verified)
         self._cache.put(
-            key, entry, (evidence.not_before, min(evidence.not_after, verified.collateral_expires))
+            key, entry, (evidence.not_before, min(evidence.not_after, verified.evidence_expires))
         )
         return entry
 
@@ -139,11 +139,11 @@ class PeerVerifier:
                 f"the certificate {peer.service} connected with expired at "
                 f"{peer.certificate_not_after:%Y-%m-%dT%H:%M:%SZ}; it must reconnect with a fresh one",
             )
-        if now > peer.collateral_expires:
+        if now > peer.evidence_expires:
             raise QuoteVerificationError(
-                "collateral_validity",
-                f"the collateral {peer.service}'s quote was verified with expired at "
-                f"{peer.collateral_expires:%Y-%m-%dT%H:%M:%SZ}; its quote must be verified again",
+                "evidence_validity",
+                f"the evidence {peer.service}'s quote was verified with expired at "
+                f"{peer.evidence_expires:%Y-%m-%dT%H:%M:%SZ}; its quote must be verified again",
             )
         manifest = self._manifests.current(now)
         if manifest.version != peer.manifest_version:
@@ -187,7 +187,7 @@ class PeerVerifier:
                 manifest_version=manifest.version,
                 certificate_sha256=attested.sha256,
                 certificate_not_after=attested.not_after,
-                collateral_expires=verified.collateral_expires,
+                evidence_expires=verified.evidence_expires,
             )
         expected = ", ".join(repr(service) for service in services)
         prefix = (

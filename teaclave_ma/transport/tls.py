@@ -289,10 +289,16 @@ def handshake(
     side = "client certificate" if server else "server certificate"
     try:
         _io(conn, sock, deadline, conn.do_handshake)
-    except SSL.SysCallError as exc:  # the socket failed or closed: nobody judged anybody
+    except (SSL.SysCallError, SSL.ZeroReturnError) as exc:
+        # The socket failed, or the peer closed it cleanly: nobody judged anybody.
         if state.failure is not None:
             raise PeerRejected(side, state.failure) from state.failure
-        raise TransportError(f"handshake failed: {_describe_ssl_error(exc)}") from exc
+        reason = (
+            "the peer closed the connection"
+            if isinstance(exc, SSL.ZeroReturnError)
+            else _describe_ssl_error(exc)
+        )
+        raise TransportError(f"handshake failed: {reason}") from exc
     except SSL.Error as exc:
         if state.failure is not None:
             raise PeerRejected(side, state.failure) from state.failure

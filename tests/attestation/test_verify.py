@@ -8,18 +8,22 @@ from collections.abc import Callable
 
 import attrs
 import pytest
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from teaclave_ma.attestation.anchors import INTEL_SGX_ROOT_CA, TrustAnchor
 from teaclave_ma.attestation.collateral import Collateral
-from teaclave_ma.attestation.errors import PolicyRejected, QuoteVerificationError
+from teaclave_ma.attestation.errors import CollateralError, PolicyRejected, QuoteVerificationError
+from teaclave_ma.attestation.pki import verify_crl
 from teaclave_ma.attestation.policy import VerificationPolicy
 from teaclave_ma.attestation.sim import pki
 from teaclave_ma.attestation.sim.platform import SimulatedPlatform
 from teaclave_ma.attestation.sim.signing import sign_raw
 from teaclave_ma.attestation.td_identity import simulated_td_identity
 from teaclave_ma.attestation.verifier import clear_caches, verify_quote
+from teaclave_ma.attestation.x509_load import load_der_crl
 from teaclave_ma.errors import ConfigError
+from teaclave_ma.formats import der
 from teaclave_ma.identity import SgxIdentity
 from tests.attestation.conftest import SAMPLE_TIME
 
@@ -59,7 +63,7 @@ def test_real_sgx_quote_verifies_under_intel_root(sgx_quote: bytes, sgx_collater
     assert result.advisory_ids == ("INTEL-SA-00289", "INTEL-SA-00615")
     assert result.identity is not None and not result.identity.debug
     assert result.report_data.startswith(b"Hello, world!")
-    assert result.collateral_expires == dt.datetime(2025, 7, 19, 10, 1, 18, tzinfo=dt.UTC)
+    assert result.evidence_expires == dt.datetime(2025, 7, 19, 10, 1, 18, tzinfo=dt.UTC)
 
 
 def test_real_tdx_quote_verifies_up_to_date(tdx_quote: bytes, tdx_collateral: bytes) -> None:
@@ -470,3 +474,25 @@ def test_collateral_is_parsed_once_per_distinct_bytes(sgx_collateral: bytes) -> 
     other = json.loads(sgx_collateral)
     other["qe_identity_signature"] = "00" * 64
     assert Collateral.from_json(json.dumps(other)) is not first
+
+
+def test_a_signed_crl_without_next_update_is_refused() -> None:
+    """RFC 5280 makes nextUpdate optional; a verifier could never tell such a CRL is stale."""
+    key = pki.new_key()
+    moment = now()
+    ca = pki.issue(
+        "CRL issuer", key, None, key, ca=True,
+        not_before=moment - dt.timedelta(days=1), not_after=moment + dt.timedelta(days=1),
+    )  # fmt: skip
+    algorithm = der.encode_sequence(der.encode_oid("1.2.840.10045.4.3.2"))  # ECDSA-SHA256
+    this_update = der.encode_tlv(0x17, f"{moment - dt.timedelta(hours=1):%y%m%d%H%M%SZ}".encode())
+    tbs = der.encode_sequence(algorithm, ca.subject.public_bytes(), this_update)
+    signature = key.sign(tbs, ec.ECDSA(hashes.SHA256()))
+    crl_der = der.encode_sequence(
+        tbs, algorithm, der.encode_tlv(der.TAG_BIT_STRING, b"\x00" + signature)
+    )
+    crl = load_der_crl(crl_der, "root_ca_crl", CollateralError)
+    assert crl.next_update_utc is None
+    with pytest.raises(QuoteVerificationError, match="has no next update") as caught:
+        verify_crl(crl, crl_der, ca, moment, "root_ca_crl")
+    assert caught.value.check == "root_ca_crl_validity"

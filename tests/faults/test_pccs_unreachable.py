@@ -79,7 +79,7 @@ def test_cached_collateral_is_used_until_its_next_update_then_a_typed_error(
             # Within the refresh window a fetch is attempted; it fails, and the cache serves.
             before = first_stale - dt.timedelta(minutes=1)
             assert _verify(quote, collateral(url, before), before)
-            assert f"PCCS {url} unreachable" in caplog.text
+            assert f"refreshing collateral from PCCS {url} failed" in caplog.text
 
             after = first_stale + dt.timedelta(minutes=1)
             with pytest.raises(PccsUnreachable) as caught:
@@ -143,3 +143,22 @@ def test_a_failed_pccs_is_left_alone_for_a_while_as_long_as_the_cache_is_valid(
         assert requests_for(failed + retry_after) == 1
         pccs.fail_with = None
         assert requests_for(failed + 2 * retry_after) == 4  # back, and fetched in full
+
+
+@pytest.mark.parametrize("status", [404, 429])
+def test_a_refresh_answered_with_a_client_error_serves_the_valid_cache(
+    shared_data: Path, tmp_path: Path, status: int
+) -> None:
+    """A proxy's 404 or a rate limit during the refresh window must not refuse handshakes
+    while the cached collateral is still valid; once it is not, the error names the PCCS."""
+    sample = (shared_data / "sgx" / "collateral.json").read_bytes()
+    first_stale = min(next_updates(sample).values())
+    with serving(sample) as pccs:
+        cached = fetch_collateral(pccs.url, FMSPC, "processor", tmp_path, now=SAMPLE_TIME)
+        pccs.fail_with = status
+        before = first_stale - dt.timedelta(minutes=1)
+        assert fetch_collateral(pccs.url, FMSPC, "processor", tmp_path, now=before) == cached
+        after = first_stale + dt.timedelta(minutes=1)
+        with pytest.raises(PccsError, match=f"HTTP {status}") as caught:
+            fetch_collateral(pccs.url, FMSPC, "processor", tmp_path, now=after)
+    assert isinstance(caught.value, PccsUnreachable) == (status == 429)  # 429: busy, not wrong

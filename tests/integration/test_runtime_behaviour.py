@@ -88,6 +88,31 @@ def test_the_manifest_watcher_notices_a_changed_file(
     assert wait_until(lambda: storage.keeper.current().version == 5)
 
 
+def test_the_manifest_watcher_survives_a_failing_reload(
+    deployment: SimulatedDeployment,
+    runtimes: RuntimeFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    manifest, signatures = publish(deployment, tmp_path, ALL, 1, ["alice", "bob"])
+    storage = runtimes("storage", manifest=manifest, signatures=signatures)
+    reload, failures = storage.keeper.reload, []
+
+    def fails_once() -> bool:
+        if not failures:
+            failures.append(1)
+            raise RuntimeError("an unexpected bug")
+        return reload()
+
+    monkeypatch.setattr(storage.keeper, "reload", fails_once)
+    storage.start()
+    publish(deployment, tmp_path, ALL, 4, ["alice", "carol"])
+    assert wait_until(lambda: failures == [1])
+    assert storage.keeper.current().version == 1  # the one in force stays
+    publish(deployment, tmp_path, ALL, 5, ["alice", "carol"])
+    assert wait_until(lambda: storage.keeper.current().version == 5)
+
+
 def test_certificates_rotate_without_dropping_open_connections(runtimes: RuntimeFactory) -> None:
     storage = runtimes("storage")
     # A clock the test moves, so rotation happens exactly when the test says, however slow

@@ -3,7 +3,9 @@ mutual TLS 1.3 with the benchmarks' CA check, which must really verify."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import logging
 import os
 import re
 import resource
@@ -18,6 +20,7 @@ from typing import Any, Literal
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from OpenSSL import SSL
 
 import teaclave_ma.rpc.client as client_module
 import teaclave_ma.rpc.server as server_module
@@ -33,6 +36,7 @@ from teaclave_ma.errors import VerificationError
 from teaclave_ma.rpc.client import MutualTlsClient
 from teaclave_ma.rpc.http import send_message
 from teaclave_ma.rpc.server import MutualTlsServer, ServerLimits
+from teaclave_ma.transport.credentials import TlsCredentials
 from teaclave_ma.transport.tls import PeerRejected, RefusedByPeer, TransportError
 from tests.helpers import wait_until
 
@@ -300,3 +304,56 @@ def test_connections_work_on_descriptors_above_1024(server: MutualTlsServer[CaPe
         for descriptor in fillers:
             os.close(descriptor)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+class FailingOnDemand:
+    """Server credentials that fail (as a quoting backend might) while ``failing`` is set."""
+
+    def __init__(self) -> None:
+        self.good = credentials("server")
+        self.failing = False
+
+    def current(self) -> TlsCredentials:
+        if self.failing:
+            raise RuntimeError("the attester is unavailable")
+        return self.good.current()
+
+
+def test_connections_whose_handshake_fails_unexpectedly_give_their_slots_back(
+    echo: Echo, server_check: Counting
+) -> None:
+    source = FailingOnDemand()
+    server = MutualTlsServer(
+        echo,
+        source,
+        server_check,
+        inbound=["client"],
+        address=("127.0.0.1", 0),
+        limits=ServerLimits(max_connections=2, max_handshakes=2),
+    )
+    server.start()
+    try:
+        source.failing = True
+        for _ in range(3):  # more than the limits: a leaked slot would lock everyone out
+            with pytest.raises(TransportError):
+                client_of(server).call("echo", value="refused")
+        source.failing = False
+        assert client_of(server).call("echo", value="after") == "after"
+    finally:
+        server.stop()
+
+
+def test_a_client_closing_mid_handshake_is_a_closed_connection_not_a_refusal(
+    server: MutualTlsServer[CaPeer], caplog: pytest.LogCaptureFixture
+) -> None:
+    """close_notify after the ClientHello: the client left; nobody refused anybody."""
+    caplog.set_level(logging.INFO, logger=server_module.__name__)
+    hello = SSL.Connection(SSL.Context(SSL.TLS_CLIENT_METHOD), None)
+    hello.set_connect_state()
+    with contextlib.suppress(SSL.WantReadError):
+        hello.do_handshake()
+    close_notify = bytes([0x15, 0x03, 0x03, 0x00, 0x02, 0x01, 0x00])  # a TLS alert record
+    with socket.create_connection(server.address) as sock:
+        sock.sendall(hello.bio_read(65536) + close_notify)
+        assert wait_until(lambda: "the peer closed the connection" in caplog.text)
+    assert server.rejections == 0

@@ -7,11 +7,14 @@ import datetime as dt
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509 import ObjectIdentifier
 
 from teaclave_ma.attestation.anchors import TrustAnchor
 from teaclave_ma.attestation.collateral import Collateral
 from teaclave_ma.attestation.errors import PolicyRejected, QuoteVerificationError
+from teaclave_ma.attestation.pck_extension import SGX_EXTENSION_OID
 from teaclave_ma.attestation.quote import Quote
+from teaclave_ma.attestation.sim import pki
 from teaclave_ma.attestation.sim.platform import SimulatedPlatform
 from teaclave_ma.attestation.verifier import ValidityCache
 from teaclave_ma.identity import SgxIdentity
@@ -163,9 +166,34 @@ def test_recheck_refuses_collateral_that_expired_since_the_handshake() -> None:
     setup = Setup(SimulatedPlatform.create(now=NOW, validity=dt.timedelta(minutes=30)), clock=clock)
     peer = setup.verifier.verify(setup.certificate, ["storage"])  # certificate valid for 1 h
     clock.advance(dt.timedelta(minutes=31))
-    with pytest.raises(QuoteVerificationError, match="collateral") as caught:
+    with pytest.raises(QuoteVerificationError, match="the evidence storage's quote") as caught:
         setup.verifier.recheck(peer)
-    assert caught.value.check == "collateral_validity"
+    assert caught.value.check == "evidence_validity"
+
+
+def test_nothing_remembered_outlives_the_pck_certificate() -> None:
+    """The PCK certificate expires long before the collateral and the peer's certificate: a
+    cached verification and an open connection must end with it, as a fresh check would."""
+    platform = SimulatedPlatform.create(now=NOW)
+    pck = platform.certs["pck"]
+    platform.certs["pck"] = pki.issue(
+        pki.PCK_CN, platform.keys["pck"], platform.certs["platform_ca"],
+        platform.keys["platform_ca"], ca=False, not_before=pck.not_valid_before_utc,
+        not_after=NOW + dt.timedelta(minutes=30),
+        extensions=[pck.extensions.get_extension_for_oid(ObjectIdentifier(SGX_EXTENSION_OID)).value],
+    )  # fmt: skip
+    clock = MovableClock(NOW)
+    setup = Setup(platform, clock=clock)  # its certificate lives an hour
+    peer = setup.verifier.verify(setup.certificate, ["storage"])
+    assert peer.evidence_expires == platform.certs["pck"].not_valid_after_utc
+    clock.advance(dt.timedelta(minutes=31))
+    with pytest.raises(QuoteVerificationError) as caught:
+        setup.verifier.recheck(peer)
+    assert caught.value.check == "evidence_validity"
+    with pytest.raises(QuoteVerificationError, match="PCK") as fresh:
+        setup.verifier.verify(setup.certificate, ["storage"])  # not from the cache
+    assert setup.verifications == 2
+    assert fresh.value.check == "pck_chain_validity"
 
 
 def test_recheck_refuses_a_peer_that_no_verification_produced(platform: SimulatedPlatform) -> None:

@@ -341,3 +341,15 @@ def test_documents_larger_than_their_limit_are_refused_unparsed() -> None:
     ]:
         with pytest.raises(error, match=f"larger than the limit of {limit} bytes"):
             parser(b"#" * (limit + 1))
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["!!bool maybe", "!!timestamp x", "!!int x", "!!float x"],
+)
+def test_explicit_tags_pyyaml_cannot_construct_are_typed_errors(value: str) -> None:
+    """PyYAML's constructors raise KeyError, AttributeError or ValueError for these; a stray
+    signature file holding one must not stop a service from reloading its manifest."""
+    data = f"key_id: {'a' * 64}\nalgorithm: {value}\nsignature: {'b' * 128}\n".encode()
+    with pytest.raises(InputError, match="a value cannot be read"):
+        parse_signature(data, "stray.sig")
