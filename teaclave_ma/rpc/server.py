@@ -71,10 +71,11 @@ def _close_after_refusal(sock: socket.socket) -> None:
     side after the alert, discard what the client still sends until it closes (briefly)."""
     with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_WR)
-        sock.settimeout(REFUSAL_LINGER)
         deadline = time.monotonic() + REFUSAL_LINGER
-        while time.monotonic() < deadline and sock.recv(4096):
-            pass
+        while (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)  # the whole linger, not a fresh second per read
+            if not sock.recv(4096):
+                break
     sock.close()
 
 

@@ -24,6 +24,7 @@ import binascii
 import datetime as dt
 import hashlib
 import io
+import re
 from typing import Any
 
 import attrs
@@ -114,13 +115,22 @@ def _pem_to_der(pem: bytes) -> bytes:
         raise ValueError(str(exc)) from exc
 
 
+# RFC 5280, 4.1.2.5: exactly these digits and a Z; strptime alone accepts shorter fields.
+_UTC_TIME = re.compile(rb"[0-9]{12}Z")
+_GENERALIZED_TIME = re.compile(rb"[0-9]{14}Z")
+
+
 def _time(item: Tlv) -> dt.datetime:
     text = item.value.decode("ascii", errors="replace")
     try:
-        if item.tag == 0x17:  # UTCTime YYMMDDHHMMSSZ
-            moment = dt.datetime.strptime(text, "%y%m%d%H%M%SZ")
-        elif item.tag == 0x18:  # GeneralizedTime YYYYMMDDHHMMSSZ
+        if item.tag == 0x17 and _UTC_TIME.fullmatch(item.value):  # YYMMDDHHMMSSZ
+            # RFC 5280's window, 1950-2049 (strptime's %y pivots at 1969).
+            century = 1900 if int(text[:2]) >= 50 else 2000
+            moment = dt.datetime.strptime(f"{century + int(text[:2])}{text[2:]}", "%Y%m%d%H%M%SZ")
+        elif item.tag == 0x18 and _GENERALIZED_TIME.fullmatch(item.value):  # YYYYMMDDHHMMSSZ
             moment = dt.datetime.strptime(text, "%Y%m%d%H%M%SZ")
+        elif item.tag in (0x17, 0x18):
+            raise ValueError("not in DER's fixed form")
         else:
             raise CertificateFormatError("validity", f"unexpected time tag 0x{item.tag:02x}")
     except ValueError as exc:
@@ -454,12 +464,12 @@ def _check_tcg_claims(claims: bytes, key_hash: bytes) -> None:
         raise CertificateFormatError(
             TCG_EVIDENCE_OID, f"{PUBKEY_HASH_CLAIM} must be [hash-alg-id, hash]"
         )
-    if inner[0] != HASH_ALG_SHA256:
+    if type(inner[0]) is not int or inner[0] != HASH_ALG_SHA256:  # CBOR true == 1 in Python
         raise EvidenceError(
             "report_data_binding",
             f"{PUBKEY_HASH_CLAIM} uses hash algorithm {inner[0]!r}; only 1 (SHA-256) is accepted",
         )
-    if inner[1] != key_hash:
+    if type(inner[1]) is not bytes or inner[1] != key_hash:
         raise EvidenceError(
             "report_data_binding", f"{PUBKEY_HASH_CLAIM} does not match this certificate's key"
         )

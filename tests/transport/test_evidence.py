@@ -115,12 +115,59 @@ def signed_claims(platform: SimulatedPlatform, claims: bytes) -> bytes:
     )
 
 
-def test_tcg_claims_with_another_hash_algorithm_are_refused(platform: SimulatedPlatform) -> None:
+@pytest.mark.parametrize(
+    ("algorithm", "shown"), [(7, "7"), (True, "True"), (1.0, "1.0")], ids=["7", "true", "float"]
+)
+def test_tcg_claims_with_another_hash_algorithm_are_refused(
+    platform: SimulatedPlatform, algorithm: object, shown: str
+) -> None:
+    """Only the integer 1 names SHA-256; CBOR true and 1.0 equal 1 in Python, not in CBOR."""
     key = new_key()
-    claims = cbor2.dumps({"pubkey-hash": cbor2.dumps([7, hashlib.sha256(spki_of(key)).digest()])})
+    digest = hashlib.sha256(spki_of(key)).digest()
+    claims = cbor2.dumps({"pubkey-hash": cbor2.dumps([algorithm, digest])})
     certificate = craft_certificate(key, [(TCG_EVIDENCE_OID, signed_claims(platform, claims))])
-    with pytest.raises(EvidenceError, match="hash algorithm 7"):
+    with pytest.raises(EvidenceError, match=f"hash algorithm {shown}"):
         bound_quote(extract_evidence(certificate))
+
+
+@pytest.mark.parametrize(
+    ("validity", "problem"),
+    [
+        pytest.param((0x17, b"2411112000Z"), "bad time", id="utctime-too-short"),
+        pytest.param((0x17, b"24111120000Z"), "bad time", id="utctime-field-not-fixed"),
+        pytest.param((0x18, b"2024111120000Z"), "bad time", id="generalizedtime-too-short"),
+        pytest.param((0x17, b"241111200000+0100"), "bad time", id="utctime-offset"),
+    ],
+)
+def test_certificate_times_must_be_in_ders_fixed_form(
+    platform: SimulatedPlatform, validity: tuple[int, bytes], problem: str
+) -> None:
+    key = new_key()
+    good = der.encode_tlv(0x17, b"991231235959Z")
+    bad = der.encode_tlv(*validity)
+    certificate = craft_certificate(
+        key,
+        [(LEGACY_QUOTE_OID, legacy_quote(platform, IDENTITY, key))],
+        edit_tbs=lambda fields: [*fields[:4], der.encode_sequence(bad, good), *fields[5:]],
+    )
+    with pytest.raises(CertificateFormatError, match=problem) as caught:
+        extract_evidence(certificate)
+    assert caught.value.field == "validity"
+
+
+def test_utctime_years_follow_rfc_5280s_window(platform: SimulatedPlatform) -> None:
+    """YY 50-99 is 19YY and 00-49 is 20YY (RFC 5280, 4.1.2.5.1), not strptime's 1969 pivot."""
+    key = new_key()
+    validity = der.encode_sequence(
+        der.encode_tlv(0x17, b"500101000000Z"), der.encode_tlv(0x17, b"491231235959Z")
+    )
+    certificate = craft_certificate(
+        key,
+        [(LEGACY_QUOTE_OID, legacy_quote(platform, IDENTITY, key))],
+        edit_tbs=lambda fields: [*fields[:4], validity, *fields[5:]],
+    )
+    evidence = extract_evidence(certificate)
+    assert (evidence.not_before.year, evidence.not_after.year) == (1950, 2049)
 
 
 def test_legacy_and_tcg_quotes_of_different_enclaves_are_refused(
