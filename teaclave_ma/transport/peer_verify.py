@@ -172,12 +172,12 @@ class PeerVerifier:
         )
         body = verified.quote.body
         identity: PeerMeasurement = body.identity()
-        refusals = []
+        refusals: list[tuple[str, IdentityNotAccepted]] = []
         for service in services:
             try:
                 manifest.expect(service, identity)
             except IdentityNotAccepted as exc:
-                refusals.append(exc)
+                refusals.append((service, exc))
                 continue
             return PeerIdentity(
                 service=service,
@@ -200,6 +200,6 @@ class PeerVerifier:
                 f"{prefix}: it is the manifest's {', '.join(map(repr, known))}, which is not allowed on this edge"
             )
         if len(refusals) == 1:
-            raise refusals[0]
-        reasons = "; ".join(str(refusal) for refusal in refusals)
+            raise refusals[0][1]
+        reasons = "; ".join(f"{service}: {refusal.why}" for service, refusal in refusals)
         raise IdentityNotAccepted(f"{prefix}: it matches no entry of any of them ({reasons})")

@@ -44,7 +44,9 @@ class ManifestRejected(VerificationError):
 class IdentityNotAccepted(VerificationError):
     """An attested identity that the manifest does not accept for the service in question."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, why: str | None = None) -> None:
+        # ``why``: the mismatch alone (no peer, no manifest), for messages that list several.
+        self.why = why or message
         super().__init__("manifest_identity", message)
 
 
@@ -85,7 +87,7 @@ class VerifiedManifest:
         entries = self.manifest.enclaves.get(service)
         if not entries:
             raise IdentityNotAccepted(
-                f"service {service!r} has no entry in manifest v{self.version}"
+                f"service {service!r} has no entry in manifest v{self.version}", "no entry"
             )
         mismatches = []
         for entry in entries:
@@ -93,9 +95,11 @@ class VerifiedManifest:
             if why is None:
                 return entry
             mismatches.append(why)
+        why = "; ".join(mismatches)
         raise IdentityNotAccepted(
             f"peer {identity.measurement_text} is not accepted for service "
-            f"{service!r} by manifest v{self.version} ({'; '.join(mismatches)})"
+            f"{service!r} by manifest v{self.version} ({why})",
+            why,
         )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import attrs
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ObjectIdentifier
@@ -201,3 +202,20 @@ def test_recheck_refuses_a_peer_that_no_verification_produced(platform: Simulate
     made_up = PeerIdentity("storage", STORAGE, "UpToDate", (), 1, b"\x00" * 32)
     with pytest.raises(EvidenceError):
         Setup(platform).verifier.recheck(made_up)
+
+
+def test_a_peer_no_inbound_service_accepts_gets_each_services_reason_once(
+    platform: SimulatedPlatform,
+) -> None:
+    setup = Setup(platform)
+    other = attrs.evolve(STORAGE, mr_enclave=b"\x71" * 32)
+    setup.manifests.manifest = verified_manifest({"frontend": [other], "kms": [other]})
+    with pytest.raises(IdentityNotAccepted) as caught:
+        setup.verifier.verify(setup.certificate, ["frontend", "kms"])
+    message = str(caught.value)
+    assert message.startswith(
+        f"peer {STORAGE.measurement_text} is not accepted for services 'frontend', 'kms'"
+    )
+    assert "it matches no entry of any of them (frontend: mr_enclave 616161" in message
+    assert "; kms: mr_enclave 616161" in message
+    assert message.count(STORAGE.measurement_text) == 1  # the peer is named once
