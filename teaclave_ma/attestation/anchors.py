@@ -22,9 +22,6 @@ class TrustAnchor:
     def for_root(cls, certificate_der: bytes, name: str, *, simulated: bool = True) -> TrustAnchor:
         return cls(name, hashlib.sha256(certificate_der).digest(), simulated)
 
-    def matches(self, certificate_der: bytes) -> bool:
-        return hashlib.sha256(certificate_der).digest() == self.root_sha256
-
 
 INTEL_SGX_ROOT_CA = TrustAnchor(
     "Intel SGX Root CA",

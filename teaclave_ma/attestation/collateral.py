@@ -231,21 +231,60 @@ def _load(raw: bytes, path: str) -> _Fields:
 _SVN = operator.itemgetter("svn")
 
 
-def _svns(items: object, path: str) -> tuple[int, ...]:
-    if not isinstance(items, list) or len(items) != 16:
-        raise CollateralError(path, "expected a list of 16 components")
-    # Every level has 16 of these: read them directly, and only go field by field (for an
-    # error naming the path) when something is wrong. json gives exact dicts and ints.
+def _well_formed_svns(items: object) -> tuple[int, ...] | None:
+    """16 components as json gives well-formed ones, read directly; None for anything else."""
+    if type(items) is not list or len(items) != 16:
+        return None
     try:
         svns = tuple(map(_SVN, items))
     except (TypeError, KeyError):
-        svns = ()
-    if set(map(type, svns)) == {int}:  # exactly int: json's true and false are bools
+        return None
+    # json gives exact dicts and ints; exactly int, as its true and false are bools.
+    return svns if set(map(type, svns)) == {int} else None
+
+
+def _svns(items: object, path: str) -> tuple[int, ...]:
+    # Every level has 16 of these: read directly, field by field (for an error naming the
+    # path) only when something is wrong.
+    svns = _well_formed_svns(items)
+    if svns is not None:
         return svns
+    if not isinstance(items, list) or len(items) != 16:
+        raise CollateralError(path, "expected a list of 16 components")
     return tuple(_Fields(item, f"{path}[{i}]").get("svn", int) for i, item in enumerate(items))
 
 
+def _well_formed_v3_level(value: object) -> TcbLevel | None:
+    """A v3 TCB level as json gives a well-formed one, read without building a path for
+    every field; None for anything else, which ``_tcb_level`` then reads field by field
+    (accepting exactly what this accepts, and naming what is wrong otherwise)."""
+    if type(value) is not dict:
+        return None
+    tcb = value.get("tcb")
+    if type(tcb) is not dict:
+        return None
+    pce_svn, status = tcb.get("pcesvn"), value.get("tcbStatus")
+    advisories = value.get("advisoryIDs", [])
+    if not (
+        type(pce_svn) is int
+        and type(status) is str
+        and type(advisories) is list
+        and all(type(item) is str for item in advisories)
+    ):
+        return None
+    sgx = _well_formed_svns(tcb.get("sgxtcbcomponents"))
+    has_tdx = "tdxtcbcomponents" in tcb  # present, it must be well-formed (null is not)
+    tdx = _well_formed_svns(tcb["tdxtcbcomponents"]) if has_tdx else None
+    if sgx is None or (has_tdx and tdx is None):
+        return None
+    return TcbLevel(sgx, pce_svn, tdx, status, tuple(advisories))
+
+
 def _tcb_level(value: object, path: str, version: int) -> TcbLevel:
+    if version >= 3:
+        level_read = _well_formed_v3_level(value)
+        if level_read is not None:
+            return level_read
     level = _Fields(value, path)
     tcb = _Fields(level.get("tcb", dict), f"{path}.tcb")
     tdx: tuple[int, ...] | None = None

@@ -154,6 +154,7 @@ def clear_caches(*, collateral: bool = True, pck_chains: bool = True) -> None:
     pki.signed_by.cache_clear()
     pki.signed_by_certificate.cache_clear()
     pki.crl_signed_by.cache_clear()
+    pki.der_sha256.cache_clear()
     x509_load.clear_cache()
     if collateral:
         collateral_module.clear_cache()

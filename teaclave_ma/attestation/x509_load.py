@@ -35,12 +35,19 @@ def _touch_certificate(certificate: x509.Certificate) -> None:
 
 
 @functools.lru_cache(maxsize=256)
+def _touched(certificate: x509.Certificate) -> x509.Certificate:
+    """``certificate`` with every field touched, or the equal certificate touched before:
+    the same root and CA certificates arrive in several chains. Certificates are equal when
+    their parsed DER is (cryptography's equality, which also keys ``pki.signed_by``), so
+    the one returned reads the same in every field. A failure raises and is not kept."""
+    _touch_certificate(certificate)
+    return certificate
+
+
+@functools.lru_cache(maxsize=256)
 def _parse_chain(pem: bytes) -> tuple[x509.Certificate, ...]:
     # Parsing is a pure function of the bytes; a failure raises and is never remembered.
-    certificates = tuple(x509.load_pem_x509_certificates(pem))
-    for certificate in certificates:
-        _touch_certificate(certificate)
-    return certificates
+    return tuple(map(_touched, x509.load_pem_x509_certificates(pem)))
 
 
 def load_pem_chain(pem: bytes, field: str, error: type[InputError]) -> list[x509.Certificate]:
@@ -50,10 +57,23 @@ def load_pem_chain(pem: bytes, field: str, error: type[InputError]) -> list[x509
         raise error(field, f"not a well-formed PEM certificate chain ({exc})") from exc
 
 
+@functools.lru_cache(maxsize=64)
+def crl_issuer(der: bytes) -> x509.Name:
+    """The issuer of the CRL ``der``: cryptography builds a CRL's issuer Name afresh at every
+    access, and it is needed twice, touched at load and compared in ``pki.crl_signed_by``.
+    A failure raises and is not kept."""
+    return x509.load_der_x509_crl(der).issuer
+
+
 def load_der_crl(der: bytes, field: str, error: type[InputError]) -> x509.CertificateRevocationList:
     try:
         crl = x509.load_der_x509_crl(der)
-        _ = (crl.issuer, crl.last_update_utc, crl.next_update_utc, crl.signature_hash_algorithm)
+        _ = (
+            crl_issuer(der),
+            crl.last_update_utc,
+            crl.next_update_utc,
+            crl.signature_hash_algorithm,
+        )
         for extension in crl.extensions:
             _ = extension.value
         for revoked in crl:
@@ -65,3 +85,5 @@ def load_der_crl(der: bytes, field: str, error: type[InputError]) -> x509.Certif
 
 def clear_cache() -> None:
     _parse_chain.cache_clear()
+    _touched.cache_clear()
+    crl_issuer.cache_clear()

@@ -45,9 +45,15 @@ class Tlv:
         return read_all(self.value, what, base=self.offset + self.header_len)
 
 
-def read_tlv(data: bytes, pos: int, what: str, base: int = 0) -> Tlv:
-    """Read one TLV at ``pos``; ``base`` is added to offsets shown in errors."""
-    if pos + 2 > len(data):
+# A TLV as positions in its buffer, for readers that need no copies and no objects:
+# (tag, offset of the tag byte, start of the value, end of the value).
+Span = tuple[int, int, int, int]
+
+
+def _header(data: bytes, pos: int, limit: int, what: str, base: int = 0) -> tuple[int, int, int]:
+    """Tag, header length and value length of the TLV at ``pos``, which must end by
+    ``limit``; ``base`` is added to offsets shown in errors."""
+    if pos + 2 > limit:
         raise DerError(what, f"truncated DER header at offset {base + pos}")
     tag = data[pos]
     if tag & 0x1F == 0x1F:
@@ -60,18 +66,44 @@ def read_tlv(data: bytes, pos: int, what: str, base: int = 0) -> Tlv:
         raise DerError(what, f"indefinite length is not DER (offset {base + pos})")
     else:
         count = first & 0x7F
-        if count > 4 or pos + 2 + count > len(data):
+        if count > 4 or pos + 2 + count > limit:
             raise DerError(what, f"bad length of length {count} at offset {base + pos}")
         length = int.from_bytes(data[pos + 2 : pos + 2 + count], "big")
         if length < 0x80 or data[pos + 2] == 0:
             raise DerError(what, f"non-minimal length encoding at offset {base + pos}")
         header += count
-    if pos + header + length > len(data):
+    if pos + header + length > limit:
         raise DerError(
             what,
-            f"length {length} at offset {base + pos} runs past the end ({len(data) - pos - header} left)",
+            f"length {length} at offset {base + pos} runs past the end ({limit - pos - header} left)",
         )
+    return tag, header, length
+
+
+def read_tlv(data: bytes, pos: int, what: str, base: int = 0) -> Tlv:
+    """Read one TLV at ``pos``; ``base`` is added to offsets shown in errors."""
+    tag, header, length = _header(data, pos, len(data), what, base)
     return Tlv(tag, base + pos, header, bytes(data[pos + header : pos + header + length]))
+
+
+def spans(data: bytes, start: int, end: int, what: str) -> list[Span]:
+    """The TLVs that exactly fill ``data[start:end]``, as positions in ``data``."""
+    items = []
+    pos = start
+    while pos < end:
+        tag, header, length = _header(data, pos, end, what)
+        items.append((tag, pos, pos + header, pos + header + length))
+        pos += header + length
+    return items
+
+
+def single_span(data: bytes, what: str) -> Span:
+    """Exactly one TLV filling all of ``data`` (trailing bytes are an error)."""
+    tag, header, length = _header(data, 0, len(data), what)
+    if header + length != len(data):
+        end = header + length
+        raise DerError(what, f"{len(data) - end} trailing bytes after offset {end}")
+    return tag, 0, header, header + length
 
 
 def read_all(data: bytes, what: str, base: int = 0) -> list[Tlv]:
@@ -86,17 +118,17 @@ def read_all(data: bytes, what: str, base: int = 0) -> list[Tlv]:
 
 def read_single(data: bytes, what: str) -> Tlv:
     """Exactly one TLV filling all of ``data`` (trailing bytes are an error)."""
-    item = read_tlv(data, 0, what)
-    if item.end != len(data):
-        raise DerError(what, f"{len(data) - item.end} trailing bytes after offset {item.end}")
-    return item
+    tag, _, start, end = single_span(data, what)
+    return Tlv(tag, 0, start, bytes(data[start:end]))
+
+
+def check_tag(found: int, tag: int, offset: int, what: str) -> None:
+    if found != tag:
+        raise DerError(what, f"expected tag 0x{tag:02x}, got 0x{found:02x} at offset {offset}")
 
 
 def expect_tag(item: Tlv, tag: int, what: str) -> Tlv:
-    if item.tag != tag:
-        raise DerError(
-            what, f"expected tag 0x{tag:02x}, got 0x{item.tag:02x} at offset {item.offset}"
-        )
+    check_tag(item.tag, tag, item.offset, what)
     return item
 
 
