@@ -14,7 +14,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import pytest
@@ -82,16 +82,6 @@ def credentials(name: str, ca: tuple[bytes, bytes] = CA, **kwargs: Any) -> Fixed
     return FixedCredentials(issue(*ca, name, **kwargs))
 
 
-@pytest.fixture
-def echo() -> Echo:
-    return Echo()
-
-
-@pytest.fixture
-def server_check() -> Counting:
-    return Counting(ca_check("server"))
-
-
 def started_server(
     echo: Echo, check: Counting, limits: ServerLimits | None = None
 ) -> MutualTlsServer[CaPeer]:
@@ -105,13 +95,6 @@ def started_server(
     )
     server.start()
     return server
-
-
-@pytest.fixture
-def server(echo: Echo, server_check: Counting) -> Iterator[MutualTlsServer[CaPeer]]:
-    server = started_server(echo, server_check)
-    yield server
-    server.stop()
 
 
 def client_of(
