@@ -172,8 +172,9 @@ def verify_crl(
     issuer: x509.Certificate,
     now: dt.datetime,
     check: str,
-) -> None:
-    """``crl`` (loaded from ``crl_der``) is issued and signed by ``issuer``, and current."""
+) -> dt.datetime:
+    """``crl`` (loaded from ``crl_der``) is issued and signed by ``issuer``, and current;
+    returns its next update, until which it may be relied on."""
     ec_public_key(issuer, check)  # a clear error for an issuer key of another kind
     if not crl_signed_by(crl_der, issuer):
         raise QuoteVerificationError(
@@ -192,6 +193,7 @@ def verify_crl(
             f"(this update {crl.last_update_utc:%Y-%m-%dT%H:%M:%SZ}, "
             f"next update {next_update:%Y-%m-%dT%H:%M:%SZ})",
         )
+    return next_update
 
 
 def ensure_not_revoked(

@@ -5,8 +5,9 @@ Two caches remember what a new quote from a known platform does not change: the 
 of a collateral set (its chains, CRL and JSON signatures), keyed by its bytes, and of a PCK
 chain, keyed by its PEM bytes (signatures, the SGX extension). Each holds successes only,
 is keyed by the trust anchor too, and is used only inside the period in which everything
-it covers is valid (for collateral, until its earliest nextUpdate). Revocation is looked
-up, the PCK CRL checked and the quote and QE report signatures verified on every use.
+it covers is valid (for collateral, until its earliest nextUpdate). The PCK and its CA are
+looked up in the CRLs of the collateral at hand, the PCK CRL checked and the quote and QE
+report signatures verified on every use.
 """
 
 from __future__ import annotations
@@ -140,11 +141,20 @@ class _PckChain:
     certificates: tuple[x509.Certificate, ...]
     extension: PckExtension
     key: ec.EllipticCurvePublicKey
+    window: Window  # in which every certificate of the chain is valid
 
 
-# Collateral by (SHA-256 of its JSON, anchor): the collateral object that was checked (its
-# parsed views are what the signatures vouched for). PCK chains by (PEM bytes, anchor).
-collateral_cache: ValidityCache[tuple[bytes, TrustAnchor], Collateral] = ValidityCache(64)
+@attrs.frozen
+class _CheckedCollateral:
+    """The collateral object that was checked (its parsed views are what the signatures
+    vouched for), and until when all of it holds."""
+
+    collateral: Collateral
+    valid_until: dt.datetime
+
+
+# Collateral by (SHA-256 of its JSON, anchor); PCK chains by (PEM bytes, anchor).
+collateral_cache: ValidityCache[tuple[bytes, TrustAnchor], _CheckedCollateral] = ValidityCache(64)
 pck_chain_cache: ValidityCache[tuple[bytes, TrustAnchor], _PckChain] = ValidityCache(256)
 
 
@@ -174,30 +184,16 @@ def verify_quote(
     if not isinstance(quote, Quote):
         quote = parse_quote(quote)
     pck = _verified_pck_chain(quote, anchor, now)
-    _check_collateral(collateral, pck.certificates[-1], now, anchor)
-    _check_pck_revocation(pck.certificates, collateral, now)
+    collateral_until = _check_collateral(collateral, pck.certificates[-1], now, anchor)
+    pck_crl_until = _check_pck_revocation(pck.certificates, collateral, now)
     _check_signatures(quote, pck.key)
     qe_status, qe_advisories = _check_qe_identity(quote, collateral)
     status, advisories = _evaluate_tcb(quote, collateral, pck.extension)
     status = converge(status, qe_status)
     advisories += [a for a in qe_advisories if a not in advisories]
-    crl_updates = [crl.next_update_utc for crl in (collateral.root_ca_crl, collateral.pck_crl)]
     # Whoever remembers this result must not outlive anything it rests on: a collateral
     # piece's nextUpdate, or a certificate's notAfter (the PCK chain's and the signers').
-    expires = min(
-        collateral.tcb_info.next_update,
-        collateral.qe_identity.next_update,
-        *(moment for moment in crl_updates if moment is not None),
-        chain_window(pck.certificates)[1],
-        *(
-            chain_window(chain)[1]
-            for chain in (
-                collateral.pck_crl_issuer_chain,
-                collateral.tcb_info_issuer_chain,
-                collateral.qe_identity_issuer_chain,
-            )
-        ),
-    )
+    expires = min(collateral_until, pck_crl_until, pck.window[1])
     result = VerifiedQuote(
         quote, quote.tee, status, tuple(advisories), expires, pck.extension.fmspc, anchor
     )
@@ -216,28 +212,33 @@ def _verified_pck_chain(quote: Quote, anchor: TrustAnchor, now: dt.datetime) -> 
     chain = pck_certificates(pem)
     verify_chain(chain, anchor, now, "pck_chain")
     verified = _PckChain(
-        tuple(chain), parse_pck_extension(chain[0]), ec_public_key(chain[0], "pck_chain")
+        tuple(chain),
+        parse_pck_extension(chain[0]),
+        ec_public_key(chain[0], "pck_chain"),
+        chain_window(chain),
     )
-    pck_chain_cache.put((pem, anchor), verified, chain_window(chain))
+    pck_chain_cache.put((pem, anchor), verified, verified.window)
     return verified
 
 
 def _check_collateral(
     collateral: Collateral, root: x509.Certificate, now: dt.datetime, anchor: TrustAnchor
-) -> None:
+) -> dt.datetime:
     """What the collateral vouches for by itself: the root CRL, the PCK CRL issuer chain, the
-    TCB info and QE identity signed by the TCB signing chain, all current. ``root`` is the
-    anchor's certificate (from the quote's verified chain)."""
+    TCB info and QE identity signed by the TCB signing chain, all current; returns until
+    when all of it holds. ``root`` is the anchor's certificate (from the quote's verified
+    chain)."""
     key = (collateral.sha256, anchor)
-    if collateral_cache.get(key, now) is collateral:
-        # Signatures and names were checked for these very bytes, the window covers the
-        # times; revocation is looked up on every use all the same.
-        for chain in (collateral.qe_identity_issuer_chain, collateral.tcb_info_issuer_chain):
-            ensure_not_revoked(chain[0], collateral.root_ca_crl, "revoked")
-        return
-    verify_crl(collateral.root_ca_crl, collateral.root_ca_crl_der, root, now, "root_ca_crl")
+    cached = collateral_cache.get(key, now)
+    if cached is not None and cached.collateral is collateral:
+        # Signatures, names and the TCB signer's revocation were checked for these very
+        # bytes (the root CRL among them); the window covers the times.
+        return cached.valid_until
+    root_crl_until = verify_crl(
+        collateral.root_ca_crl, collateral.root_ca_crl_der, root, now, "root_ca_crl"
+    )
     verify_chain(collateral.pck_crl_issuer_chain, anchor, now, "pck_crl_issuer_chain")
-    identity, info, root_crl = collateral.qe_identity, collateral.tcb_info, collateral.root_ca_crl
+    identity, info = collateral.qe_identity, collateral.tcb_info
     _check_signed_json(
         "qe_identity", collateral.qe_identity_issuer_chain, collateral.qe_identity_raw,
         collateral.qe_identity_signature, collateral=collateral, now=now, anchor=anchor,
@@ -262,21 +263,23 @@ def _check_collateral(
         *(chain_window(chain) for chain in {id(chain): chain for chain in chains}.values()),
         (identity.issue_date, identity.next_update),
         (info.issue_date, info.next_update),
-        # verify_crl refused a CRL without a next update; were there one, the window is empty
-        (root_crl.last_update_utc, root_crl.next_update_utc or root_crl.last_update_utc),
+        (collateral.root_ca_crl.last_update_utc, root_crl_until),
     ]
     window = (max(start for start, _ in periods), min(end for _, end in periods))
-    collateral_cache.put(key, collateral, window)
+    collateral_cache.put(key, _CheckedCollateral(collateral, window[1]), window)
+    return window[1]
 
 
 def _check_pck_revocation(
     chain: tuple[x509.Certificate, ...], collateral: Collateral, now: dt.datetime
-) -> None:
-    """Neither the PCK nor its CA is revoked; the PCK CRL is the CA's own and current."""
+) -> dt.datetime:
+    """Neither the PCK nor its CA is revoked; the PCK CRL is the CA's own and current (until
+    the returned next update)."""
     for ca in chain[1:-1]:
         ensure_not_revoked(ca, collateral.root_ca_crl, "revoked")
-    verify_crl(collateral.pck_crl, collateral.pck_crl_der, chain[1], now, "pck_crl")
+    pck_crl_until = verify_crl(collateral.pck_crl, collateral.pck_crl_der, chain[1], now, "pck_crl")
     ensure_not_revoked(chain[0], collateral.pck_crl, "revoked")
+    return pck_crl_until
 
 
 def _check_signatures(quote: Quote, pck_key: ec.EllipticCurvePublicKey) -> None:
