@@ -157,12 +157,11 @@ def signed_by_certificate(certificate: x509.Certificate, raw_signature: bytes, d
 def crl_signed_by(crl_der: bytes, issuer: x509.Certificate) -> bool:
     """Whether the CRL (DER, as CRL objects are not hashable) is issued and signed by
     ``issuer``; remembered by the bytes involved, like ``signed_by``."""
-    crl = x509.load_der_x509_crl(crl_der)
     key = issuer.public_key()
     return (
         x509_load.crl_issuer(crl_der) == issuer.subject
         and isinstance(key, ec.EllipticCurvePublicKey)
-        and crl.is_signature_valid(key)
+        and x509_load.parsed_crl(crl_der).is_signature_valid(key)
     )
 
 

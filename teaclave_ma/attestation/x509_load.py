@@ -58,16 +58,23 @@ def load_pem_chain(pem: bytes, field: str, error: type[InputError]) -> list[x509
 
 
 @functools.lru_cache(maxsize=64)
+def parsed_crl(der: bytes) -> x509.CertificateRevocationList:
+    """The CRL in ``der``, parsed once per distinct bytes (CRL objects are not hashable, so
+    what works on a CRL is remembered by its DER). A failure raises and is not kept."""
+    return x509.load_der_x509_crl(der)
+
+
+@functools.lru_cache(maxsize=64)
 def crl_issuer(der: bytes) -> x509.Name:
     """The issuer of the CRL ``der``: cryptography builds a CRL's issuer Name afresh at every
     access, and it is needed twice, touched at load and compared in ``pki.crl_signed_by``.
     A failure raises and is not kept."""
-    return x509.load_der_x509_crl(der).issuer
+    return parsed_crl(der).issuer
 
 
 def load_der_crl(der: bytes, field: str, error: type[InputError]) -> x509.CertificateRevocationList:
     try:
-        crl = x509.load_der_x509_crl(der)
+        crl = parsed_crl(der)
         _ = (
             crl_issuer(der),
             crl.last_update_utc,
@@ -86,4 +93,5 @@ def load_der_crl(der: bytes, field: str, error: type[InputError]) -> x509.Certif
 def clear_cache() -> None:
     _parse_chain.cache_clear()
     _touched.cache_clear()
+    parsed_crl.cache_clear()
     crl_issuer.cache_clear()
