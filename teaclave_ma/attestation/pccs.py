@@ -29,6 +29,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+import attrs
 import httpx
 
 from teaclave_ma.attestation.collateral import Collateral
@@ -203,11 +204,21 @@ class _Pccs:
         return json.dumps(collateral, indent=1).encode()
 
 
-def _read_cache(cache: Path) -> tuple[bytes, dict[str, dt.datetime]] | None:
+@attrs.frozen
+class _Cached:
+    data: bytes
+    next_updates: dict[str, dt.datetime]  # of each piece
+
+    @property
+    def until(self) -> dt.datetime:
+        return min(self.next_updates.values())
+
+
+def _read_cache(cache: Path) -> _Cached | None:
     """The cached collateral and its pieces' nextUpdate; None if absent or unreadable."""
     try:
         cached = cache.read_bytes()
-        return cached, next_updates(cached)
+        return _Cached(cached, next_updates(cached))
     except FileNotFoundError:
         return None
     except (OSError, TeaclaveMAError) as exc:
@@ -232,21 +243,15 @@ def fetch_collateral(
         raise PccsError("ca", f"expected one of {', '.join(CA_TYPES)}, got {ca!r}")
     now = now or dt.datetime.now(dt.UTC)
     cache = Path(cache_dir) / f"{fmspc.hex()}-{ca}.json"
-    entry = _read_cache(cache)
-    cached_expiry = min(entry[1].values()) if entry is not None else None
-    if entry is not None and cached_expiry is not None and now + refresh_before < cached_expiry:
-        log.debug("collateral for FMSPC %s from cache (valid until %s)", fmspc.hex(), cached_expiry)
-        return entry[0]
+    cached = _read_cache(cache)
+    valid = cached if cached is not None and now < cached.until else None
+    if valid is not None and now + refresh_before < valid.until:
+        log.debug("collateral for FMSPC %s from cache (valid until %s)", fmspc.hex(), valid.until)
+        return valid.data
     failed_at = _failed_at.get(base_url)
-    if (
-        entry is not None
-        and cached_expiry is not None
-        and now < cached_expiry
-        and failed_at is not None
-        and failed_at <= now < failed_at + retry_after
-    ):
+    if valid is not None and failed_at is not None and failed_at <= now < failed_at + retry_after:
         log.debug("PCCS %s failed at %s; cached collateral used until a retry", base_url, failed_at)
-        return entry[0]
+        return valid.data
     own_client = client is None
     http = client or httpx.Client(
         timeout=DEFAULT_TIMEOUT, verify=str(ca_bundle) if ca_bundle else True
@@ -261,20 +266,21 @@ def fetch_collateral(
         # collateral that is still valid serves until a retry: refusing every handshake
         # for hours because a refresh failed would protect nothing.
         _failed_at[base_url] = now
-        if entry is not None and cached_expiry is not None and now < cached_expiry:
+        if valid is not None:
             log.warning(
                 "refreshing collateral from PCCS %s failed (%s); using cached collateral "
                 "valid until %s",
                 base_url,
                 exc,
-                cached_expiry,
+                valid.until,
             )
-            return entry[0]
+            return valid.data
         if not isinstance(exc, _Unavailable):
             raise
+        pieces = cached.next_updates if cached is not None else {}
         stale = tuple(
             f"{piece} nextUpdate {moment:%Y-%m-%dT%H:%M:%SZ}"
-            for piece, moment in sorted((entry[1] if entry else {}).items(), key=lambda i: i[1])
+            for piece, moment in sorted(pieces.items(), key=lambda item: item[1])
             if moment <= now
         )
         raise PccsUnreachable(
