@@ -80,18 +80,13 @@ def _header(data: bytes, pos: int, limit: int, what: str, base: int = 0) -> tupl
     return tag, header, length
 
 
-def read_tlv(data: bytes, pos: int, what: str, base: int = 0) -> Tlv:
-    """Read one TLV at ``pos``; ``base`` is added to offsets shown in errors."""
-    tag, header, length = _header(data, pos, len(data), what, base)
-    return Tlv(tag, base + pos, header, bytes(data[pos + header : pos + header + length]))
-
-
-def spans(data: bytes, start: int, end: int, what: str) -> list[Span]:
-    """The TLVs that exactly fill ``data[start:end]``, as positions in ``data``."""
+def spans(data: bytes, start: int, end: int, what: str, base: int = 0) -> list[Span]:
+    """The TLVs that exactly fill ``data[start:end]``, as positions in ``data``; ``base`` is
+    added to offsets shown in errors."""
     items = []
     pos = start
     while pos < end:
-        tag, header, length = _header(data, pos, end, what)
+        tag, header, length = _header(data, pos, end, what, base)
         items.append((tag, pos, pos + header, pos + header + length))
         pos += header + length
     return items
@@ -107,13 +102,11 @@ def single_span(data: bytes, what: str) -> Span:
 
 
 def read_all(data: bytes, what: str, base: int = 0) -> list[Tlv]:
-    items = []
-    pos = 0
-    while pos < len(data):
-        item = read_tlv(data, pos, what, base)
-        items.append(item)
-        pos = item.end - base
-    return items
+    """The TLVs that exactly fill ``data``; ``base`` is added to their offsets."""
+    return [
+        Tlv(tag, base + offset, start - offset, bytes(data[start:end]))
+        for tag, offset, start, end in spans(data, 0, len(data), what, base)
+    ]
 
 
 def read_single(data: bytes, what: str) -> Tlv:
