@@ -73,18 +73,14 @@ def read_bounded(path: Path, limit: int) -> bytes:
 _CHUNK = 1 << 16
 
 
-def check_size(data: bytes, what: str, limit: int | None) -> None:
-    if limit is not None and len(data) > limit:
-        raise _too_large(what, limit)
-
-
 def _too_large(what: str, limit: int) -> InputError:
     return InputError(what, f"larger than the limit of {limit} bytes; refused unparsed")
 
 
 def decode_document(data: bytes, what: str, limit: int | None) -> str:
     """The text of a document of at most ``limit`` bytes (None: the caller bounded it) of UTF-8."""
-    check_size(data, what, limit)
+    if limit is not None and len(data) > limit:
+        raise _too_large(what, limit)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
