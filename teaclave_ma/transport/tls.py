@@ -230,30 +230,34 @@ class SecureChannel(Generic[PeerT]):
         certificate. A server that refuses it sends an alert and closes; a send that meets
         the closed connection fails with a bare broken pipe or reset, and OpenSSL reads
         nothing after a failed write, so the alert that explains it must be read first."""
-        if not _ready(self.sock, 0, read=True):
-            return
         try:
-            self.conn.recv(1)
-        except SSL.WantReadError:
-            return  # TLS housekeeping only
+            quiet = self._quiet()
         except SSL.Error as exc:
             raise _refusal_or_failure("send", exc) from exc
         except OSError as exc:
             raise TransportError(f"send failed: {exc}") from exc
-        raise TransportError("the peer sent data before our first request")
+        if not quiet:
+            raise TransportError("the peer answered before our first request was sent")
 
     def idle_and_open(self) -> bool:
         """True if an idle connection is still usable: nothing but TLS housekeeping (such as
         TLS 1.3 session tickets) arrived, and the peer did not close it."""
+        try:
+            return self._quiet()
+        except (SSL.Error, OSError):
+            return False
+
+    def _quiet(self) -> bool:
+        """Whether nothing but TLS housekeeping has arrived, without waiting; False when
+        application data has (the exchange is out of step). A closed or refused connection
+        raises OpenSSL's or the socket's error."""
         if not _ready(self.sock, 0, read=True):
             return True
         try:
             self.conn.recv(1)
         except SSL.WantReadError:
             return True
-        except (SSL.Error, OSError):
-            return False
-        return False  # unsolicited application data: the exchange is out of step
+        return False
 
     def close(self) -> None:
         with contextlib.suppress(SSL.Error, OSError):  # closing anyway; the peer may be gone
