@@ -195,7 +195,7 @@ def certificate_target(data: bytes) -> None:
     try:
         evidence = extract_evidence(certificate_input(data))
         check_validity(evidence, SAMPLE_TIME)
-        quote = parse_quote(bound_quote(evidence))
+        quote = bound_quote(evidence)
     except TeaclaveMAError:
         return
     _inspect_quote(quote)

@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from teaclave_ma.attestation.quote import parse_quote
 from teaclave_ma.cli.output import EXIT_OK, EXIT_REFUSED, add_json_flag, emit
 from teaclave_ma.errors import VerificationError
 from teaclave_ma.formats.strict import format_utc
@@ -45,7 +44,7 @@ def _inspect(args: argparse.Namespace) -> int:
     binding_error = None
     identity: dict[str, object] = {}
     try:
-        identity = parse_quote(bound_quote(evidence)).describe()
+        identity = bound_quote(evidence).describe()
     except VerificationError as exc:
         binding_error = str(exc)
     data = {

@@ -19,7 +19,6 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
-from teaclave_ma.attestation.quote import parse_quote
 from teaclave_ma.enclave.image import EnclaveImage
 from teaclave_ma.errors import ConfigError
 from teaclave_ma.formats.runtime_config import RuntimeConfig
@@ -89,7 +88,7 @@ class EnclaveNode:
         certificate = self.credentials.current().certificate.public_bytes(
             serialization.Encoding.DER
         )
-        return parse_quote(bound_quote(extract_evidence(certificate))).body.identity()
+        return bound_quote(extract_evidence(certificate)).body.identity()
 
     def close(self) -> None:
         for client in self.context.peers.values():

@@ -406,7 +406,7 @@ def tcg_claims(spki_der: bytes) -> bytes:
     )
 
 
-def bound_quote(evidence: CertificateEvidence) -> bytes:
+def bound_quote(evidence: CertificateEvidence) -> Quote:
     """The quote that binds the certificate's key; every evidence extension present must
     bind, and where both are present they must attest the same enclave."""
     if evidence.legacy_quote is None and evidence.tcg_quote is None:
@@ -428,7 +428,7 @@ def bound_quote(evidence: CertificateEvidence) -> bytes:
         _expect_same_enclave(legacy, tcg)
     chosen = legacy if legacy is not None else tcg
     assert chosen is not None  # one of the two is present, checked above
-    return chosen.raw
+    return chosen
 
 
 def _expect_same_enclave(legacy: Quote, tcg: Quote) -> None:

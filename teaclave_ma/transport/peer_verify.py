@@ -25,7 +25,7 @@ from teaclave_ma.attestation.anchors import TrustAnchor
 from teaclave_ma.attestation.collateral import Collateral
 from teaclave_ma.attestation.errors import QuoteVerificationError
 from teaclave_ma.attestation.policy import TCB_STATUSES, VerificationPolicy
-from teaclave_ma.attestation.quote import Quote, parse_quote
+from teaclave_ma.attestation.quote import Quote
 from teaclave_ma.attestation.verifier import (
     ValidityCache,
     VerifiedQuote,
@@ -119,7 +119,7 @@ class PeerVerifier:
             return cached
         evidence = extract_evidence(certificate)
         check_validity(evidence, now)
-        quote = parse_quote(bound_quote(evidence))
+        quote = bound_quote(evidence)
         verified = verify_quote(quote, self._collateral_for(quote), now, EVERY_POLICY, self._anchor)
         entry = VerifiedCertificate(evidence.sha256, evidence.not_after, verified)
         self._cache.put(

@@ -18,6 +18,7 @@ from fuzzing.targets import (
     gramine_certificate_der,
     harness_certificate,
 )
+from teaclave_ma.attestation.quote import Quote
 from teaclave_ma.formats import der
 from teaclave_ma.transport.errors import CertificateFormatError
 from teaclave_ma.transport.evidence import (
@@ -40,7 +41,7 @@ from tests.fuzz.mutations import (
 )
 
 
-def evidence_of(certificate: bytes) -> bytes:
+def evidence_of(certificate: bytes) -> Quote:
     """Everything a peer's certificate goes through before its quote is verified."""
     return bound_quote(extract_evidence(certificate))
 

@@ -50,9 +50,11 @@ def test_an_unexpected_exception_is_a_finding(name: str, monkeypatch: pytest.Mon
     def breaks(_data: bytes) -> None:
         raise ZeroDivisionError
 
-    monkeypatch.setattr(targets, "parse_quote", refuses)
+    # The library call through which each target reaches the quote.
+    entry = {"quote": "parse_quote", "certificate": "bound_quote"}[name]
+    monkeypatch.setattr(targets, entry, refuses)
     target(seed)
-    monkeypatch.setattr(targets, "parse_quote", breaks)
+    monkeypatch.setattr(targets, entry, breaks)
     with pytest.raises(ZeroDivisionError):
         target(seed)
 
