@@ -8,6 +8,7 @@ never colour another's figures, and both sides of a comparison run in that one p
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 import time
@@ -36,6 +37,13 @@ class Row:
 
     def as_dict(self) -> dict[str, object]:
         return {**attrs.asdict(self), "ratio": self.ratio}
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used so far (/proc/PID/stat fields 14 and 15;
+    the process name before them is in parentheses and may hold spaces)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def median_ms(function: Callable[[], object], repetitions: int) -> float:

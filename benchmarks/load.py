@@ -40,6 +40,7 @@ from typing import Any
 
 import attrs
 
+from benchmarks.common import process_cpu_seconds
 from teaclave_ma.demo.processes import ServiceProcess, serve_command, start_service
 from teaclave_ma.enclave.image import load_image
 from teaclave_ma.errors import TeaclaveMAError
@@ -218,14 +219,12 @@ def process_usage(pid: int) -> dict[str, Any]:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             rss_kib = int(line.split()[1])
-    # utime and stime are fields 14 and 15 of /proc/PID/stat; the name before them is in ().
-    ticks = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:13]
     return {
         "pid": pid,
         "open_fds": len(os.listdir(f"/proc/{pid}/fd")),
         "threads": len(os.listdir(f"/proc/{pid}/task")),
         "rss_bytes": rss_kib * 1024,
-        "cpu_seconds": sum(map(int, ticks)) / os.sysconf("SC_CLK_TCK"),
+        "cpu_seconds": process_cpu_seconds(pid),
     }
 
 

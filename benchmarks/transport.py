@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from benchmarks.common import Row, median_ms, run_group
+from benchmarks.common import Row, median_ms, process_cpu_seconds, run_group
 from teaclave_ma.attestation.anchors import TrustAnchor
 from teaclave_ma.attestation.attester import SimulatedAttester
 from teaclave_ma.attestation.collateral import Collateral
@@ -43,7 +43,12 @@ from teaclave_ma.rpc.client import MutualTlsClient
 from teaclave_ma.rpc.server import MutualTlsServer, ServerLimits
 from teaclave_ma.rpc.service import Service
 from teaclave_ma.testing import AuditorPanel
-from teaclave_ma.transport.credentials import CredentialSource, RotatingCredentials, TlsCredentials
+from teaclave_ma.transport.credentials import (
+    CredentialSource,
+    FixedCredentials,
+    RotatingCredentials,
+    TlsCredentials,
+)
 from teaclave_ma.transport.peer_verify import PeerVerifier
 from teaclave_ma.transport.tls import PeerAuthenticator, make_context
 from teaclave_ma.trust.manifest_trust import ManifestTrust, VerifiedManifest
@@ -122,16 +127,6 @@ class CaVerifier:
     def recheck(self, peer: CaPeer) -> None:
         if dt.datetime.now(dt.UTC) >= peer.not_after:
             raise VerificationError("validity", f"{peer.service}'s certificate has expired")
-
-
-@attrs.frozen
-class FixedCredentials:
-    """A CA-issued key and certificate, presented unchanged on every connection."""
-
-    credentials: TlsCredentials
-
-    def current(self) -> TlsCredentials:
-        return self.credentials
 
 
 def create_ca() -> tuple[bytes, bytes]:
@@ -287,12 +282,6 @@ def serve(material: Material, modes: Sequence[Mode], control: Connection) -> Non
         server.stop()
 
 
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU time a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def machine_busy() -> tuple[int, int]:
     """Busy and total CPU ticks of the whole machine so far (every process, ours or not)."""
     ticks = [int(value) for value in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
@@ -320,12 +309,12 @@ class CpuMeter:
         self._pids = (server, *clients)
 
     def measure(self, function: Callable[[], T]) -> tuple[T, CpuUse]:
-        before = [cpu_seconds(pid) for pid in self._pids]
+        before = [process_cpu_seconds(pid) for pid in self._pids]
         busy, total = machine_busy()
         start = time.monotonic()
         result = function()
         elapsed = time.monotonic() - start
-        after = [cpu_seconds(pid) for pid in self._pids]
+        after = [process_cpu_seconds(pid) for pid in self._pids]
         busy_after, total_after = machine_busy()
         used = [(b - a) / elapsed for a, b in zip(before, after, strict=True)]
         machine = (busy_after - busy) / max(1, total_after - total) * (os.cpu_count() or 1)

@@ -23,7 +23,7 @@ from teaclave_ma.attestation.sim.platform import SimulatedPlatform
 from teaclave_ma.cli.main import main
 from teaclave_ma.formats import der
 from teaclave_ma.identity import SgxIdentity
-from teaclave_ma.transport.credentials import TlsCredentials
+from teaclave_ma.transport.credentials import FixedCredentials, TlsCredentials
 from teaclave_ma.transport.evidence import TCG_EVIDENCE_TAG, tcg_claims
 
 
@@ -109,14 +109,11 @@ def _extension_der(oid: str, value: bytes, critical: bool = False) -> bytes:
     )
 
 
-class FixedCredentials:
+def attacker_credentials(
+    key: ec.EllipticCurvePrivateKey, certificate_der: bytes
+) -> FixedCredentials:
     """Credentials that always present one given certificate (an attacker's)."""
-
-    def __init__(self, key: ec.EllipticCurvePrivateKey, certificate_der: bytes) -> None:
-        self._current = TlsCredentials(key, x509.load_der_x509_certificate(certificate_der))
-
-    def current(self) -> TlsCredentials:
-        return self._current
+    return FixedCredentials(TlsCredentials(key, x509.load_der_x509_certificate(certificate_der)))
 
 
 class MovableClock:

@@ -50,6 +50,17 @@ class CredentialSource(Protocol):
     def current(self) -> TlsCredentials: ...
 
 
+@attrs.frozen
+class FixedCredentials:
+    """One key and certificate, presented unchanged on every connection (an ordinary
+    CA-issued certificate, or a crafted one in tests); nothing rotates them."""
+
+    credentials: TlsCredentials
+
+    def current(self) -> TlsCredentials:
+        return self.credentials
+
+
 class RotatingCredentials:
     """Issues a new key and certificate once the current one is within ``refresh_before``
     of expiry; cheap to call on every connection."""

@@ -43,7 +43,7 @@ from teaclave_ma.transport.ratls_cert import create_ratls_certificate
 from teaclave_ma.transport.tls import PeerRejected, RefusedByPeer, TransportError
 from teaclave_ma.trust.manifest_trust import IdentityNotAccepted
 from tests.helpers import (
-    FixedCredentials,
+    attacker_credentials,
     craft_certificate,
     legacy_quote,
     record_raised,
@@ -229,7 +229,7 @@ def test_a_quote_replayed_under_another_key_is_refused(
         "tcg-claims-rewritten": tcg_extension(stolen.tcg_quote, tcg_claims(spki_of(key))),
     }[extension]
     oid = LEGACY_QUOTE_OID if extension == "legacy" else TCG_EVIDENCE_OID
-    credentials = FixedCredentials(key, craft_certificate(key, [(oid, value)]))
+    credentials = attacker_credentials(key, craft_certificate(key, [(oid, value)]))
     reason = rejected_reason(storage.refusal_of(credentials))
     assert isinstance(reason, EvidenceError)
     assert reason.check == "report_data_binding"
@@ -238,7 +238,7 @@ def test_a_quote_replayed_under_another_key_is_refused(
 
 def test_a_certificate_without_quote_is_refused(storage: Victim, requests_read: list[Any]) -> None:
     key = new_key()
-    reason = rejected_reason(storage.refusal_of(FixedCredentials(key, craft_certificate(key, []))))
+    reason = rejected_reason(storage.refusal_of(attacker_credentials(key, craft_certificate(key, []))))
     assert isinstance(reason, EvidenceError)
     assert reason.check == "no_quote"
     assert requests_read == []
@@ -267,7 +267,7 @@ def test_a_duplicated_quote_extension_is_refused(
         if layout == "two-legacy"
         else (TCG_EVIDENCE_OID, tcg_evidence(platform, deployment.images["client"].identity, key))
     )
-    credentials = FixedCredentials(key, craft_certificate(key, [legacy, second]))
+    credentials = attacker_credentials(key, craft_certificate(key, [legacy, second]))
     reason = rejected_reason(storage.refusal_of(credentials))
     assert isinstance(reason, EvidenceError)
     assert reason.check == check
@@ -290,7 +290,7 @@ def test_an_oversized_extension_or_certificate_is_refused(
         else [(LEGACY_QUOTE_OID, quote)]
         + [(f"1.2.3.{i}", bytes(MAX_CERTIFICATE // 3)) for i in range(3)]
     )
-    credentials = FixedCredentials(key, craft_certificate(key, extensions))
+    credentials = attacker_credentials(key, craft_certificate(key, extensions))
     reason = rejected_reason(storage.refusal_of(credentials))
     assert isinstance(reason, EvidenceError)
     assert reason.check == f"oversized_{what}"
@@ -315,7 +315,7 @@ def test_a_certificate_outside_its_validity_is_refused(
         now=dt.datetime.now(dt.UTC) + shift,
         lifetime=dt.timedelta(hours=1),
     )
-    reason = rejected_reason(storage.refusal_of(FixedCredentials(key, certificate)))
+    reason = rejected_reason(storage.refusal_of(attacker_credentials(key, certificate)))
     assert isinstance(reason, EvidenceError)
     assert reason.check == "certificate_validity"
     assert requests_read == []

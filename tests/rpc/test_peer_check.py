@@ -27,7 +27,6 @@ import teaclave_ma.rpc.server as server_module
 from benchmarks.transport import (
     CaPeer,
     CaVerifier,
-    FixedCredentials,
     create_ca,
     echo_service,
     issue,
@@ -36,7 +35,7 @@ from teaclave_ma.errors import VerificationError
 from teaclave_ma.rpc.client import MutualTlsClient
 from teaclave_ma.rpc.http import send_message
 from teaclave_ma.rpc.server import MutualTlsServer, ServerLimits
-from teaclave_ma.transport.credentials import TlsCredentials
+from teaclave_ma.transport.credentials import FixedCredentials, TlsCredentials
 from teaclave_ma.transport.tls import PeerRejected, RefusedByPeer, TransportError
 from tests.helpers import wait_until
 
