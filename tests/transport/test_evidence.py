@@ -49,6 +49,17 @@ def new_key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
+def bound_certificate(
+    platform: SimulatedPlatform, edit_tbs: Callable[[list[bytes]], list[bytes]] | None = None
+) -> bytes:
+    """A certificate of a fresh key that its legacy quote binds; ``edit_tbs`` may change the
+    encoded TBS fields before signing (see ``craft_certificate``)."""
+    key = new_key()
+    return craft_certificate(
+        key, [(LEGACY_QUOTE_OID, legacy_quote(platform, IDENTITY, key))], edit_tbs=edit_tbs
+    )
+
+
 def test_gramine_certificate_is_read_despite_null_signature_parameters(gramine_cert: bytes) -> None:
     with pytest.raises(ValueError):  # the reason the DER reader exists
         x509.load_pem_x509_certificate(gramine_cert)
@@ -142,13 +153,10 @@ def test_tcg_claims_with_another_hash_algorithm_are_refused(
 def test_certificate_times_must_be_in_ders_fixed_form(
     platform: SimulatedPlatform, validity: tuple[int, bytes], problem: str
 ) -> None:
-    key = new_key()
     good = der.encode_tlv(0x17, b"991231235959Z")
     bad = der.encode_tlv(*validity)
-    certificate = craft_certificate(
-        key,
-        [(LEGACY_QUOTE_OID, legacy_quote(platform, IDENTITY, key))],
-        edit_tbs=lambda fields: [*fields[:4], der.encode_sequence(bad, good), *fields[5:]],
+    certificate = bound_certificate(
+        platform, lambda fields: [*fields[:4], der.encode_sequence(bad, good), *fields[5:]]
     )
     with pytest.raises(CertificateFormatError, match=problem) as caught:
         extract_evidence(certificate)
@@ -157,15 +165,10 @@ def test_certificate_times_must_be_in_ders_fixed_form(
 
 def test_utctime_years_follow_rfc_5280s_window(platform: SimulatedPlatform) -> None:
     """YY 50-99 is 19YY and 00-49 is 20YY (RFC 5280, 4.1.2.5.1), not strptime's 1969 pivot."""
-    key = new_key()
     validity = der.encode_sequence(
         der.encode_tlv(0x17, b"500101000000Z"), der.encode_tlv(0x17, b"491231235959Z")
     )
-    certificate = craft_certificate(
-        key,
-        [(LEGACY_QUOTE_OID, legacy_quote(platform, IDENTITY, key))],
-        edit_tbs=lambda fields: [*fields[:4], validity, *fields[5:]],
-    )
+    certificate = bound_certificate(platform, lambda fields: [*fields[:4], validity, *fields[5:]])
     evidence = extract_evidence(certificate)
     assert (evidence.not_before.year, evidence.not_after.year) == (1950, 2049)
 
@@ -286,12 +289,10 @@ def test_critical_extensions_that_are_understood_are_accepted(platform: Simulate
 
 
 def test_the_signed_algorithm_must_be_the_outer_one(platform: SimulatedPlatform) -> None:
-    key = new_key()
     sha384 = der.encode_sequence(der.encode_oid("1.2.840.10045.4.3.3"))
-    certificate = craft_certificate(
-        key,
-        [(LEGACY_QUOTE_OID, legacy_quote(platform, IDENTITY, key))],
-        edit_tbs=lambda fields: [*fields[:2], sha384, *fields[3:]],  # after version, serial
+    certificate = bound_certificate(
+        platform,
+        lambda fields: [*fields[:2], sha384, *fields[3:]],  # after version, serial
     )
     with pytest.raises(CertificateFormatError) as caught:
         extract_evidence(certificate)
@@ -315,10 +316,7 @@ def test_only_version_3_certificates_are_read(
 ) -> None:
     """Extensions exist only in v3; X.509 libraries disagree on other versions (found by
     fuzzing: cryptography raised its own InvalidVersion from the cross-check)."""
-    key = new_key()
-    certificate = craft_certificate(
-        key, [(LEGACY_QUOTE_OID, legacy_quote(platform, IDENTITY, key))], edit_tbs=version
-    )
+    certificate = bound_certificate(platform, version)
     with pytest.raises(CertificateFormatError) as caught:
         extract_evidence(certificate)
     assert caught.value.field == "tbsCertificate.version"
@@ -326,12 +324,7 @@ def test_only_version_3_certificates_are_read(
 
 def test_a_second_extensions_block_is_refused(platform: SimulatedPlatform) -> None:
     """Read naively, the second block would hide a second quote from the duplicate check."""
-    key = new_key()
-    certificate = craft_certificate(
-        key,
-        [(LEGACY_QUOTE_OID, legacy_quote(platform, IDENTITY, key))],
-        edit_tbs=lambda fields: [*fields, fields[-1]],
-    )
+    certificate = bound_certificate(platform, lambda fields: [*fields, fields[-1]])
     with pytest.raises(CertificateFormatError, match="unexpected fields after"):
         extract_evidence(certificate)
 
@@ -341,10 +334,7 @@ def test_the_der_walk_and_the_x509_library_must_agree(
 ) -> None:
     """A parser differential (simulated: the library is made to read another certificate)
     would let the quote bind one key while TLS proves possession of another."""
-    key = new_key()
-    certificate = craft_certificate(
-        key, [(LEGACY_QUOTE_OID, legacy_quote(platform, IDENTITY, key))]
-    )
+    certificate = bound_certificate(platform)
     extract_evidence(certificate)  # both readings agree
     decoy = x509.load_der_x509_certificate(craft_certificate(new_key(), []))
     monkeypatch.setattr(evidence_module.x509, "load_der_x509_certificate", lambda data: decoy)
@@ -422,8 +412,7 @@ def test_tcg_evidence_must_be_strict_cbor(
 
 
 def test_truncated_and_forged_certificates_are_refused(platform: SimulatedPlatform) -> None:
-    key = new_key()
-    good = craft_certificate(key, [(LEGACY_QUOTE_OID, legacy_quote(platform, IDENTITY, key))])
+    good = bound_certificate(platform)
     for cut in (0, 10, len(good) // 2, len(good) - 1):
         with pytest.raises(CertificateFormatError):
             extract_evidence(good[:cut])
@@ -444,8 +433,7 @@ def test_cert_inspect_shows_evidence_and_binding(
     assert {e["oid"] for e in data["evidence_extensions"]} == {LEGACY_QUOTE_OID, TCG_EVIDENCE_OID}
     assert data["evidence_extensions"][0]["spelled"] == LEGACY_QUOTE_OID_GRAMINE
     assert (
-        data["mr_enclave"]
-        == bound_quote(extract_evidence(gramine_cert)).describe()["mr_enclave"]
+        data["mr_enclave"] == bound_quote(extract_evidence(gramine_cert)).describe()["mr_enclave"]
     )
 
 
