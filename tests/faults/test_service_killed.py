@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from teaclave_ma.formats.runtime_config import parse_runtime_config
 from teaclave_ma.runtime.service_runtime import EnclaveNode
 from teaclave_ma.testing.deployment import SimulatedDeployment
 from teaclave_ma.transport.tls import TransportError
+from tests.helpers import wait_until
 
 SLEEPER = {
     "service.yaml": """\
@@ -100,13 +100,6 @@ def start_sleeper(deployment: SimulatedDeployment, port: int = 0) -> ServiceProc
     return start_service("sleeper", command, deployment.root / "logs" / f"sleeper-{port}.log")
 
 
-def wait_for(path: Path) -> None:
-    deadline = time.monotonic() + WAIT
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path.name} did not appear"
-        time.sleep(0.05)
-
-
 def test_a_killed_service_gives_a_typed_error_and_the_client_reconnects_after_restart(
     deployment: SimulatedDeployment,
 ) -> None:
@@ -137,7 +130,7 @@ def test_a_killed_service_gives_a_typed_error_and_the_client_reconnects_after_re
         caller_thread = threading.Thread(target=blocked_call, daemon=True)
         caller_thread.start()
         marker = deployment.root / "run" / "sleeper" / "state" / "blocked"
-        wait_for(marker)  # the request is inside the handler now
+        assert wait_until(marker.exists, WAIT)  # the request is inside the handler now
         marker.unlink()
         os.kill(first.process.pid, signal.SIGKILL)
         first.process.wait(WAIT)

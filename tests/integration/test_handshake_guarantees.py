@@ -6,7 +6,6 @@ import datetime as dt
 import socket
 import struct
 import threading
-import time
 from collections.abc import Callable
 
 import pytest
@@ -20,6 +19,7 @@ import teaclave_ma.rpc.server as server_module
 from teaclave_ma.rpc.client import PeerClient
 from teaclave_ma.runtime.service_runtime import ServiceRuntime
 from teaclave_ma.transport.tls import PeerRejected
+from tests.helpers import wait_until
 
 RuntimeFactory = Callable[..., ServiceRuntime]
 REQUEST = b"POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
@@ -123,10 +123,9 @@ def test_server_counts_and_logs_a_refused_client(
 ) -> None:
     assert storage.server is not None
     raw_client_exchange(storage.server.address, raw_context(SSL.TLS_CLIENT_METHOD))
-    deadline = time.monotonic() + 5  # the server thread logs after it has sent its alert
-    while storage.server.rejections == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert storage.server.rejections == 1
+    server = storage.server
+    wait_until(lambda: server.rejections != 0)  # the server thread logs after its alert
+    assert server.rejections == 1
     assert "storage refused client" in caplog.text
     assert "carries no SGX quote" in caplog.text
 

@@ -19,17 +19,9 @@ from teaclave_ma.testing.auditors import accepted
 from teaclave_ma.testing.deployment import SimulatedDeployment
 from teaclave_ma.transport.credentials import RotatingCredentials
 from teaclave_ma.transport.tls import PeerRejected, RefusedByPeer, TransportError
+from tests.helpers import wait_until
 
 RuntimeFactory = Callable[..., ServiceRuntime]
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def publish(
