@@ -6,8 +6,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from teaclave_ma.attestation.sim.platform import SimulatedPlatform
 from teaclave_ma.cli.output import EXIT_OK, add_json_flag, emit
 from teaclave_ma.crypto.author_key import generate_author_key, mr_signer, write_author_key
+from teaclave_ma.enclave.attestation_profile import (
+    INTEL_PROFILE,
+    AttestationProfile,
+    simulated_profile,
+)
 from teaclave_ma.enclave.image import build_image, load_image, measure_source, review
 from teaclave_ma.enclave.sigstruct import SIGSTRUCT_FILE
 from teaclave_ma.errors import InputError
@@ -26,6 +32,7 @@ def register(subparsers: Any) -> None:
         "--signing-key", type=Path, required=True, help="enclave author's RSA-3072 key"
     )
     build.add_argument("--out", type=Path, required=True, help="image directory to create")
+    add_simulation_flags(build)
     add_json_flag(build)
     build.set_defaults(func=_build)
 
@@ -41,6 +48,7 @@ def register(subparsers: Any) -> None:
     measure.add_argument(
         "--signing-key", type=Path, help="for a source directory: author key (public is enough)"
     )
+    add_simulation_flags(measure, "for a source directory: ")
     add_json_flag(measure)
     measure.set_defaults(func=_measure)
 
@@ -53,6 +61,33 @@ def register(subparsers: Any) -> None:
     keygen.add_argument("--force", action="store_true", help="replace an existing file")
     add_json_flag(keygen)
     keygen.set_defaults(func=_author_keygen)
+
+
+def add_simulation_flags(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    parser.add_argument(
+        "--simulated-platform",
+        type=Path,
+        metavar="DIR",
+        help=prefix + "build for this SIMULATED platform: its root (and only it) is measured "
+        "into the image as the root of trust; without it the image trusts Intel's root only",
+    )
+    parser.add_argument(
+        "--simulated-tee",
+        choices=("sgx", "tdx"),
+        default="sgx",
+        help=prefix + "with --simulated-platform: run as an SGX enclave (default) or a TDX guest",
+    )
+
+
+def profile_from_args(args: argparse.Namespace) -> AttestationProfile:
+    if args.simulated_platform is None:
+        if args.simulated_tee != "sgx":
+            raise InputError("--simulated-tee", "only goes with --simulated-platform")
+        return INTEL_PROFILE
+    platform = SimulatedPlatform.load(args.simulated_platform)
+    return simulated_profile(
+        platform.root_certificate_der, args.simulated_platform.name, args.simulated_tee.upper()
+    )
 
 
 def register_review(auditor_subparsers: Any) -> None:
@@ -68,28 +103,54 @@ def register_review(auditor_subparsers: Any) -> None:
     review_parser.set_defaults(func=_review)
 
 
-def _identity_lines(identity: SgxIdentity) -> list[str]:
-    return [f"  {key:<12} {value}" for key, value in identity.describe().items()]
+def _profile_lines(profile: AttestationProfile) -> list[str]:
+    root = profile.anchor
+    lines = [f"  {'trusts root':<12} {root.name} (SHA-256 {root.root_sha256.hex()})"]
+    if profile.simulated:
+        lines.append(
+            f"  {'SIMULATED':<12} built for a simulated platform ({profile.simulated_tee}): "
+            "its quotes prove nothing about hardware"
+        )
+    return lines
+
+
+def _identity_lines(identity: SgxIdentity, profile: AttestationProfile) -> list[str]:
+    return [
+        *(f"  {key:<12} {value}" for key, value in identity.describe().items()),
+        *_profile_lines(profile),
+    ]
 
 
 def _build(args: argparse.Namespace) -> int:
-    image = build_image(args.service_dir, args.trust, args.signing_key, args.out)
+    profile = profile_from_args(args)
+    image = build_image(args.service_dir, args.trust, args.signing_key, args.out, profile=profile)
     emit(
         args,
-        {"image": str(image.root), "service": image.service.name, **image.identity.describe()},
-        [f"built {image.service.name} -> {image.root}", *_identity_lines(image.identity)],
+        {
+            "image": str(image.root),
+            "service": image.service.name,
+            **image.identity.describe(),
+            **profile.describe(),
+        },
+        [f"built {image.service.name} -> {image.root}", *_identity_lines(image.identity, profile)],
     )
     return EXIT_OK
 
 
 def _measure(args: argparse.Namespace) -> int:
     if (args.target / SIGSTRUCT_FILE).exists():
-        identity = load_image(args.target).identity
+        image = load_image(args.target)
+        identity, profile = image.identity, image.profile
     elif args.trust is None or args.signing_key is None:
         raise InputError("measure", "a source directory needs --trust and --signing-key")
     else:
-        identity = measure_source(args.target, args.trust, args.signing_key)
-    emit(args, identity.describe(), [f"{args.target}:", *_identity_lines(identity)])
+        profile = profile_from_args(args)
+        identity = measure_source(args.target, args.trust, args.signing_key, profile)
+    emit(
+        args,
+        {**identity.describe(), **profile.describe()},
+        [f"{args.target}:", *_identity_lines(identity, profile)],
+    )
     return EXIT_OK
 
 
@@ -118,9 +179,10 @@ def _review(args: argparse.Namespace) -> int:
     }
     emit(
         args,
-        {"reviewed": True, "entry": entry},
+        {"reviewed": True, "entry": entry, **image.profile.describe()},
         [
             f"{image.service.name}: the image is exactly what {args.service_dir} builds to",
+            *_profile_lines(image.profile),
             "add it to the manifest with:",
             f"  teaclave-ma manifest add MANIFEST --from-image {args.image}",
         ],

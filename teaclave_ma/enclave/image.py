@@ -1,9 +1,11 @@
 """Enclave images: a directory with ``content/`` (everything the enclave code can read,
 all of it measured) and ``sigstruct.json`` (the author's signature over the measurement).
 
-``content/`` holds the service's files as in its source directory, plus two files the
+``content/`` holds the service's files as in its source directory, plus three files the
 build adds at fixed paths: ``trust.yaml`` (the auditors' trust file, embedded so that it
-is part of MRENCLAVE) and ``enclave.json`` (the SGX fields a Gramine manifest carries).
+is part of MRENCLAVE), ``enclave.json`` (the SGX fields a Gramine manifest carries) and
+``attestation.json`` (the root of trust it was built for: Intel's, or one simulated
+platform's).
 """
 
 from __future__ import annotations
@@ -17,6 +19,12 @@ import attrs
 
 from teaclave_ma.crypto.author_key import load_author_private_key, load_author_public_key, mr_signer
 from teaclave_ma.enclave import sigstruct
+from teaclave_ma.enclave.attestation_profile import (
+    INTEL_PROFILE,
+    PROFILE_FILE,
+    AttestationProfile,
+    parse_profile,
+)
 from teaclave_ma.enclave.errors import ImageError, ImageFormatError
 from teaclave_ma.enclave.measurement import describe_difference, mr_enclave, read_tree
 from teaclave_ma.formats.service_config import EnclaveConfig, ServiceConfig, parse_service_config
@@ -29,7 +37,7 @@ SIGSTRUCT = sigstruct.SIGSTRUCT_FILE
 TRUST_FILE = "trust.yaml"
 ENCLAVE_CONFIG = "enclave.json"
 SERVICE_CONFIG = "service.yaml"
-RESERVED = (TRUST_FILE, ENCLAVE_CONFIG)
+RESERVED = (TRUST_FILE, ENCLAVE_CONFIG, PROFILE_FILE)
 
 
 @attrs.frozen
@@ -38,6 +46,7 @@ class EnclaveImage:
     service: ServiceConfig
     identity: SgxIdentity
     trust_bytes: bytes
+    profile: AttestationProfile = INTEL_PROFILE
     # The bytes that were measured and verified at load; code runs from these, not from a
     # second read of the files, which could have changed in between.
     content: Mapping[str, bytes] = attrs.field(factory=dict, eq=False, repr=False)
@@ -57,8 +66,11 @@ def enclave_config_bytes(enclave: EnclaveConfig) -> bytes:
     return json.dumps(document, indent=1, sort_keys=True).encode() + b"\n"
 
 
-def image_content(service_dir: Path, trust_path: Path) -> tuple[dict[str, bytes], ServiceConfig]:
-    """What a build of ``service_dir`` with ``trust_path`` puts into ``content/``."""
+def image_content(
+    service_dir: Path, trust_path: Path, profile: AttestationProfile = INTEL_PROFILE
+) -> tuple[dict[str, bytes], ServiceConfig]:
+    """What a build of ``service_dir`` with ``trust_path`` for ``profile``'s root of trust
+    puts into ``content/``."""
     content = read_tree(Path(service_dir))
     for reserved in RESERVED:
         if reserved in content:
@@ -72,6 +84,7 @@ def image_content(service_dir: Path, trust_path: Path) -> tuple[dict[str, bytes]
     parse_trust_file(trust_bytes, str(trust_path))  # a bad trust file is refused at build time
     content[TRUST_FILE] = trust_bytes
     content[ENCLAVE_CONFIG] = enclave_config_bytes(service.enclave)
+    content[PROFILE_FILE] = profile.to_bytes()
     return content, service
 
 
@@ -86,9 +99,14 @@ def _identity(measurement: bytes, signer: bytes, enclave: EnclaveConfig) -> SgxI
     )
 
 
-def measure_source(service_dir: Path, trust_path: Path, author_key_path: Path) -> SgxIdentity:
+def measure_source(
+    service_dir: Path,
+    trust_path: Path,
+    author_key_path: Path,
+    profile: AttestationProfile = INTEL_PROFILE,
+) -> SgxIdentity:
     """The identity a build would have, computed without writing anything."""
-    content, service = image_content(service_dir, trust_path)
+    content, service = image_content(service_dir, trust_path, profile)
     return _identity(
         mr_enclave(content), mr_signer(load_author_public_key(author_key_path)), service.enclave
     )
@@ -100,10 +118,11 @@ def build_image(
     signing_key_path: Path,
     out_dir: Path,
     *,
+    profile: AttestationProfile = INTEL_PROFILE,
     now: dt.datetime | None = None,
 ) -> EnclaveImage:
     """Build into a temporary directory beside ``out_dir``, then move it into place."""
-    content, service = image_content(service_dir, trust_path)
+    content, service = image_content(service_dir, trust_path, profile)
     key = load_author_private_key(signing_key_path)
     measurement = mr_enclave(content)
     record = sigstruct.sign(key, measurement, service.enclave, now or dt.datetime.now(dt.UTC))
@@ -130,7 +149,7 @@ def load_image(path: Path) -> EnclaveImage:
             f"image content no longer matches its signed measurement: MRENCLAVE {measured.hex()} "
             f"!= signed {record.mr_enclave.hex()}",
         )
-    for required in (SERVICE_CONFIG, TRUST_FILE, ENCLAVE_CONFIG):
+    for required in (SERVICE_CONFIG, TRUST_FILE, ENCLAVE_CONFIG, PROFILE_FILE):
         if required not in content:
             raise ImageFormatError(required, "missing from the image")
     service = parse_service_config(content[SERVICE_CONFIG], f"{root}/{CONTENT}/{SERVICE_CONFIG}")
@@ -147,13 +166,15 @@ def load_image(path: Path) -> EnclaveImage:
         service,
         _identity(record.mr_enclave, record.mr_signer, record.enclave),
         content[TRUST_FILE],
+        parse_profile(content[PROFILE_FILE], f"{root}/{CONTENT}/{PROFILE_FILE}"),
         content,
     )
 
 
 def review(service_dir: Path, trust_path: Path, image: EnclaveImage) -> SgxIdentity:
-    """An auditor's rebuild: the image must be exactly what the source builds to."""
-    content, _service = image_content(service_dir, trust_path)
+    """An auditor's rebuild: the image must be exactly what the source builds to, for the
+    root of trust the image says it was built for (which the auditor is shown)."""
+    content, _service = image_content(service_dir, trust_path, image.profile)
     image_files: Mapping[str, bytes] = read_tree(image.code_dir)
     if mr_enclave(content) != image.identity.mr_enclave:
         raise ImageError(

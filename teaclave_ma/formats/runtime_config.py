@@ -1,5 +1,6 @@
-"""``runtime.yaml``: how one deployment runs a service. Not measured, so it holds only what
-may differ between deployments without changing who the service is.
+"""``runtime.yaml``: how one deployment runs a service. It is supplied by the host, is not
+measured, and so holds only what may differ between deployments without changing whom the
+service trusts (docs/configuration.md maps every setting).
 
 ::
 
@@ -8,12 +9,13 @@ may differ between deployments without changing who the service is.
       authentication: 127.0.0.1:7002
     state_dir: /var/lib/teaclave-ma/storage
     attestation:
-      backend: simulated          # simulated | gramine | tsm | auto (real backends only)
-      simulated_platform: /path/to/sim-platform
-      trust_simulated_root: true  # required, loud opt-in: quotes prove nothing about hardware
-      # on hardware instead:
-      # backend: gramine          # gramine_device: /dev/attestation
+      simulated_platform: /path/to/sim-platform   # images built with --simulated-platform
+      # real images instead: where peers' collateral comes from (it is signed by Intel)
       # collateral: {pccs: https://pccs.example:8081/sgx/certification/v4}   # or {file: ...}
+
+Which backends an image may use, which root it trusts and how it judges peers are measured
+(service.yaml and the build); a key here that would change them is refused with
+``UntrustedSetting``, which says where the setting belongs now.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ import attrs
 from teaclave_ma.errors import ConfigError, InputError
 from teaclave_ma.formats.service_config import SERVICE_NAME
 from teaclave_ma.formats.strict import (
-    expect_bool,
     expect_keys,
     expect_mapping,
     expect_str,
@@ -45,22 +46,47 @@ def parse_address(value: object, path: str) -> tuple[str, int]:
     return match["host"].strip("[]"), int(match["port"])
 
 
-BACKENDS = ("simulated", "gramine", "tsm", "auto")
+class UntrustedSetting(ConfigError):
+    """runtime.yaml tries to set something that decides whom the service trusts."""
+
+
+# Settings that decide trust, and where each one is made now.
+MEASURED_ELSEWHERE = {
+    "attestation.backend": "service.yaml attestation.backends (measured); a simulated image "
+    "is made with `teaclave-ma build --simulated-platform DIR`",
+    "attestation.trust_simulated_root": "the build: `teaclave-ma build --simulated-platform DIR` "
+    "measures that platform's root into the image",
+    "attestation.tee": "the build: `teaclave-ma build --simulated-platform DIR --simulated-tee tdx`",
+    "attestation.gramine_device": "service.yaml attestation.gramine_device (measured)",
+    "attestation.tsm_root": "service.yaml attestation.tsm_root (measured)",
+    "allow_tcb_status": "service.yaml tcb.allow_status (measured)",
+    "tcb": "service.yaml tcb (measured)",
+    "limits": "service.yaml limits (measured)",
+    "inbound": "service.yaml inbound (measured)",
+    "outbound": "service.yaml outbound (measured)",
+    "trust": "the trust file embedded at build time (`teaclave-ma build --trust`)",
+}
+
+
+def _refuse_trust_settings(mapping: dict[str, object], prefix: str) -> None:
+    for key in mapping:
+        where = join(prefix, key) if prefix else key
+        if where in MEASURED_ELSEWHERE:
+            raise UntrustedSetting(
+                where,
+                "decides whom this service trusts, so the host may not set it here; it belongs "
+                f"in {MEASURED_ELSEWHERE[where]}",
+            )
 
 
 @attrs.frozen
 class AttestationConfig:
-    """Which quote source this deployment uses, and how peers' quotes get collateral.
+    """Host-supplied attestation details. A simulated image needs its platform directory
+    (whose root must be the one measured into the image); a real image needs collateral
+    for its peers' quotes (signed by Intel, so a file or a PCCS of the host's choosing
+    cannot make a bad quote pass)."""
 
-    ``auto`` picks the first real backend present (Gramine, then configfs-tsm) and never the
-    simulated one, which must be chosen by name and admitted with ``trust_simulated_root``.
-    """
-
-    backend: str
     platform_dir: Path | None = None
-    tee: str = "SGX"  # simulated backend only: run as an SGX enclave or as a TDX guest
-    gramine_device: Path = Path("/dev/attestation")
-    tsm_root: Path = Path("/sys/kernel/config/tsm/report")
     tsm_entry: str | None = None  # reuse this report entry instead of creating one per quote
     collateral_file: Path | None = None
     pccs_url: str | None = None
@@ -70,68 +96,34 @@ class AttestationConfig:
 def parse_attestation(value: object, base: Path) -> AttestationConfig:
     where = "attestation"
     attestation = expect_mapping(value, where)
-    expect_keys(
-        attestation,
-        where,
-        ["backend"],
-        [
-            "simulated_platform",
-            "trust_simulated_root",
-            "tee",
-            "gramine_device",
-            "tsm_root",
-            "tsm_entry",
-            "collateral",
-        ],
+    _refuse_trust_settings(attestation, where)
+    expect_keys(attestation, where, [], ["simulated_platform", "tsm_entry", "collateral"])
+    tsm_entry = (
+        expect_str(attestation["tsm_entry"], "attestation.tsm_entry")
+        if "tsm_entry" in attestation
+        else None
     )
-    backend = expect_str(attestation["backend"], "attestation.backend")
-    if backend not in BACKENDS:
-        raise ConfigError(
-            "attestation.backend", f"unknown backend {backend!r} (available: {', '.join(BACKENDS)})"
-        )
-    paths = {
-        key: base / expect_str(attestation[key], join(where, key))
-        for key in ("simulated_platform", "gramine_device", "tsm_root")
-        if key in attestation
-    }
-    if backend == "simulated":
-        if "simulated_platform" not in paths:
+    if "simulated_platform" in attestation:
+        if "collateral" in attestation or tsm_entry is not None:
             raise ConfigError(
-                "attestation.simulated_platform", "required for the simulated backend"
+                "attestation.simulated_platform",
+                "a simulated image takes its collateral from its platform: give "
+                "simulated_platform alone, or collateral for a real image",
             )
-        if not expect_bool(
-            attestation.get("trust_simulated_root", False), "attestation.trust_simulated_root"
-        ):
-            raise ConfigError(
-                "attestation.trust_simulated_root",
-                "the simulated backend needs trust_simulated_root: true, an explicit admission "
-                "that its quotes prove nothing about hardware",
-            )
-        tee = expect_str(
-            attestation.get("tee", "sgx"), "attestation.tee", re.compile("sgx|tdx")
-        ).upper()
-        return AttestationConfig(backend, platform_dir=paths["simulated_platform"], tee=tee)
-    if {"trust_simulated_root", "simulated_platform", "tee"} & set(attestation):
-        raise ConfigError(
-            "attestation.trust_simulated_root",
-            f"only the simulated backend can trust a simulated root, not {backend!r}",
+        return AttestationConfig(
+            platform_dir=base
+            / expect_str(attestation["simulated_platform"], "attestation.simulated_platform")
         )
-    collateral = expect_mapping(attestation.get("collateral"), "attestation.collateral")
+    if "collateral" not in attestation:
+        return AttestationConfig(tsm_entry=tsm_entry)
+    collateral = expect_mapping(attestation["collateral"], "attestation.collateral")
     expect_keys(collateral, "attestation.collateral", [], ["file", "pccs", "cache_dir"])
     if ("file" in collateral) == ("pccs" in collateral):
         raise ConfigError(
             "attestation.collateral", "give exactly one of file or pccs, to verify peers' quotes"
         )
-    defaults = AttestationConfig(backend)
     return AttestationConfig(
-        backend,
-        gramine_device=paths.get("gramine_device", defaults.gramine_device),
-        tsm_root=paths.get("tsm_root", defaults.tsm_root),
-        tsm_entry=(
-            expect_str(attestation["tsm_entry"], "attestation.tsm_entry")
-            if "tsm_entry" in attestation
-            else None
-        ),
+        tsm_entry=tsm_entry,
         collateral_file=base / expect_str(collateral["file"], "attestation.collateral.file")
         if "file" in collateral
         else None,
@@ -148,7 +140,7 @@ class RuntimeConfig:
     listen: tuple[str, int]
     peers: dict[str, tuple[str, int]]
     state_dir: Path
-    attestation: AttestationConfig
+    attestation: AttestationConfig = AttestationConfig()
     config_dir: Path = Path()
     settings: dict[str, str] = attrs.field(factory=dict)
     provision_dir: Path | None = (
@@ -160,11 +152,12 @@ def parse_runtime_config(data: bytes, base: Path, what: str = "runtime.yaml") ->
     """Relative paths are resolved against ``base`` (the config file's directory)."""
     try:
         mapping = parse_yaml_mapping(data, what)
+        _refuse_trust_settings(mapping, "")
         expect_keys(
             mapping,
             "",
-            ["listen", "state_dir", "attestation"],
-            ["peers", "settings", "provision_dir"],
+            ["listen", "state_dir"],
+            ["attestation", "peers", "settings", "provision_dir"],
         )
         settings = {
             key: expect_str(value, join("settings", key))
@@ -180,7 +173,7 @@ def parse_runtime_config(data: bytes, base: Path, what: str = "runtime.yaml") ->
             if not SERVICE_NAME.fullmatch(name):
                 raise ConfigError(join("peers", name), "invalid service name")
             peers[name] = parse_address(address, join("peers", name))
-        attestation = parse_attestation(mapping["attestation"], base)
+        attestation = parse_attestation(mapping.get("attestation", {}), base)
         return RuntimeConfig(
             listen=parse_address(mapping["listen"], "listen"),
             peers=peers,

@@ -10,9 +10,11 @@ runtime config instead (``teaclave_ma.formats.runtime_config``).
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import attrs
 
+from teaclave_ma.attestation.backends import GRAMINE_DEVICE, TSM_REPORTS
 from teaclave_ma.attestation.policy import TCB_STATUSES
 from teaclave_ma.errors import InputError
 from teaclave_ma.formats.strict import (
@@ -42,6 +44,31 @@ class EnclaveConfig:
     debug: bool = False
 
 
+REAL_BACKENDS = ("gramine", "tsm")
+
+
+@attrs.frozen
+class BackendConfig:
+    """Where this image may take its quotes (and, on Gramine, its sealing keys) from, in
+    order of preference. Measured: a host that could point a service at a directory of its
+    own making would hand it quotes and keys of its choosing. Simulated images ignore it:
+    the build decides the simulation (``teaclave-ma build --simulated-platform``)."""
+
+    backends: tuple[str, ...] = REAL_BACKENDS
+    gramine_device: Path = GRAMINE_DEVICE
+    tsm_root: Path = TSM_REPORTS
+
+
+@attrs.frozen
+class TcbConfig:
+    """How this service judges its peers' quotes once they verify (measured)."""
+
+    allow_status: tuple[str, ...] = ("UpToDate",)
+    # None: whatever advisories the allowed statuses carry; else each must be listed.
+    allow_advisories: tuple[str, ...] | None = None
+    min_evaluation_data_number: int = 0
+
+
 @attrs.frozen
 class ProvisionedSecret:
     """A secret fetched from the kms at start: into a file of the provision directory, or
@@ -59,7 +86,8 @@ class ServiceConfig:
     enclave: EnclaveConfig
     inbound: tuple[str, ...] = ()
     outbound: tuple[str, ...] = ()
-    allow_tcb_status: tuple[str, ...] = ("UpToDate",)
+    tcb: TcbConfig = TcbConfig()
+    attestation: BackendConfig = BackendConfig()
     provision: tuple[ProvisionedSecret, ...] = ()
 
 
@@ -89,19 +117,78 @@ def raise_duplicate(names: tuple[str, ...], path: str) -> None:
     raise InputError(path, f"{duplicate!r} is listed twice")
 
 
+_ADVISORY_ID = re.compile(r"INTEL-SA-[0-9]{5}")
+
+
+def parse_tcb_config(value: object, path: str = "tcb") -> TcbConfig:
+    mapping = expect_mapping(value, path)
+    expect_keys(
+        mapping, path, [], ["allow_status", "allow_advisories", "min_evaluation_data_number"]
+    )
+    where = join(path, "allow_status")
+    statuses = tuple(
+        expect_str(item, join(where, index), _TCB_STATUS)
+        for index, item in enumerate(expect_list(mapping.get("allow_status", ["UpToDate"]), where))
+    )
+    advisories = None
+    if "allow_advisories" in mapping:
+        where = join(path, "allow_advisories")
+        advisories = tuple(
+            expect_str(item, join(where, index), _ADVISORY_ID)
+            for index, item in enumerate(expect_list(mapping["allow_advisories"], where))
+        )
+    return TcbConfig(
+        allow_status=statuses,
+        allow_advisories=advisories,
+        min_evaluation_data_number=expect_int(
+            mapping.get("min_evaluation_data_number", 0),
+            join(path, "min_evaluation_data_number"),
+            0,
+            1 << 31,
+        ),
+    )
+
+
+def parse_backend_config(value: object, path: str = "attestation") -> BackendConfig:
+    mapping = expect_mapping(value, path)
+    expect_keys(mapping, path, [], ["backends", "gramine_device", "tsm_root"])
+    where = join(path, "backends")
+    backends = tuple(
+        expect_str(item, join(where, index), re.compile("|".join(REAL_BACKENDS)))
+        for index, item in enumerate(
+            expect_list(mapping.get("backends", list(REAL_BACKENDS)), where)
+        )
+    )
+    if not backends:
+        raise InputError(where, "name at least one of " + ", ".join(REAL_BACKENDS))
+    if len(set(backends)) != len(backends):
+        raise_duplicate(backends, where)
+    return BackendConfig(
+        backends=backends,
+        gramine_device=_absolute(mapping, path, "gramine_device", GRAMINE_DEVICE),
+        tsm_root=_absolute(mapping, path, "tsm_root", TSM_REPORTS),
+    )
+
+
+def _absolute(mapping: dict[str, object], path: str, key: str, default: Path) -> Path:
+    if key not in mapping:
+        return default
+    value = Path(expect_str(mapping[key], join(path, key)))
+    if not value.is_absolute():
+        # Relative to what? The working directory is the host's choice.
+        raise InputError(join(path, key), f"must be an absolute path, got {str(value)!r}")
+    return value
+
+
 def parse_service_config(data: bytes, what: str = "service.yaml") -> ServiceConfig:
     mapping = parse_yaml_mapping(data, what)
+    if "allow_tcb_status" in mapping:
+        raise InputError("allow_tcb_status", "moved: write it as tcb.allow_status")
     expect_keys(
         mapping,
         "",
         ["name", "enclave"],
-        ["entrypoint", "inbound", "outbound", "allow_tcb_status", "provision"],
-    )
-    statuses = tuple(
-        expect_str(item, join("allow_tcb_status", index), _TCB_STATUS)
-        for index, item in enumerate(
-            expect_list(mapping.get("allow_tcb_status", ["UpToDate"]), "allow_tcb_status")
-        )
+        ["entrypoint", "inbound", "outbound", "tcb", "attestation", "provision"],
     )
     return ServiceConfig(
         name=expect_str(mapping["name"], "name", SERVICE_NAME),
@@ -113,7 +200,8 @@ def parse_service_config(data: bytes, what: str = "service.yaml") -> ServiceConf
         enclave=parse_enclave_config(mapping["enclave"], "enclave"),
         inbound=_names(mapping.get("inbound", []), "inbound"),
         outbound=_names(mapping.get("outbound", []), "outbound"),
-        allow_tcb_status=statuses,
+        tcb=parse_tcb_config(mapping.get("tcb", {})),
+        attestation=parse_backend_config(mapping.get("attestation", {})),
         provision=_provision(mapping.get("provision", {})),
     )
 

@@ -1,19 +1,22 @@
-"""Choosing the attestation backend of a process: where our quotes come from, which root we
+"""Setting up the attestation of a process: where our quotes come from, which root we
 trust in peers' quotes, and where their collateral comes from.
 
-Real backends (Gramine, configfs-tsm) trust Intel's root and take collateral from a file or
-a PCCS. The simulated backend trusts its own platform's root, and only because the
-deployment explicitly said so; ``auto`` never selects it.
+Everything that decides trust comes from the measured image: its attestation profile
+(Intel's root, or the one simulated platform it was built for) and the backends its
+service.yaml allows. The host supplies only locations: the simulated platform's
+directory, whose root must be the measured one, and the collateral's source, which is
+signed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 
 import attrs
 
-from teaclave_ma.attestation.anchors import INTEL_SGX_ROOT_CA, TrustAnchor
+from teaclave_ma.attestation.anchors import TrustAnchor
 from teaclave_ma.attestation.attester import Attester, SimulatedAttester, SimulatedTdAttester
 from teaclave_ma.attestation.backends import AttesterUnavailable, GramineAttester, TsmAttester
 from teaclave_ma.attestation.collateral import Collateral
@@ -22,9 +25,10 @@ from teaclave_ma.attestation.pck_extension import parse_pck_extension
 from teaclave_ma.attestation.quote import Quote, pck_certificates
 from teaclave_ma.attestation.sim.platform import SimulatedPlatform
 from teaclave_ma.attestation.td_identity import simulated_td_identity
-from teaclave_ma.errors import ConfigError
+from teaclave_ma.enclave.image import EnclaveImage
+from teaclave_ma.errors import ConfigError, VerificationError
 from teaclave_ma.formats.runtime_config import AttestationConfig
-from teaclave_ma.identity import SgxIdentity
+from teaclave_ma.formats.service_config import BackendConfig
 
 log = logging.getLogger(__name__)
 
@@ -39,22 +43,26 @@ class AttestationSetup:
     collateral_for: Callable[[Quote], Collateral]
 
 
-def real_backends(config: AttestationConfig) -> list[RealAttester]:
-    return [
-        GramineAttester(config.gramine_device),
-        TsmAttester(config.tsm_root, entry_name=config.tsm_entry),
-    ]
+class TrustRootMismatch(VerificationError):
+    """The simulated platform the host points at is not the one measured into the image."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("trusted_root", message)
 
 
-def select_real_backend(config: AttestationConfig) -> RealAttester:
-    """The backend named in the config, or for ``auto`` the first one present."""
-    candidates = real_backends(config)
-    if config.backend != "auto":
-        chosen = next(c for c in candidates if c.name == config.backend)
-        chosen.check()
-        return chosen
+def real_backends(config: BackendConfig, runtime: AttestationConfig) -> list[RealAttester]:
+    """The backends the image allows, in its order of preference."""
+    available: dict[str, RealAttester] = {
+        "gramine": GramineAttester(config.gramine_device),
+        "tsm": TsmAttester(config.tsm_root, entry_name=runtime.tsm_entry),
+    }
+    return [available[name] for name in config.backends]
+
+
+def select_real_backend(config: BackendConfig, runtime: AttestationConfig) -> RealAttester:
+    """The first backend of the image's list that is present here."""
     reasons = []
-    for candidate in candidates:
+    for candidate in real_backends(config, runtime):
         try:
             candidate.check()
         except AttesterUnavailable as exc:
@@ -62,7 +70,8 @@ def select_real_backend(config: AttestationConfig) -> RealAttester:
             continue
         return candidate
     raise AttesterUnavailable(
-        "auto", "no real attestation backend here (" + "; ".join(reasons) + ")"
+        ", ".join(config.backends),
+        "none of the attestation backends this image allows is here (" + "; ".join(reasons) + ")",
     )
 
 
@@ -83,36 +92,62 @@ def _from_pccs(config: AttestationConfig) -> Callable[[Quote], Collateral]:
     return collateral_for
 
 
-def setup_attestation(config: AttestationConfig, image_identity: SgxIdentity) -> AttestationSetup:
-    if config.backend == "simulated":
-        if config.platform_dir is None:
-            raise ConfigError(
-                "attestation.simulated_platform", "required for the simulated backend"
-            )
-        platform = SimulatedPlatform.load(config.platform_dir)
-        log.warning(
-            "SIMULATED attestation: peers are verified against a simulated root; "
-            "nothing here proves that code runs in real SGX hardware"
+def setup_attestation(image: EnclaveImage, config: AttestationConfig) -> AttestationSetup:
+    if image.profile.simulated:
+        return _simulated(image, config)
+    if config.platform_dir is not None:
+        raise ConfigError(
+            "attestation.simulated_platform",
+            f"{image.service.name} was built without --simulated-platform: it trusts "
+            f"{image.profile.anchor.name} only, so a simulated platform cannot serve it",
         )
-        anchor = TrustAnchor.for_root(
-            platform.root_certificate_der, "simulated SGX root (this installation)"
-        )
-        # One simulated platform certifies every local enclave and TD: one collateral set per TEE.
-        collaterals = {
-            tee: Collateral.from_json(platform.collateral_json(tee)) for tee in ("SGX", "TDX")
-        }
-        attester: Attester = (
-            SimulatedTdAttester(platform, simulated_td_identity(image_identity))
-            if config.tee == "TDX"
-            else SimulatedAttester(platform, image_identity)
-        )
-        return AttestationSetup(
-            f"simulated {config.tee}", attester, anchor, lambda quote: collaterals[quote.tee]
-        )
-    attester = select_real_backend(config)
+    attester = select_real_backend(image.service.attestation, config)
     if config.collateral_file is not None:
         collateral_for = _static(Collateral.from_json(config.collateral_file.read_bytes()))
-    else:
+    elif config.pccs_url is not None:
         collateral_for = _from_pccs(config)
+    else:
+        raise ConfigError(
+            "attestation.collateral",
+            "a real image needs collateral for its peers' quotes: {pccs: URL} or {file: PATH}",
+        )
     log.info("attestation backend: %s", attester.name)
-    return AttestationSetup(attester.name, attester, INTEL_SGX_ROOT_CA, collateral_for)
+    return AttestationSetup(attester.name, attester, image.profile.anchor, collateral_for)
+
+
+def _simulated(image: EnclaveImage, config: AttestationConfig) -> AttestationSetup:
+    profile = image.profile
+    if config.platform_dir is None:
+        raise ConfigError(
+            "attestation.simulated_platform",
+            f"{image.service.name} was built for a simulated platform: runtime.yaml must say "
+            "where it is",
+        )
+    platform = SimulatedPlatform.load(config.platform_dir)
+    actual = hashlib.sha256(platform.root_certificate_der).digest()
+    if actual != profile.anchor.root_sha256:
+        raise TrustRootMismatch(
+            f"the simulated platform at {config.platform_dir} has root SHA-256 {actual.hex()}; "
+            f"{image.service.name} trusts only {profile.anchor.root_sha256.hex()} "
+            f"({profile.anchor.name}, measured at build)"
+        )
+    log.warning(
+        "SIMULATED attestation (measured into %s): peers are verified against a simulated "
+        "root; nothing here proves that code runs in real SGX hardware",
+        image.service.name,
+    )
+    # One simulated platform certifies every local enclave and TD: one collateral set per TEE.
+    collaterals = {
+        tee: Collateral.from_json(platform.collateral_json(tee)) for tee in ("SGX", "TDX")
+    }
+    attester: Attester = (
+        SimulatedTdAttester(platform, simulated_td_identity(image.identity))
+        if profile.simulated_tee == "TDX"
+        else SimulatedAttester(platform, image.identity)
+    )
+    return AttestationSetup(
+        f"simulated {profile.simulated_tee}",
+        attester,
+        profile.anchor,
+        lambda quote: collaterals[quote.tee],
+    )

@@ -59,13 +59,13 @@ class EnclaveNode:
             ManifestTrust(trust), manifest_path, signatures_dir, runtime.state_dir / ACCEPTED_STATE
         )
         self.manifest = self.keeper.load()  # raises: no service without a verified manifest
-        self.attestation = setup_attestation(runtime.attestation, image.identity)
+        self.attestation = setup_attestation(image, runtime.attestation)
         self.credentials = RotatingCredentials(self.attestation.attester, image.service.name)
         self.verifier = PeerVerifier(
             self.keeper,
             self.attestation.anchor,
             self.attestation.collateral_for,
-            image.service.allow_tcb_status,
+            image.service.tcb.allow_status,
         )
         self.context = ServiceContext(
             name=image.service.name,

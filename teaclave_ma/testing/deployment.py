@@ -15,6 +15,7 @@ import attrs
 
 from teaclave_ma.attestation.sim.platform import SimulatedPlatform
 from teaclave_ma.crypto.author_key import generate_author_key, write_author_key
+from teaclave_ma.enclave.attestation_profile import INTEL_PROFILE, simulated_profile
 from teaclave_ma.enclave.image import EnclaveImage, build_image, review
 from teaclave_ma.formats.manifest import Accepted, Manifest
 from teaclave_ma.formats.signature import write_signature
@@ -68,12 +69,23 @@ class SimulatedDeployment:
         author_key = root / "author" / "author.key.pem"
         write_author_key(generate_author_key(), author_key)
         progress("enclave author key: RSA-3072 (MRSIGNER = SHA-256 of its modulus)")
-        return cls(root, services_dir, panel, author_key, trust_path)
+        deployment = cls(root, services_dir, panel, author_key, trust_path)
+        SimulatedPlatform.create().save(deployment.platform_dir)
+        progress("SIMULATED platform: its root is measured into every image built here")
+        return deployment
 
-    def build(self, service: str, *, source: Path | None = None, tag: str = "") -> EnclaveImage:
+    def build(
+        self, service: str, *, source: Path | None = None, tag: str = "", tee: str | None = "SGX"
+    ) -> EnclaveImage:
+        """Build for this deployment's simulated platform, as an SGX enclave or a TD; with
+        ``tee=None``, for real hardware (Intel's root, the backends of its service.yaml)."""
         out = self.root / "images" / (service + tag)
         source = source or self.services_dir / service
-        image = build_image(source, self.trust_path, self.author_key, out)
+        profile = INTEL_PROFILE
+        if tee is not None:
+            root_der = (self.platform_dir / "root.der").read_bytes()
+            profile = simulated_profile(root_der, "sim-platform", tee)
+        image = build_image(source, self.trust_path, self.author_key, out, profile=profile)
         self.images[service + tag] = image
         self.sources[service + tag] = source
         return image
@@ -120,10 +132,8 @@ class SimulatedDeployment:
         """A separate signature directory holding only ``names``' signatures."""
         return self.panel.write_signatures(directory, self.manifest_path.read_bytes(), by=names)
 
-    def create_platform(self) -> SimulatedPlatform:
-        platform = SimulatedPlatform.create()
-        platform.save(self.platform_dir)
-        return platform
+    def platform(self) -> SimulatedPlatform:
+        return SimulatedPlatform.load(self.platform_dir)
 
     def runtime_config(
         self,
@@ -133,19 +143,13 @@ class SimulatedDeployment:
         peers: dict[str, tuple[str, int]] | None = None,
         settings: dict[str, str] | None = None,
         provision: bool = False,
-        tee: str = "sgx",
     ) -> Path:
         path = self.root / "run" / name / "runtime.yaml"
         document: dict[str, object] = {
             "listen": f"127.0.0.1:{listen_port}",
             "peers": {peer: f"{host}:{port}" for peer, (host, port) in (peers or {}).items()},
             "state_dir": "state",
-            "attestation": {
-                "backend": "simulated",
-                "simulated_platform": str(self.platform_dir),
-                "trust_simulated_root": True,
-                "tee": tee,
-            },
+            "attestation": {"simulated_platform": str(self.platform_dir)},
         }
         if settings:
             document["settings"] = settings

@@ -33,10 +33,6 @@ def make_deployment(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Callable[[Path], SimulatedDeployment]:
     def make(services_dir: Path) -> SimulatedDeployment:
-        deployment = SimulatedDeployment.create(
-            tmp_path_factory.mktemp("deployment"), Path(services_dir)
-        )
-        deployment.create_platform()
-        return deployment
+        return SimulatedDeployment.create(tmp_path_factory.mktemp("deployment"), Path(services_dir))
 
     return make

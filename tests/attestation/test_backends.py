@@ -26,6 +26,7 @@ from teaclave_ma.cli.main import main
 from teaclave_ma.enclave.image import EnclaveImage
 from teaclave_ma.errors import ConfigError
 from teaclave_ma.formats.runtime_config import AttestationConfig, parse_runtime_config
+from teaclave_ma.formats.service_config import BackendConfig
 from teaclave_ma.identity import SgxIdentity
 from teaclave_ma.runtime.attestation_setup import select_real_backend
 from teaclave_ma.runtime.service_runtime import EnclaveNode
@@ -205,13 +206,14 @@ def test_tsm_backend_failure_modes(tmp_path: Path, platform: SimulatedPlatform) 
 def test_auto_selection_and_doctor(
     gramine: FakeGramine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = AttestationConfig("auto", gramine_device=gramine.root, tsm_root=tmp_path / "no-tsm")
-    assert select_real_backend(config).name == "gramine"
-    nothing = AttestationConfig(
-        "auto", gramine_device=tmp_path / "none", tsm_root=tmp_path / "no-tsm"
-    )
-    with pytest.raises(AttesterUnavailable, match="no real attestation backend here"):
-        select_real_backend(nothing)
+    both = BackendConfig(gramine_device=gramine.root, tsm_root=tmp_path / "no-tsm")
+    assert select_real_backend(both, AttestationConfig()).name == "gramine"
+    tsm_only = BackendConfig(("tsm",), gramine_device=gramine.root, tsm_root=tmp_path / "no-tsm")
+    with pytest.raises(AttesterUnavailable, match="none of the attestation backends this image"):
+        select_real_backend(tsm_only, AttestationConfig())  # gramine is here, but not allowed
+    nothing = BackendConfig(gramine_device=tmp_path / "none", tsm_root=tmp_path / "no-tsm")
+    with pytest.raises(AttesterUnavailable, match="none of the attestation backends this image"):
+        select_real_backend(nothing, AttestationConfig())
     assert (
         main(
             [
@@ -232,28 +234,43 @@ def test_auto_selection_and_doctor(
 
 
 def storage_node(
-    tmp_path: Path, platform: SimulatedPlatform, backend: str
+    tmp_path: Path,
+    platform: SimulatedPlatform,
+    attestation: str,
+    runtime_lines: str = "",
+    *,
+    collateral: bool = True,
 ) -> tuple[EnclaveNode, EnclaveImage]:
-    """The storage image, accepted by a manifest, started with ``backend`` (runtime.yaml lines)."""
+    """storage built for real hardware with ``attestation`` as its measured service.yaml
+    section, accepted by a manifest, started with collateral from a file."""
     deployment = SimulatedDeployment.create(tmp_path / "d", SERVICES)
-    image = deployment.build("storage")
+
+    def measured_backends(source: Path) -> None:
+        with (source / "service.yaml").open("a") as service_yaml:
+            service_yaml.write(f"attestation: {attestation}\n")
+
+    source = deployment.variant_source("storage", "-hardware", measured_backends)
+    image = deployment.build("storage", source=source, tee=None)
     deployment.publish_manifest(
         {"storage": deployment.review("storage")}, version=1, signers=["alice", "bob"]
     )
     (tmp_path / "collateral.json").write_bytes(platform.collateral_json())
     config = tmp_path / "runtime.yaml"
+    source_line = "  collateral: {file: collateral.json}\n" if collateral else ""
     config.write_text(
-        f"listen: 127.0.0.1:0\nstate_dir: state\nattestation:\n  {backend}\n  collateral: {{file: collateral.json}}\n"
+        f"listen: 127.0.0.1:0\nstate_dir: state\nattestation:\n{source_line}{runtime_lines}"
+        if source_line or runtime_lines
+        else "listen: 127.0.0.1:0\nstate_dir: state\n"
     )
     runtime = parse_runtime_config(config.read_bytes(), tmp_path)
     return EnclaveNode(image, runtime, deployment.manifest_path, deployment.signatures_dir), image
 
 
-def test_the_same_image_starts_on_the_gramine_backend_by_a_config_switch(
+def test_an_image_starts_on_the_gramine_backend_its_service_yaml_names(
     gramine: FakeGramine, platform: SimulatedPlatform, tmp_path: Path
 ) -> None:
     node, image = storage_node(
-        tmp_path, platform, f"backend: gramine\n  gramine_device: {gramine.root}"
+        tmp_path, platform, f"{{backends: [gramine], gramine_device: {gramine.root}}}"
     )
     assert node.attestation.backend == "gramine"
     assert node.attestation.anchor == INTEL_SGX_ROOT_CA  # real backends trust Intel's root only
@@ -262,18 +279,26 @@ def test_the_same_image_starts_on_the_gramine_backend_by_a_config_switch(
     assert node.self_identity() != image.identity
 
 
-def test_real_backends_need_collateral_and_refuse_a_simulated_root(tmp_path: Path) -> None:
+def test_real_images_need_collateral_and_runtime_yaml_cannot_pick_a_backend(
+    tmp_path: Path,
+) -> None:
     with pytest.raises(ConfigError, match="exactly one of file or pccs"):
         parse_runtime_config(
-            b"listen: 127.0.0.1:0\nstate_dir: s\nattestation: {backend: tsm, collateral: {}}\n",
-            tmp_path,
+            b"listen: 127.0.0.1:0\nstate_dir: s\nattestation: {collateral: {}}\n", tmp_path
         )
-    with pytest.raises(ConfigError, match="only the simulated backend"):
+    with pytest.raises(ConfigError, match=r"attestation\.backend: decides whom this service"):
         parse_runtime_config(
             b"listen: 127.0.0.1:0\nstate_dir: s\n"
-            b"attestation: {backend: auto, trust_simulated_root: true, collateral: {file: c.json}}\n",
+            b"attestation: {backend: auto, collateral: {file: c.json}}\n",
             tmp_path,
         )
+
+
+def test_a_real_image_without_collateral_is_refused(
+    gramine: FakeGramine, platform: SimulatedPlatform, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError, match="a real image needs collateral"):
+        storage_node(tmp_path, platform, f"{{gramine_device: {gramine.root}}}", collateral=False)
 
 
 def test_tsm_empty_outblob_is_a_clear_error(tmp_path: Path, platform: SimulatedPlatform) -> None:
@@ -295,7 +320,7 @@ class EmptyQuotes:
         return b""
 
 
-def test_the_same_image_starts_on_the_tsm_backend_by_a_config_switch(
+def test_an_image_starts_on_the_tsm_backend_its_service_yaml_names(
     platform: SimulatedPlatform, tmp_path: Path
 ) -> None:
     fake = FakeTsm(tmp_path / "report", platform)
@@ -303,7 +328,8 @@ def test_the_same_image_starts_on_the_tsm_backend_by_a_config_switch(
         node, _image = storage_node(
             tmp_path,
             platform,
-            f"backend: tsm\n  tsm_root: {tmp_path / 'report'}\n  tsm_entry: shared",
+            f"{{backends: [tsm], tsm_root: {tmp_path / 'report'}}}",
+            "  tsm_entry: shared\n",
         )
         assert node.attestation.backend == "tsm"
         assert node.self_identity() == IDENTITY

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from teaclave_ma.attestation.anchors import INTEL_SGX_ROOT_CA
 from teaclave_ma.cli.main import main
 from teaclave_ma.crypto.author_key import generate_author_key, load_author_private_key
 from teaclave_ma.enclave.image import load_image
@@ -66,8 +67,14 @@ def test_build_reports_the_identity(
     source: Path, trust: Path, author: Author, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     result = build(capsys, source, trust, author.path, tmp_path / "image")
-    identity = load_image(tmp_path / "image").identity
-    assert result == {"image": str(tmp_path / "image"), "service": "storage", **identity.describe()}
+    image = load_image(tmp_path / "image")
+    assert result == {
+        "image": str(tmp_path / "image"),
+        "service": "storage",
+        **image.identity.describe(),
+        "trusted_root": {"name": "Intel SGX Root CA", "sha256": INTEL_SGX_ROOT_CA.root_sha256.hex()},
+        "simulated": False,
+    }
     code, out, _ = run(
         capsys,
         "build",
@@ -81,7 +88,8 @@ def test_build_reports_the_identity(
     )
     assert code == 0
     assert out.startswith(f"built storage -> {tmp_path / 'again'}\n")
-    assert f"mr_enclave   {identity.mr_enclave.hex()}" in out
+    assert f"mr_enclave   {image.identity.mr_enclave.hex()}" in out
+    assert "trusts root  Intel SGX Root CA" in out
 
 
 def test_measure_json_is_byte_identical_across_copies_paths_and_times(
@@ -107,7 +115,8 @@ def test_measure_json_is_byte_identical_across_copies_paths_and_times(
     )
     assert code == 0
     assert from_old == from_new == from_source
-    assert json.loads(from_old) == load_image(image).identity.describe()
+    loaded = load_image(image)
+    assert json.loads(from_old) == {**loaded.identity.describe(), **loaded.profile.describe()}
 
 
 def test_measure_refuses_what_it_cannot_measure(
@@ -227,6 +236,8 @@ def test_review_prints_the_manifest_entry_on_a_match(
             "min_isv_svn": 1,
             "debug": False,
         },
+        "trusted_root": {"name": "Intel SGX Root CA", "sha256": INTEL_SGX_ROOT_CA.root_sha256.hex()},
+        "simulated": False,
     }
     code, out, _ = review(capsys, source, image, trust)
     assert code == 0
@@ -355,4 +366,5 @@ def test_public_key_pem_is_enough_to_measure_a_source(
         capsys, "measure", source, "--trust", trust, "--signing-key", public, "--json"
     )
     assert code == 0
-    assert json.loads(out) == load_image(image).identity.describe()
+    loaded = load_image(image)
+    assert json.loads(out) == {**loaded.identity.describe(), **loaded.profile.describe()}

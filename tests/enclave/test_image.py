@@ -21,6 +21,7 @@ from teaclave_ma.crypto.author_key import (
     write_author_key,
 )
 from teaclave_ma.enclave import sigstruct
+from teaclave_ma.enclave.attestation_profile import INTEL_PROFILE
 from teaclave_ma.enclave.errors import ImageError, ImageFormatError
 from teaclave_ma.enclave.image import (
     build_image,
@@ -111,8 +112,10 @@ def test_the_build_adds_the_trust_file_and_enclave_config(
         "content/storage_service.py",
         "content/trust.yaml",
         "content/enclave.json",
+        "content/attestation.json",
         "sigstruct.json",
     }
+    assert image.profile == INTEL_PROFILE  # no --simulated-platform: Intel's root only
     assert (image.code_dir / "trust.yaml").read_bytes() == trust.read_bytes()
     assert image.trust_bytes == trust.read_bytes()
     assert (image.code_dir / "enclave.json").read_bytes() == (
@@ -369,6 +372,7 @@ def test_files_that_are_never_measured_do_not_reach_the_enclave(built: Path) -> 
         "storage_service.py",
         "trust.yaml",
         "enclave.json",
+        "attestation.json",
     }
 
 

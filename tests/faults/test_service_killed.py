@@ -85,7 +85,6 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> SimulatedDeployment:
         deployment.build(name)
     entries = {name: deployment.review(name) for name in ("sleeper", "caller")}
     deployment.publish_manifest(entries, version=1, signers=["alice", "bob"])
-    deployment.create_platform()
     return deployment
 
 

@@ -28,12 +28,11 @@ Parser = Callable[[bytes], object]
 RUNTIME_CONFIGS = (
     b"listen: 127.0.0.1:7003\npeers: {authentication: '127.0.0.1:7002', kms: '[::1]:7005'}\n"
     b"state_dir: state\nprovision_dir: provision\nsettings: {greeting: hello}\n"
-    b"attestation: {backend: simulated, simulated_platform: sim, trust_simulated_root: true,"
-    b" tee: tdx}\n",
-    b"listen: 0.0.0.0:443\nstate_dir: /var/lib/x\nattestation:\n  backend: gramine\n"
-    b"  gramine_device: /dev/attestation\n  collateral: {pccs: 'https://pccs:8081', cache_dir: c}\n",
-    b"listen: localhost:1\nstate_dir: s\nattestation: {backend: tsm, tsm_root: /sys/t,"
-    b" tsm_entry: e, collateral: {file: collateral.json}}\n",
+    b"attestation: {simulated_platform: sim}\n",
+    b"listen: 0.0.0.0:443\nstate_dir: /var/lib/x\nattestation:\n"
+    b"  collateral: {pccs: 'https://pccs:8081', cache_dir: c}\n",
+    b"listen: localhost:1\nstate_dir: s\nattestation: {tsm_entry: e,"
+    b" collateral: {file: collateral.json}}\n",
 )
 
 

@@ -28,7 +28,6 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> SimulatedDeployment:
         deployment.build(name, source=sealed if name == "report" else None)
     entries = {name: deployment.review(name) for name in ALL_SERVICES}
     deployment.publish_manifest(entries, version=1, signers=["alice", "bob"])
-    deployment.create_platform()
     return deployment
 
 
@@ -47,7 +46,6 @@ def runtimes(deployment: SimulatedDeployment) -> Iterator[RuntimeFactory]:
         manifest: Path | None = None,
         signatures: Path | None = None,
         settings: dict[str, str] | None = None,
-        tee: str = "sgx",
         **peers: tuple[str, int],
     ) -> ServiceRuntime:
         if isinstance(image, str):
@@ -56,7 +54,7 @@ def runtimes(deployment: SimulatedDeployment) -> Iterator[RuntimeFactory]:
         if image.service.name == "kms" and settings is None:
             settings = {"secrets_file": str(deployment.kms_secrets)}
         config_path = deployment.runtime_config(
-            f"{image.service.name}-{next(RUNTIME_IDS)}", peers=peers, settings=settings, tee=tee
+            f"{image.service.name}-{next(RUNTIME_IDS)}", peers=peers, settings=settings
         )
         config = parse_runtime_config(config_path.read_bytes(), config_path.parent)
         runtime = ServiceRuntime(

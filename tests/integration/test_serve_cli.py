@@ -35,24 +35,13 @@ def test_serve_refuses_a_tampered_image(
     assert "no longer matches its signed measurement" in capsys.readouterr().err
 
 
-def test_serve_refuses_the_simulated_backend_without_the_explicit_opt_in(
+def test_serve_refuses_a_trust_setting_in_runtime_yaml(
     deployment: SimulatedDeployment, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = deployment.runtime_config("storage-no-opt-in")
-    config.write_text(
-        config.read_text().replace("trust_simulated_root: true", "trust_simulated_root: false")
-    )
+    config = deployment.runtime_config("storage-old-opt-in")
+    config.write_text(config.read_text() + "allow_tcb_status: [OutOfDate]\n")
     assert serve(deployment, deployment.images["storage"].root, config) == 2
-    assert "trust_simulated_root" in capsys.readouterr().err
-
-
-def test_serve_refuses_an_unknown_backend(
-    deployment: SimulatedDeployment, capsys: pytest.CaptureFixture[str]
-) -> None:
-    config = deployment.runtime_config("storage-unknown-backend")
-    config.write_text(config.read_text().replace("backend: simulated", "backend: magic"))
-    assert serve(deployment, deployment.images["storage"].root, config) == 2
-    assert "unknown backend 'magic'" in capsys.readouterr().err
+    assert "allow_tcb_status: decides whom this service trusts" in capsys.readouterr().err
 
 
 def test_quotes_need_64_bytes_of_report_data() -> None:

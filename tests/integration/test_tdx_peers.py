@@ -17,6 +17,13 @@ from teaclave_ma.transport.tls import PeerRejected
 RuntimeFactory = Callable[..., ServiceRuntime]
 
 
+@pytest.fixture(scope="module")
+def storage_td(deployment: SimulatedDeployment) -> str:
+    """storage built to run as a TD of the simulated platform (the TEE is measured)."""
+    deployment.build("storage", tag="-td", tee="TDX")
+    return "storage-td"
+
+
 def manifest_with_tdx_storage(
     deployment: SimulatedDeployment, directory: Path
 ) -> tuple[Path, Path]:
@@ -24,7 +31,7 @@ def manifest_with_tdx_storage(
     entries = {
         "frontend": [images["frontend"].identity],
         "authentication": [images["authentication"].identity],
-        "storage": [simulated_td_identity(images["storage"].identity)],  # the manifest's tdx form
+        "storage": [simulated_td_identity(images["storage-td"].identity)],  # the manifest's tdx form
     }
     data = deployment.panel.manifest(entries, version=1)
     assert b"mr_td:" in data and b"rtmr0:" in data
@@ -34,10 +41,10 @@ def manifest_with_tdx_storage(
 
 
 def test_sgx_frontend_and_tdx_storage_attest_each_other(
-    deployment: SimulatedDeployment, runtimes: RuntimeFactory, tmp_path: Path
+    deployment: SimulatedDeployment, runtimes: RuntimeFactory, tmp_path: Path, storage_td: str
 ) -> None:
     manifest, signatures = manifest_with_tdx_storage(deployment, tmp_path)
-    storage = runtimes("storage", tee="tdx", manifest=manifest, signatures=signatures)
+    storage = runtimes(storage_td, manifest=manifest, signatures=signatures)
     address = storage.start()
     assert isinstance(storage.self_identity(), TdxIdentity)
     frontend = runtimes(
@@ -52,14 +59,14 @@ def test_sgx_frontend_and_tdx_storage_attest_each_other(
     assert client.call("get", key="k") == "from an SGX enclave to a TD"
     peer = client.peer
     assert peer is not None and isinstance(peer.identity, TdxIdentity)
-    assert peer.identity == simulated_td_identity(deployment.images["storage"].identity)
+    assert peer.identity == simulated_td_identity(deployment.images[storage_td].identity)
     assert peer.describe().startswith("storage (mr_td ")
 
 
 def test_a_tdx_guest_is_refused_where_the_manifest_lists_an_sgx_enclave(
-    deployment: SimulatedDeployment, runtimes: RuntimeFactory
+    runtimes: RuntimeFactory, storage_td: str
 ) -> None:
-    storage_as_td = runtimes("storage", tee="tdx")  # the shared manifest has SGX entries only
+    storage_as_td = runtimes(storage_td)  # the shared manifest has SGX entries only
     address = storage_as_td.start()
     frontend = runtimes("frontend", storage=address, authentication=address)
     with pytest.raises(PeerRejected) as caught:

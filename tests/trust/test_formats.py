@@ -193,7 +193,8 @@ def test_service_config_is_strict() -> None:
     for bad, fragment in [
         (good + b"outbound: [a, a]\n", "listed twice"),
         (good.replace(b"m:f", b"m.f"), "does not match"),
-        (good + b"allow_tcb_status: [Revoked]\n", "does not match"),
+        (good + b"tcb: {allow_status: [Revoked]}\n", "does not match"),
+        (good + b"allow_tcb_status: [UpToDate]\n", "moved: write it as tcb"),
         (good.replace(b"isv_svn: 1", b"isv_svn: -1"), "0..65535"),
     ]:
         with pytest.raises(InputError, match=fragment):
