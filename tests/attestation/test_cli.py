@@ -83,6 +83,7 @@ def test_simulated_root_needs_the_explicit_opt_in(
     assert code == 1
     assert "simulated_root" in str(data["reasons"])
     assert main(["quote", "verify", str(quote), "--collateral", collateral, "--root", root]) == 2
+    assert "UNUSABLE" in capsys.readouterr().out
     code, data = run_cli(
         capsys,
         "quote",
