@@ -326,12 +326,12 @@ def test_a_module_level_status_intel_does_not_know_is_refused(sim: SimulatedPlat
 
 def test_module_levels_are_sorted_and_duplicates_refused(sim: SimulatedPlatform) -> None:
     """TdxModuleIdentity.cpp: a set ordered by isvsvn, highest first; a duplicate is
-    refused. Out of JSON order, isvsvn 3 is still at the OutOfDate level of 2. Intel:
-    OutOfDate."""
+    refused. Out of JSON order, isvsvn 5 is at the UpToDate level of 4, not at the
+    OutOfDate level of 2 listed first. Intel: UpToDate."""
     unsorted = module_identity("TDX_03", (2, "OutOfDate"), (4, "UpToDate"))
     collateral = collateral_of(sim, "TDX", tcb_info=with_modules(unsorted))
-    quote = sim.td_quote(TD_IDENTITY, REPORT_DATA, tee_tcb_svn=module_svn(3, 3))
-    assert verify(sim, collateral, quote).tcb_status == "OutOfDate"
+    quote = sim.td_quote(TD_IDENTITY, REPORT_DATA, tee_tcb_svn=module_svn(5, 3))
+    assert verify(sim, collateral, quote).tcb_status == "UpToDate"
     twice = module_identity("TDX_03", (4, "UpToDate"), (4, "Revoked"))
     with pytest.raises(CollateralError, match="isvsvn 4 is listed twice"):
         collateral_of(sim, "TDX", tcb_info=with_modules(twice))

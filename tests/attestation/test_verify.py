@@ -356,7 +356,7 @@ def test_tcb_info_for_another_tee_is_refused(platform: SimulatedPlatform) -> Non
         verify_simulated(platform, collateral=edited(platform, tdx_tcb_info))
     assert caught.value.check == "tcb_info"
     # Relabelled, SGX TCB info is not even TDX TCB info (TcbInfo.cpp: no tdxModule).
-    with pytest.raises(CollateralError, match="tcb_info.tdxModule"):
+    with pytest.raises(CollateralError, match=r"tcb_info\.tdxModule"):
         edited(platform, resign(platform, "tcb_info", lambda b: b.update(id="TDX")))
 
 
