@@ -4,6 +4,11 @@
 checked over those bytes, and the parsed views are only used after that. TCB Info comes in
 two JSON versions in the wild, v2 (``sgxtcbcomp01svn``..``16``) and v3
 (``sgxtcbcomponents[]``, ``tdxtcbcomponents[]``, ``id``); both are accepted.
+
+The structure rules are Intel's QVL's (AttestationParsers/src/Json/TcbInfo.cpp, TcbLevel.cpp,
+TdxModuleIdentity.cpp and AttestationLibrary/src/Verifiers/EnclaveIdentityV2.cpp): TCB levels
+are kept sorted as Intel's ``std::set<TcbLevel, std::greater>`` orders them, and a level listed
+twice is refused; statuses are checked against the set each structure may carry.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
+import itertools
 import json
 import operator
 from typing import Any
@@ -34,6 +40,27 @@ FIELDS = (
 )
 
 
+# What a TCB info level may say (TcbLevel.cpp, parseTcbLevelCommon).
+TCB_LEVEL_STATUSES = frozenset(
+    {
+        "UpToDate",
+        "SWHardeningNeeded",
+        "ConfigurationNeeded",
+        "ConfigurationAndSWHardeningNeeded",
+        "OutOfDate",
+        "OutOfDateConfigurationNeeded",
+        "Revoked",
+    }
+)
+# What a QE identity level may say (EnclaveIdentityV2.cpp via parseStringToTcbStatus); any
+# other status makes Intel refuse the whole identity.
+QE_LEVEL_STATUSES = frozenset(
+    {"UpToDate", "ConfigurationNeeded", "OutOfDate", "OutOfDateConfigurationNeeded", "Revoked"}
+)
+# What a TDX module identity level may say (TcbStatus.h, VALID_MODULE_TCB_STATUSES).
+TDX_MODULE_LEVEL_STATUSES = frozenset({"UpToDate", "OutOfDate", "Revoked"})
+
+
 @attrs.frozen
 class TcbLevel:
     sgx_components: tuple[int, ...]
@@ -41,15 +68,33 @@ class TcbLevel:
     tdx_components: tuple[int, ...] | None
     status: str
     advisory_ids: tuple[str, ...]
+    tcb_date: dt.datetime
+
+
+@attrs.frozen
+class IsvLevel:
+    """A level of a QE identity or a TDX module identity."""
+
+    isvsvn: int
+    status: str
+    advisory_ids: tuple[str, ...]
+    tcb_date: dt.datetime
+
+
+@attrs.frozen
+class TdxModule:
+    """What a TDX module's MRSIGNERSEAM and SEAMATTRIBUTES must be."""
+
+    mrsigner: bytes
+    attributes: bytes
+    attributes_mask: bytes
 
 
 @attrs.frozen
 class TdxModuleIdentity:
-    id: str
-    mrsigner: bytes
-    attributes: bytes
-    attributes_mask: bytes
-    levels: tuple[tuple[int, str, tuple[str, ...]], ...]  # (isvsvn, status, advisories)
+    id: str  # upper-cased, as Intel compares it ("TDX_03")
+    module: TdxModule
+    levels: tuple[IsvLevel, ...]  # by isvsvn, highest first
 
 
 @attrs.frozen
@@ -60,7 +105,9 @@ class TcbInfo:
     next_update: dt.datetime
     fmspc: bytes
     pce_id: bytes
-    levels: tuple[TcbLevel, ...]
+    tcb_evaluation_data_number: int
+    levels: tuple[TcbLevel, ...]  # in Intel's order: highest first
+    tdx_module: TdxModule | None  # TDX TCB info only
     tdx_module_identities: tuple[TdxModuleIdentity, ...]
 
 
@@ -70,13 +117,14 @@ class QeIdentity:
     version: int
     issue_date: dt.datetime
     next_update: dt.datetime
+    tcb_evaluation_data_number: int
     miscselect: int
     miscselect_mask: int
     attributes: bytes
     attributes_mask: bytes
     mrsigner: bytes
     isvprodid: int
-    levels: tuple[tuple[int, str, tuple[str, ...]], ...]  # (isvsvn, status, advisories)
+    levels: tuple[IsvLevel, ...]  # in JSON order, as Intel matches them
 
 
 @attrs.frozen
@@ -196,13 +244,22 @@ class _Fields:
 
     def time(self, key: str) -> dt.datetime:
         text = self.get(key, str)
-        try:
-            moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError as exc:
-            raise CollateralError(f"{self.path}.{key}", f"not an ISO 8601 time: {text!r}") from exc
-        if moment.tzinfo is None:
-            raise CollateralError(f"{self.path}.{key}", "time without a UTC offset")
+        moment = _utc_time(text)
+        if moment is None:
+            raise CollateralError(
+                f"{self.path}.{key}", f"not an ISO 8601 time with a UTC offset: {text!r}"
+            )
         return moment
+
+    def status(self, allowed: frozenset[str]) -> str:
+        status: str = self.get("tcbStatus", str)
+        if status not in allowed:
+            raise CollateralError(
+                f"{self.path}.tcbStatus",
+                f"{status!r} is not a status this structure may carry "
+                f"(allowed: {', '.join(sorted(allowed))})",
+            )
+        return status
 
     def hex(self, key: str, size: int) -> bytes:
         text = self.get(key, str)
@@ -219,6 +276,14 @@ class _Fields:
         if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
             raise CollateralError(f"{self.path}.advisoryIDs", "expected a list of strings")
         return tuple(items)
+
+
+def _utc_time(text: str) -> dt.datetime | None:
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
 
 
 def _load(raw: bytes, path: str) -> _Fields:
@@ -264,20 +329,23 @@ def _well_formed_v3_level(value: object) -> TcbLevel | None:
     if type(tcb) is not dict:
         return None
     pce_svn, status = tcb.get("pcesvn"), value.get("tcbStatus")
-    advisories = value.get("advisoryIDs", [])
+    advisories, date = value.get("advisoryIDs", []), value.get("tcbDate")
     if not (
         type(pce_svn) is int
         and type(status) is str
+        and status in TCB_LEVEL_STATUSES
         and type(advisories) is list
         and all(type(item) is str for item in advisories)
+        and type(date) is str
     ):
         return None
+    tcb_date = _utc_time(date)
     sgx = _well_formed_svns(tcb.get("sgxtcbcomponents"))
     has_tdx = "tdxtcbcomponents" in tcb  # present, it must be well-formed (null is not)
     tdx = _well_formed_svns(tcb["tdxtcbcomponents"]) if has_tdx else None
-    if sgx is None or (has_tdx and tdx is None):
+    if sgx is None or (has_tdx and tdx is None) or tcb_date is None:
         return None
-    return TcbLevel(sgx, pce_svn, tdx, status, tuple(advisories))
+    return TcbLevel(sgx, pce_svn, tdx, status, tuple(advisories), tcb_date)
 
 
 def _tcb_level(value: object, path: str, version: int) -> TcbLevel:
@@ -295,19 +363,66 @@ def _tcb_level(value: object, path: str, version: int) -> TcbLevel:
     else:
         sgx = tuple(tcb.get(f"sgxtcbcomp{i:02d}svn", int) for i in range(1, 17))
     return TcbLevel(
-        sgx, tcb.get("pcesvn", int), tdx, level.get("tcbStatus", str), level.advisories()
+        sgx,
+        tcb.get("pcesvn", int),
+        tdx,
+        level.status(TCB_LEVEL_STATUSES),
+        level.advisories(),
+        level.time("tcbDate"),
     )
 
 
-def _isv_levels(items: object, path: str) -> tuple[tuple[int, str, tuple[str, ...]], ...]:
-    if not isinstance(items, list):
-        raise CollateralError(path, "expected a list")
+def _isv_levels(items: object, path: str, statuses: frozenset[str]) -> tuple[IsvLevel, ...]:
+    if not isinstance(items, list) or not items:
+        raise CollateralError(path, "expected a non-empty list")
     levels = []
     for i, item in enumerate(items):
         level = _Fields(item, f"{path}[{i}]")
         isvsvn = _Fields(level.get("tcb", dict), f"{path}[{i}].tcb").get("isvsvn", int)
-        levels.append((isvsvn, level.get("tcbStatus", str), level.advisories()))
+        levels.append(
+            IsvLevel(isvsvn, level.status(statuses), level.advisories(), level.time("tcbDate"))
+        )
     return tuple(levels)
+
+
+def _tdx_module(module: _Fields) -> TdxModule:
+    return TdxModule(
+        mrsigner=module.hex("mrsigner", 48),
+        attributes=module.hex("attributes", 8),
+        attributes_mask=module.hex("attributesMask", 8),
+    )
+
+
+def _tdx_module_identity(module: _Fields) -> TdxModuleIdentity:
+    path = f"{module.path}.tcbLevels"
+    levels = _isv_levels(module.get("tcbLevels", list), path, TDX_MODULE_LEVEL_STATUSES)
+    # TdxModuleIdentity.cpp: a set ordered by isvsvn, highest first; one isvsvn twice is refused.
+    ordered = sorted(levels, key=lambda level: level.isvsvn, reverse=True)
+    for higher, lower in itertools.pairwise(ordered):
+        if higher.isvsvn == lower.isvsvn:
+            raise CollateralError(path, f"isvsvn {higher.isvsvn} is listed twice")
+    return TdxModuleIdentity(module.get("id", str).upper(), _tdx_module(module), tuple(ordered))
+
+
+def _in_intel_order(levels: list[TcbLevel], tdx: bool) -> tuple[TcbLevel, ...]:
+    """The levels as Intel's QVL walks them: by SGX components, then PCESVN, then (TDX TCB
+    info only) TDX components, highest first (TcbLevel::operator>). Levels equal on that key
+    are one level listed twice, which Intel refuses; so do we, naming both."""
+
+    def key(item: tuple[int, TcbLevel]) -> tuple[object, ...]:
+        level = item[1]
+        return (level.sgx_components, level.pce_svn, level.tdx_components if tdx else ())
+
+    ordered = sorted(enumerate(levels), key=key, reverse=True)
+    for higher, lower in itertools.pairwise(ordered):
+        if key(higher) == key(lower):
+            first, second = sorted((higher[0], lower[0]))
+            raise CollateralError(
+                f"tcb_info.tcbLevels[{second}]",
+                f"the same TCB as tcbLevels[{first}] "
+                f"({higher[1].status} and {lower[1].status}): a level listed twice",
+            )
+    return tuple(level for _, level in ordered)
 
 
 def parse_tcb_info(raw: bytes) -> TcbInfo:
@@ -318,20 +433,41 @@ def parse_tcb_info(raw: bytes) -> TcbInfo:
             "tcb_info.version", f"unsupported TCB info version {version} (supported: 2, 3)"
         )
     identifier = info.get("id", str) if version >= 3 else "SGX"
-    levels = info.get("tcbLevels", list)
-    modules = []
-    if info.has("tdxModuleIdentities"):
-        for i, item in enumerate(info.get("tdxModuleIdentities", list)):
-            module = _Fields(item, f"tcb_info.tdxModuleIdentities[{i}]")
-            modules.append(
-                TdxModuleIdentity(
-                    id=module.get("id", str),
-                    mrsigner=module.hex("mrsigner", 48),
-                    attributes=module.hex("attributes", 8),
-                    attributes_mask=module.hex("attributesMask", 8),
-                    levels=_isv_levels(module.get("tcbLevels", list), f"{module.path}.tcbLevels"),
+    if identifier not in ("SGX", "TDX"):
+        raise CollateralError("tcb_info.id", f"expected 'SGX' or 'TDX', got {identifier!r}")
+    tdx = identifier == "TDX"
+    # TcbInfo.cpp parsePartV3: the TDX module sections belong to TDX TCB info, and only there.
+    tdx_module = None
+    modules: list[TdxModuleIdentity] = []
+    if not tdx:
+        for name in ("tdxModule", "tdxModuleIdentities"):
+            if info.has(name):
+                raise CollateralError(f"tcb_info.{name}", "not allowed in SGX TCB info")
+    else:
+        tdx_module = _tdx_module(_Fields(info.get("tdxModule", dict), "tcb_info.tdxModule"))
+        if info.has("tdxModuleIdentities"):
+            items = info.get("tdxModuleIdentities", list)
+            if not items:
+                raise CollateralError("tcb_info.tdxModuleIdentities", "present but empty")
+            modules = [
+                _tdx_module_identity(_Fields(item, f"tcb_info.tdxModuleIdentities[{i}]"))
+                for i, item in enumerate(items)
+            ]
+    items = info.get("tcbLevels", list)
+    if not items:
+        raise CollateralError("tcb_info.tcbLevels", "expected at least one TCB level")
+    levels = [
+        _tcb_level(level, f"tcb_info.tcbLevels[{i}]", version) for i, level in enumerate(items)
+    ]
+    if tdx:
+        for i, level in enumerate(levels):
+            if level.tdx_components is None:
+                raise CollateralError(
+                    f"tcb_info.tcbLevels[{i}].tcb.tdxtcbcomponents", "required in TDX TCB info"
                 )
-            )
+    tcb_type = info.get("tcbType", int)
+    if tcb_type != 0:
+        raise CollateralError("tcb_info.tcbType", f"unsupported TCB type {tcb_type} (supported: 0)")
     return TcbInfo(
         id=identifier,
         version=version,
@@ -339,11 +475,18 @@ def parse_tcb_info(raw: bytes) -> TcbInfo:
         next_update=info.time("nextUpdate"),
         fmspc=info.hex("fmspc", 6),
         pce_id=info.hex("pceId", 2),
-        levels=tuple(
-            _tcb_level(level, f"tcb_info.tcbLevels[{i}]", version) for i, level in enumerate(levels)
-        ),
+        tcb_evaluation_data_number=_evaluation_data_number(info),
+        levels=_in_intel_order(levels, tdx),
+        tdx_module=tdx_module,
         tdx_module_identities=tuple(modules),
     )
+
+
+def _evaluation_data_number(document: _Fields) -> int:
+    number: int = document.get("tcbEvaluationDataNumber", int)
+    if number < 0:
+        raise CollateralError(f"{document.path}.tcbEvaluationDataNumber", f"negative: {number}")
+    return number
 
 
 def parse_qe_identity(raw: bytes) -> QeIdentity:
@@ -358,13 +501,18 @@ def parse_qe_identity(raw: bytes) -> QeIdentity:
         version=version,
         issue_date=identity.time("issueDate"),
         next_update=identity.time("nextUpdate"),
-        miscselect=int.from_bytes(identity.hex("miscselect", 4), "big"),
-        miscselect_mask=int.from_bytes(identity.hex("miscselectMask", 4), "big"),
+        tcb_evaluation_data_number=_evaluation_data_number(identity),
+        # The hex text is the bytes of the report's little-endian MISCSELECT field, as Intel
+        # reads it (EnclaveReportVerifier::vectorToUint32 swaps the bytes) and dcap-qvl too.
+        miscselect=int.from_bytes(identity.hex("miscselect", 4), "little"),
+        miscselect_mask=int.from_bytes(identity.hex("miscselectMask", 4), "little"),
         attributes=identity.hex("attributes", 16),
         attributes_mask=identity.hex("attributesMask", 16),
         mrsigner=identity.hex("mrsigner", 32),
         isvprodid=identity.get("isvprodid", int),
-        levels=_isv_levels(identity.get("tcbLevels", list), "qe_identity.tcbLevels"),
+        levels=_isv_levels(
+            identity.get("tcbLevels", list), "qe_identity.tcbLevels", QE_LEVEL_STATUSES
+        ),
     )
 
 

@@ -1,9 +1,16 @@
 """Collateral from an Intel PCS or a PCCS (API v4), cached on disk until it expires.
 
-Requests (under ``base_url``, e.g. ``https://pccs.example:8081/sgx/certification/v4``):
-``/pckcrl?ca=platform|processor&encoding=der`` (issuer chain in ``SGX-PCK-CRL-Issuer-Chain``),
-``/tcb?fmspc=HEX`` (``TCB-Info-Issuer-Chain``), ``/qe/identity``
-(``SGX-Enclave-Identity-Issuer-Chain``) and ``/rootcacrl``. Issuer chains arrive URL-encoded.
+``base_url`` is the SGX API, e.g. ``https://pccs.example:8081/sgx/certification/v4`` (the
+TDX one, ``.../tdx/certification/v4``, is accepted too and means the same service). Requests:
+``/sgx/.../pckcrl?ca=platform|processor&encoding=der`` (issuer chain in
+``SGX-PCK-CRL-Issuer-Chain``), ``/{sgx,tdx}/.../tcb?fmspc=HEX&update=U``
+(``TCB-Info-Issuer-Chain``), ``/{sgx,tdx}/.../qe/identity?update=U``
+(``SGX-Enclave-Identity-Issuer-Chain``), the TDX paths for TDX quotes, and
+``/sgx/.../rootcacrl``. Intel's PCS serves no ``/rootcacrl``: when it answers 404 the root
+CA CRL is fetched from the root certificate's CRL distribution point (the verifier checks
+its signature by the trusted root like any other). ``update`` is ``standard`` or ``early``
+(a TCB recovery's collateral before its due date); each kind is cached on its own. Issuer
+chains arrive URL-encoded.
 The signed ``tcbInfo`` and ``enclaveIdentity`` values are sliced out of the response text
 byte for byte, never re-serialised, because their signatures cover those exact bytes; they
 are found by walking the members of the top-level JSON object, so the same name inside a
@@ -31,14 +38,20 @@ from typing import Any
 
 import attrs
 import httpx
+from cryptography import x509
 
 from teaclave_ma.attestation.collateral import Collateral
+from teaclave_ma.attestation.pck_extension import parse_pck_extension
+from teaclave_ma.attestation.quote import Quote, pck_certificates
+from teaclave_ma.attestation.x509_load import load_pem_chain
 from teaclave_ma.errors import InputError, TeaclaveMAError
 from teaclave_ma.fsutil import atomic_write
 
 log = logging.getLogger(__name__)
 
 CA_TYPES = ("platform", "processor")
+UPDATE_TYPES = ("standard", "early")
+_API = "/certification/v4"
 DEFAULT_REFRESH_BEFORE = dt.timedelta(hours=12)
 DEFAULT_RETRY_AFTER = dt.timedelta(minutes=5)
 DEFAULT_TIMEOUT = 10.0  # seconds per request
@@ -68,6 +81,14 @@ class PccsUnreachable(PccsError):
 
 class _Unavailable(Exception):
     """The PCCS did not answer, or answered that it cannot serve now (HTTP 5xx, 408, 429)."""
+
+
+class _HttpStatus(PccsError):
+    """The PCCS answered with another status than 200 that is not an outage."""
+
+    def __init__(self, url: str, response: httpx.Response) -> None:
+        self.status = response.status_code
+        super().__init__(url, f"HTTP {response.status_code} {response.reason_phrase}")
 
 
 def next_updates(collateral_json: bytes) -> dict[str, dt.datetime]:
@@ -145,13 +166,41 @@ def _signed_member(text: str, key: str, url: str) -> tuple[str, str]:
     return text[start:end], signature
 
 
+def _api_root(base_url: str) -> str:
+    """``base_url`` without its ``/sgx/certification/v4`` (or ``/tdx/...``) ending."""
+    base = base_url.rstrip("/")
+    for tee in ("/sgx", "/tdx"):
+        if base.endswith(tee + _API):
+            return base.removesuffix(tee + _API)
+    raise PccsError(
+        "base_url", f"expected a PCCS URL ending in /sgx{_API} or /tdx{_API}, got {base_url!r}"
+    )
+
+
+def _crl_distribution_point(chain_pem: str, url: str) -> str:
+    """The first http(s) CRL distribution point of the root (last) certificate of a chain."""
+    root = load_pem_chain(chain_pem.encode(), url, PccsError)[-1]
+    try:
+        points = root.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    except x509.ExtensionNotFound:
+        points = x509.CRLDistributionPoints([])
+    for point in points:
+        for name in point.full_name or ():
+            if isinstance(name, x509.UniformResourceIdentifier) and name.value.startswith(
+                ("https://", "http://")
+            ):
+                return name.value
+    raise PccsError(
+        url, "no /rootcacrl here, and the root certificate names no CRL distribution point"
+    )
+
+
 class _Pccs:
     def __init__(self, base_url: str, client: httpx.Client) -> None:
-        self.base = base_url.rstrip("/")
+        self.root = _api_root(base_url)
         self.client = client
 
-    def get(self, path: str, params: dict[str, str] | None = None) -> httpx.Response:
-        url = f"{self.base}{path}"
+    def get(self, url: str, params: dict[str, str] | None = None) -> httpx.Response:
         try:
             response = self.client.get(url, params=params)
         except httpx.HTTPError as exc:
@@ -160,8 +209,11 @@ class _Pccs:
         if response.status_code >= 500 or response.status_code in (408, 429):
             raise _Unavailable(f"{url}: HTTP {response.status_code} {response.reason_phrase}")
         if response.status_code != 200:
-            raise PccsError(url, f"HTTP {response.status_code} {response.reason_phrase}")
+            raise _HttpStatus(url, response)
         return response
+
+    def api(self, tee: str, path: str, params: dict[str, str] | None = None) -> httpx.Response:
+        return self.get(f"{self.root}/{tee.lower()}{_API}{path}", params)
 
     @staticmethod
     def chain(response: httpx.Response, *names: str) -> str:
@@ -181,15 +233,26 @@ class _Pccs:
             return body.hex()
         return text.lower()
 
-    def fetch(self, fmspc: bytes, ca: str) -> bytes:
-        pck_crl = self.get("/pckcrl", {"ca": ca, "encoding": "der"})
-        tcb = self.get("/tcb", {"fmspc": fmspc.hex().upper()})
-        qe = self.get("/qe/identity")
-        root_crl = self.get("/rootcacrl")
+    def root_ca_crl(self, root_chain: str) -> httpx.Response:
+        url = f"{self.root}/sgx{_API}/rootcacrl"
+        try:
+            return self.get(url)
+        except _HttpStatus as exc:
+            if exc.status != 404:
+                raise
+        # Intel's PCS itself: the CRL is where the root certificate says it is.
+        return self.get(_crl_distribution_point(root_chain, url))
+
+    def fetch(self, fmspc: bytes, ca: str, tee: str, update: str) -> bytes:
+        pck_crl = self.api("SGX", "/pckcrl", {"ca": ca, "encoding": "der"})
+        tcb = self.api(tee, "/tcb", {"fmspc": fmspc.hex().upper(), "update": update})
+        qe = self.api(tee, "/qe/identity", {"update": update})
+        pck_crl_chain = self.chain(pck_crl, "SGX-PCK-CRL-Issuer-Chain")
+        root_crl = self.root_ca_crl(pck_crl_chain)
         tcb_info, tcb_signature = _signed_member(tcb.text, "tcbInfo", str(tcb.url))
         qe_identity, qe_signature = _signed_member(qe.text, "enclaveIdentity", str(qe.url))
         collateral: dict[str, Any] = {
-            "pck_crl_issuer_chain": self.chain(pck_crl, "SGX-PCK-CRL-Issuer-Chain"),
+            "pck_crl_issuer_chain": pck_crl_chain,
             "root_ca_crl": self.crl_hex(root_crl),
             "pck_crl": self.crl_hex(pck_crl),
             "tcb_info_issuer_chain": self.chain(
@@ -227,12 +290,22 @@ def _read_cache(cache: Path) -> _Cached | None:
         return None
 
 
+def fetch_collateral_for(quote: Quote, base_url: str, cache_dir: Path, **options: Any) -> bytes:
+    """``fetch_collateral`` for the platform, the PCK CA and the TEE of ``quote``."""
+    chain = pck_certificates(quote.certification.pck_chain_pem)
+    ca = "processor" if "Processor" in chain[1].subject.rfc4514_string() else "platform"
+    fmspc = parse_pck_extension(chain[0]).fmspc
+    return fetch_collateral(base_url, fmspc, ca, cache_dir, tee=quote.tee, **options)
+
+
 def fetch_collateral(
     base_url: str,
     fmspc: bytes,
     ca: str,
     cache_dir: Path,
     *,
+    tee: str = "SGX",
+    update: str = "standard",
     now: dt.datetime | None = None,
     client: httpx.Client | None = None,
     ca_bundle: Path | None = None,
@@ -241,8 +314,14 @@ def fetch_collateral(
 ) -> bytes:
     if ca not in CA_TYPES:
         raise PccsError("ca", f"expected one of {', '.join(CA_TYPES)}, got {ca!r}")
+    if tee not in ("SGX", "TDX"):
+        raise PccsError("tee", f"expected SGX or TDX, got {tee!r}")
+    if update not in UPDATE_TYPES:
+        raise PccsError("update", f"expected one of {', '.join(UPDATE_TYPES)}, got {update!r}")
     now = now or dt.datetime.now(dt.UTC)
-    cache = Path(cache_dir) / f"{fmspc.hex()}-{ca}.json"
+    # One file per kind of collateral; SGX standard keeps the name it always had.
+    kind = ("-tdx" if tee == "TDX" else "") + ("-early" if update == "early" else "")
+    cache = Path(cache_dir) / f"{fmspc.hex()}-{ca}{kind}.json"
     cached = _read_cache(cache)
     valid = cached if cached is not None and now < cached.until else None
     if valid is not None and now + refresh_before < valid.until:
@@ -257,7 +336,7 @@ def fetch_collateral(
         timeout=DEFAULT_TIMEOUT, verify=str(ca_bundle) if ca_bundle else True
     )
     try:
-        fresh = _Pccs(base_url, http).fetch(fmspc, ca)
+        fresh = _Pccs(base_url, http).fetch(fmspc, ca, tee, update)
         fresh_expiry = expiry(fresh)
         if fresh_expiry <= now:
             raise PccsError(base_url, f"the PCCS served collateral that expired at {fresh_expiry}")
@@ -283,9 +362,8 @@ def fetch_collateral(
             for piece, moment in sorted(pieces.items(), key=lambda item: item[1])
             if moment <= now
         )
-        raise PccsUnreachable(
-            base_url, str(exc), f"collateral for FMSPC {fmspc.hex()} ({ca} CA)", stale
-        ) from exc
+        what = f"{'TDX ' if tee == 'TDX' else ''}collateral for FMSPC {fmspc.hex()} ({ca} CA)"
+        raise PccsUnreachable(base_url, str(exc), what, stale) from exc
     finally:
         if own_client:
             http.close()

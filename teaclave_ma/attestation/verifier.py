@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from teaclave_ma.attestation import collateral as collateral_module
 from teaclave_ma.attestation import pki, x509_load
 from teaclave_ma.attestation.anchors import INTEL_SGX_ROOT_CA, TrustAnchor
-from teaclave_ma.attestation.collateral import Collateral
+from teaclave_ma.attestation.collateral import Collateral, IsvLevel
 from teaclave_ma.attestation.errors import PolicyRejected, QuoteVerificationError
 from teaclave_ma.attestation.pck_extension import PckExtension, parse_pck_extension
 from teaclave_ma.attestation.pki import (
@@ -48,7 +48,15 @@ from teaclave_ma.attestation.quote import (
     parse_quote,
     pck_certificates,
 )
-from teaclave_ma.attestation.tcb import converge, isv_level, platform_level, tdx_module_status
+from teaclave_ma.attestation.tcb import (
+    converge,
+    isv_level,
+    isv_shortfall,
+    match_levels,
+    platform_shortfalls,
+    td_relaunch,
+    tdx_module,
+)
 from teaclave_ma.identity import SgxIdentity
 
 log = logging.getLogger(__name__)
@@ -62,11 +70,25 @@ class VerifiedQuote:
     quote: Quote
     tee: str
     tcb_status: str
+    # Of the platform's TCB level, then of the TDX module's and the QE's levels (as
+    # dcap-qvl reports them; Intel's QvE lists the platform level's only).
     advisory_ids: tuple[str, ...]
     # The earliest moment anything the verification relied on stops being valid.
     evidence_expires: dt.datetime
     fmspc: bytes
     anchor: TrustAnchor
+    tcb_info_evaluation_data_number: int
+    qe_identity_evaluation_data_number: int
+    tcb_date: dt.datetime  # of the platform's TCB level
+    qe_tcb_date: dt.datetime  # of the QE identity level the QE is at
+    # Why the status is not UpToDate: each component below the level it would need.
+    shortfalls: tuple[str, ...] = ()
+
+    @property
+    def tcb_evaluation_data_number(self) -> int:
+        """The collateral's TCB evaluation: the older of its two pieces' (as Intel's QvE
+        reports tcb_eval_ref_num)."""
+        return min(self.tcb_info_evaluation_data_number, self.qe_identity_evaluation_data_number)
 
     @property
     def identity(self) -> SgxIdentity | None:
@@ -187,17 +209,26 @@ def verify_quote(
     collateral_until = _check_collateral(collateral, pck.certificates[-1], now, anchor)
     pck_crl_until = _check_pck_revocation(pck.certificates, collateral, now)
     _check_signatures(quote, pck.key)
-    qe_status, qe_advisories = _check_qe_identity(quote, collateral)
-    status, advisories = _evaluate_tcb(quote, collateral, pck.extension)
-    status = converge(status, qe_status)
-    advisories += [a for a in qe_advisories if a not in advisories]
+    qe_level = _check_qe_identity(quote, collateral)
+    tcb = _evaluate_tcb(quote, collateral, pck.extension, qe_level)
     # Whoever remembers this result must not outlive anything it rests on: a collateral
     # piece's nextUpdate, or a certificate's notAfter (the PCK chain's and the signers').
     expires = min(collateral_until, pck_crl_until, pck.window[1])
     result = VerifiedQuote(
-        quote, quote.tee, status, tuple(advisories), expires, pck.extension.fmspc, anchor
+        quote=quote,
+        tee=quote.tee,
+        tcb_status=tcb.status,
+        advisory_ids=tcb.advisory_ids,
+        evidence_expires=expires,
+        fmspc=pck.extension.fmspc,
+        anchor=anchor,
+        tcb_info_evaluation_data_number=collateral.tcb_info.tcb_evaluation_data_number,
+        qe_identity_evaluation_data_number=collateral.qe_identity.tcb_evaluation_data_number,
+        tcb_date=tcb.tcb_date,
+        qe_tcb_date=qe_level.tcb_date,
+        shortfalls=tcb.shortfalls,
     )
-    _apply_policy_naming_qe(result, policy, qe_status, quote.certification.qe_report.isv_svn)
+    _apply_policy_naming_qe(result, policy, qe_level.status, quote.certification.qe_report.isv_svn)
     if anchor.simulated:
         log.debug("quote verified under a simulated root (%s)", anchor.name)
     return result
@@ -327,8 +358,8 @@ def _check_signed_json(
         )
 
 
-def _check_qe_identity(quote: Quote, collateral: Collateral) -> tuple[str, tuple[str, ...]]:
-    """The (checked) QE identity matches the QE report: its status and advisories."""
+def _check_qe_identity(quote: Quote, collateral: Collateral) -> IsvLevel:
+    """The (checked) QE identity matches the QE report: the level the QE is at."""
     identity = collateral.qe_identity
     qe_report = quote.certification.qe_report
     expected_id = "TD_QE" if quote.tee == "TDX" else "QE"
@@ -346,29 +377,44 @@ def _check_qe_identity(quote: Quote, collateral: Collateral) -> tuple[str, tuple
         raise QuoteVerificationError(
             "qe_identity", f"QE isvprodid {qe_report.isv_prod_id} is not {identity.isvprodid}"
         )
-    if (
-        qe_report.misc_select & identity.miscselect_mask
-        != identity.miscselect & identity.miscselect_mask
-    ):
+    # The report's value under the mask must be the identity's value itself, unmasked, as
+    # in Intel's EnclaveReportVerifier.cpp (4.1.2.9.5 and .6).
+    misc_select = qe_report.misc_select & identity.miscselect_mask
+    if misc_select != identity.miscselect:
         raise QuoteVerificationError(
-            "qe_identity", "QE miscselect does not match the QE identity under its mask"
+            "qe_identity",
+            f"QE miscselect {misc_select:08x} under the mask {identity.miscselect_mask:08x} "
+            f"is not the QE identity's {identity.miscselect:08x}",
         )
     masked = bytes(
         a & m for a, m in zip(qe_report.attributes, identity.attributes_mask, strict=True)
     )
-    if masked != bytes(
-        a & m for a, m in zip(identity.attributes, identity.attributes_mask, strict=True)
-    ):
+    if masked != identity.attributes:
         raise QuoteVerificationError(
-            "qe_identity", "QE attributes do not match the QE identity under its mask"
+            "qe_identity",
+            f"QE attributes {masked.hex()} under the mask {identity.attributes_mask.hex()} "
+            f"are not the QE identity's {identity.attributes.hex()}",
         )
-    return isv_level(identity.levels, qe_report.isv_svn, "QE")
+    level = isv_level(identity.levels, qe_report.isv_svn, "QE")
+    if level.status not in ("UpToDate", "Revoked"):
+        # Intel's EnclaveReportVerifier treats every other QE level status as OutOfDate.
+        level = attrs.evolve(level, status="OutOfDate")
+    return level
+
+
+@attrs.frozen
+class _Tcb:
+    status: str
+    advisory_ids: tuple[str, ...]
+    tcb_date: dt.datetime
+    shortfalls: tuple[str, ...]
 
 
 def _evaluate_tcb(
-    quote: Quote, collateral: Collateral, extension: PckExtension
-) -> tuple[str, list[str]]:
-    """The (checked) TCB info is for this platform: the platform's TCB level and status."""
+    quote: Quote, collateral: Collateral, extension: PckExtension, qe_level: IsvLevel
+) -> _Tcb:
+    """The (checked) TCB info is for this platform: the platform's TCB level, the status it
+    gives with the TDX module's and the QE's levels, and why it is not UpToDate."""
     info = collateral.tcb_info
     if info.id != quote.tee:
         raise QuoteVerificationError(
@@ -385,13 +431,32 @@ def _evaluate_tcb(
             f"PCK PCE id {extension.pce_id.hex()} differs from TCB info {info.pce_id.hex()}",
         )
     td = quote.body if isinstance(quote.body, TdReportBody) else None
-    level = platform_level(info, extension, td)
-    status, advisories = level.status, list(level.advisory_ids)
-    if td is not None:
-        module_status, module_advisories = tdx_module_status(info, td)
-        status = converge(status, module_status)
-        advisories += [a for a in module_advisories if a not in advisories]
-    return status, advisories
+    module = tdx_module(info, td) if td is not None else None
+    sgx_level, level = match_levels(info, extension, td)
+    status = level.status
+    qe_svn = quote.certification.qe_report.isv_svn
+    # (level, what, that component's levels, its SVN): the module's, then the QE's.
+    components = [(qe_level, "QE", collateral.qe_identity.levels, qe_svn)]
+    if td is not None and module is not None and module.identity and module.level:
+        status = converge(status, module.level.status)
+        if td.tee_tcb_svn2 is not None:
+            status = td_relaunch(
+                info, td, sgx_status=sgx_level.status, tdx_status=status,
+                module_status=module.level.status, qe_status=qe_level.status,
+            )  # fmt: skip
+        name = f"TDX module {module.identity.id}"
+        components.insert(0, (module.level, name, module.identity.levels, td.tee_tcb_svn[0]))
+    status = converge(status, qe_level.status)
+    advisories = list(level.advisory_ids)
+    for component, _name, _levels, _svn in components:
+        advisories += [a for a in component.advisory_ids if a not in advisories]
+    shortfalls: tuple[str, ...] = ()
+    if status != "UpToDate":
+        shortfalls = platform_shortfalls(info, extension, td, level)
+        for component, name, levels, svn in components:
+            if component.status != "UpToDate":
+                shortfalls += isv_shortfall(levels, svn, name)
+    return _Tcb(status, tuple(advisories), level.tcb_date, shortfalls)
 
 
 def _apply_policy_naming_qe(
@@ -411,13 +476,37 @@ def _apply_policy_naming_qe(
 
 
 def apply_policy(result: VerifiedQuote, policy: VerificationPolicy) -> None:
+    """Refuse what ``policy`` does not accept, in this order: a Revoked TCB, collateral of an
+    older TCB evaluation, the TCB status, an advisory, a TD open to #VE injection, debug."""
     if result.tcb_status == "Revoked":
         raise PolicyRejected("tcb_status", "the platform's TCB is Revoked", result)
+    minimum = policy.min_tcb_evaluation_data_number
+    for piece, number in (
+        ("TCB info", result.tcb_info_evaluation_data_number),
+        ("QE identity", result.qe_identity_evaluation_data_number),
+    ):
+        if number < minimum:
+            raise PolicyRejected(
+                "tcb_evaluation_data_number",
+                f"the {piece} is of TCB evaluation {number} (tcbEvaluationDataNumber), "
+                f"older than the policy's minimum {minimum}",
+                result,
+            )
     if result.tcb_status not in policy.allowed_tcb_statuses:
+        why = f"; {'; '.join(result.shortfalls)}" if result.shortfalls else ""
         raise PolicyRejected(
             "tcb_status",
             f"TCB status {result.tcb_status} is not allowed (allowed: {', '.join(sorted(policy.allowed_tcb_statuses))}; "
-            f"advisories: {', '.join(result.advisory_ids) or 'none'})",
+            f"advisories: {', '.join(result.advisory_ids) or 'none'}){why}",
+            result,
+        )
+    allowed = policy.allowed_advisories
+    refused = [a for a in result.advisory_ids if allowed is not None and a not in allowed]
+    if refused:
+        raise PolicyRejected(
+            "advisory",
+            f"advisor{'ies' if len(refused) > 1 else 'y'} {', '.join(refused)} "
+            f"not allowed by the policy (allowed: {', '.join(sorted(allowed or ())) or 'none'})",
             result,
         )
     body = result.quote.body

@@ -11,13 +11,13 @@ from typing import Any
 from teaclave_ma.attestation.anchors import INTEL_SGX_ROOT_CA, TrustAnchor
 from teaclave_ma.attestation.collateral import Collateral
 from teaclave_ma.attestation.errors import PolicyRejected, QuoteVerificationError
-from teaclave_ma.attestation.pccs import fetch_collateral
+from teaclave_ma.attestation.pccs import UPDATE_TYPES, fetch_collateral_for
 from teaclave_ma.attestation.pck_extension import parse_pck_extension
 from teaclave_ma.attestation.policy import TCB_STATUSES, VerificationPolicy
 from teaclave_ma.attestation.quote import Quote, parse_quote, pck_certificates
 from teaclave_ma.attestation.verifier import VerifiedQuote, verify_quote
-from teaclave_ma.cli.output import EXIT_OK, EXIT_REFUSED, add_json_flag, emit
-from teaclave_ma.errors import InputError
+from teaclave_ma.cli.output import EXIT_OK, EXIT_REFUSED, EXIT_UNUSABLE, add_json_flag, emit
+from teaclave_ma.errors import InputError, TeaclaveMAError
 from teaclave_ma.formats.strict import expect_utc_time, format_utc
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,12 @@ def register(subparsers: Any) -> None:
     verify.add_argument(
         "--pccs-cache", type=Path, default=DEFAULT_PCCS_CACHE, help="collateral cache directory"
     )
+    verify.add_argument(
+        "--pccs-update",
+        choices=UPDATE_TYPES,
+        default="standard",
+        help="which TCB evaluation the PCCS serves: standard, or early (before its due date)",
+    )
     verify.add_argument("--root", type=Path, help="trust this root CA (DER) instead of Intel's")
     verify.add_argument(
         "--trust-simulated-root",
@@ -60,6 +66,19 @@ def register(subparsers: Any) -> None:
     )
     verify.add_argument(
         "--allow-debug", action="store_true", help="accept debug enclaves (INSECURE)"
+    )
+    verify.add_argument(
+        "--min-tcb-eval",
+        type=int,
+        default=0,
+        metavar="N",
+        help="refuse TCB info and QE identity of a tcbEvaluationDataNumber below N",
+    )
+    verify.add_argument(
+        "--allow-advisory",
+        action="append",
+        metavar="ID",
+        help="accept this advisory (repeatable); with any, every reported advisory must be one",
     )
     add_json_flag(verify)
     verify.set_defaults(func=_verify)
@@ -110,47 +129,83 @@ def _anchor(args: argparse.Namespace) -> TrustAnchor:
 def _collateral(args: argparse.Namespace, quote: Quote, now: dt.datetime) -> Collateral:
     if args.collateral is not None:
         return Collateral.from_json(args.collateral.read_bytes())
-    pck = pck_certificates(quote.certification.pck_chain_pem)
-    extension = parse_pck_extension(pck[0])
-    ca = "processor" if "Processor" in pck[1].subject.rfc4514_string() else "platform"
     return Collateral.from_json(
-        fetch_collateral(args.pccs, extension.fmspc, ca, args.pccs_cache, now=now)
+        fetch_collateral_for(quote, args.pccs, args.pccs_cache, now=now, update=args.pccs_update)
     )
 
 
+def _policy(args: argparse.Namespace) -> VerificationPolicy:
+    return VerificationPolicy(
+        allow_debug=args.allow_debug,
+        min_tcb_evaluation_data_number=args.min_tcb_eval,
+        allowed_advisories=None if args.allow_advisory is None else args.allow_advisory,
+    ).allow_status(*args.allow_status)
+
+
+def _verdict(result: VerifiedQuote) -> dict[str, object]:
+    return {
+        "tcb_status": result.tcb_status,
+        "advisory_ids": list(result.advisory_ids),
+        "shortfalls": list(result.shortfalls),
+        "tcb_evaluation_data_number": result.tcb_evaluation_data_number,
+        "tcb_date": format_utc(result.tcb_date),
+        "qe_tcb_date": format_utc(result.qe_tcb_date),
+        "evidence_expires": format_utc(result.evidence_expires),
+    }
+
+
 def _verify(args: argparse.Namespace) -> int:
-    now = expect_utc_time(args.at, "--at") if args.at else dt.datetime.now(dt.UTC)
-    quote = parse_quote(args.quote.read_bytes())
-    policy = VerificationPolicy(allow_debug=args.allow_debug).allow_status(*args.allow_status)
-    collateral = _collateral(args, quote, now)
-    anchor = _anchor(args)
+    """Every outcome is one report (one JSON object with --json): verified (exit 0),
+    refused by a check (exit 1), or input that could not be used (exit 2)."""
+    data: dict[str, object] = {"verified": False}
     result: VerifiedQuote | None = None
     reasons: list[str] = []
+    code = EXIT_REFUSED
     try:
-        result = verify_quote(quote, collateral, now, policy, anchor)
+        now = expect_utc_time(args.at, "--at") if args.at else dt.datetime.now(dt.UTC)
+        data["as_of"] = format_utc(now)
+        policy = _policy(args)
+        anchor = _anchor(args)
+        data["anchor"] = anchor.name
+        quote = parse_quote(args.quote.read_bytes())
+        data.update(quote.describe())
+        result = verify_quote(quote, _collateral(args, quote, now), now, policy, anchor)
+        code = EXIT_OK
     except PolicyRejected as exc:
         result = exc.report if isinstance(exc.report, VerifiedQuote) else None
-        reasons.append(str(exc))
+        reasons.append(f"{exc.check}: {exc}")
     except QuoteVerificationError as exc:
         reasons.append(f"{exc.check}: {exc}")
-    verified = not reasons
-    data: dict[str, object] = {
-        "verified": verified,
-        "tcb_status": result.tcb_status if result else None,
-        "advisory_ids": list(result.advisory_ids) if result else [],
-        "evidence_expires": format_utc(result.evidence_expires) if result else None,
-        "reasons": reasons,
-        "anchor": anchor.name,
-        **quote.describe(),
+    except TeaclaveMAError as exc:
+        reasons.append(str(exc))
+        code = EXIT_UNUSABLE
+    except OSError as exc:
+        reasons.append(f"{exc.filename or ''}: {exc.strerror or exc}")
+        code = EXIT_UNUSABLE
+    verdict = _verdict(result) if result is not None else {}
+    data.update(verdict, verified=code == EXIT_OK, reasons=reasons)
+    headline = {EXIT_OK: "VERIFIED", EXIT_REFUSED: "REFUSED", EXIT_UNUSABLE: "UNUSABLE"}[code]
+    where = "".join(
+        f" {word} {data[key]}"
+        for word, key in (("as of", "as_of"), ("under", "anchor"))
+        if key in data
+    )
+    # Empty fields are left out of the lines for people (there is no "tcb_status None").
+    shown = {
+        key: value
+        for key, value in data.items()
+        if key not in ("verified", "reasons", "as_of", "anchor", "shortfalls")
+        and value not in (None, [], "")
     }
-    headline = "VERIFIED" if verified else "REFUSED"
+    shortfalls = result.shortfalls if result is not None else ()
     emit(
         args,
         data,
         [
-            f"{args.quote}: {headline} as of {format_utc(now)} under {anchor.name}",
+            f"{args.quote}: {headline}{where}",
             *(f"  reason: {reason}" for reason in reasons),
-            *_lines({k: v for k, v in data.items() if k not in ("verified", "reasons")}),
+            *(f"  below UpToDate: {item}" for item in shortfalls),
+            *_lines(shown),
         ],
     )
-    return EXIT_OK if verified else EXIT_REFUSED
+    return code

@@ -7,7 +7,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from teaclave_ma.attestation.policy import TCB_STATUSES
+from teaclave_ma.attestation.collateral import TCB_LEVEL_STATUSES
 from teaclave_ma.attestation.sim.platform import SimulatedPlatform
 from teaclave_ma.cli.output import EXIT_OK, add_json_flag, emit, say
 from teaclave_ma.formats.strict import expect_hex
@@ -20,7 +20,7 @@ def register(subparsers: Any) -> None:
     commands = sim.add_subparsers(dest="sim_command", required=True, metavar="COMMAND")
     init = commands.add_parser("init", help="create a simulated platform in DIR")
     init.add_argument("directory", type=Path)
-    init.add_argument("--tcb-status", default="UpToDate", choices=sorted(TCB_STATUSES))
+    init.add_argument("--tcb-status", default="UpToDate", choices=sorted(TCB_LEVEL_STATUSES))
     init.add_argument("--days", type=int, default=30, help="how long its collateral stays valid")
     add_json_flag(init)
     init.set_defaults(func=_init)

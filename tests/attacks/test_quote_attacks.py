@@ -28,6 +28,7 @@ from teaclave_ma.attestation.quote import parse_quote, pck_certificates
 from teaclave_ma.attestation.sim import pki as sim_pki
 from teaclave_ma.attestation.sim.platform import SimulatedPlatform
 from teaclave_ma.attestation.sim.signing import raw_public_key, sign_raw
+from teaclave_ma.attestation.td_identity import simulated_td_identity
 from teaclave_ma.attestation.verifier import VerifiedQuote, verify_quote
 from teaclave_ma.identity import SgxIdentity
 from tests.attestation.conftest import (
@@ -639,3 +640,32 @@ def test_qe_isvsvn_at_an_out_of_date_level_is_named(sim: SimulatedPlatform) -> N
     assert caught.value.check == "tcb_status"
     assert "TCB status OutOfDate is not allowed" in str(caught.value)
     assert "QE ISVSVN 8 is at a OutOfDate level of the QE identity" in str(caught.value)
+
+
+# -- issue 16: the TDX module and collateral freshness ----------------------------------------
+
+
+def test_a_td_on_a_tdx_module_intel_did_not_sign(sim: SimulatedPlatform) -> None:
+    """The host runs the TD on a TDX 1.0 module of its own (MRSIGNERSEAM not Intel's zero):
+    the quote is genuinely signed by the TD QE, but the module is not the TCB info's."""
+    quote = sim.td_quote(simulated_td_identity(IDENTITY), REPORT_DATA, mr_signer_seam=b"\xee" * 48)
+    collateral = Collateral.from_json(sim.collateral_json("TDX"))
+    with pytest.raises(QuoteVerificationError) as caught:
+        verify_quote(quote, collateral, now(), ANY_STATUS, anchor_of(sim))
+    assert caught.value.check == "tdx_module"
+    assert f"MRSIGNERSEAM {'ee' * 48} is not the TCB info's tdxModule mrsigner" in str(caught.value)
+
+
+def test_collateral_from_before_a_tcb_recovery(sim: SimulatedPlatform) -> None:
+    """The host serves genuine collateral of an older TCB evaluation that is still inside its
+    validity window, so that a platform a TCB recovery made OutOfDate still looks UpToDate."""
+    older = resign(sim, "tcb_info", lambda body: body.update(tcbEvaluationDataNumber=1))
+    policy = VerificationPolicy(min_tcb_evaluation_data_number=2)
+    with pytest.raises(PolicyRejected) as caught:
+        verify_quote(
+            sim.quote(IDENTITY, REPORT_DATA), edit_collateral(sim.collateral_json(), older),
+            now(), policy, anchor_of(sim),
+        )  # fmt: skip
+    assert caught.value.check == "tcb_evaluation_data_number"
+    assert "TCB info is of TCB evaluation 1" in str(caught.value)
+    assert "older than the policy's minimum 2" in str(caught.value)

@@ -83,6 +83,7 @@ def test_simulated_root_needs_the_explicit_opt_in(
     assert code == 1
     assert "simulated_root" in str(data["reasons"])
     assert main(["quote", "verify", str(quote), "--collateral", collateral, "--root", root]) == 2
+    assert "UNUSABLE" in capsys.readouterr().out
     code, data = run_cli(
         capsys,
         "quote",
@@ -110,3 +111,80 @@ def test_simulated_platform_round_trips_and_refuses_a_broken_directory(tmp_path:
     (tmp_path / "p" / "platform.json").write_text('{"settings": {}}')
     with pytest.raises(SimulatedPlatformError, match="corrupt"):
         SimulatedPlatform.load(tmp_path / "p")
+
+
+def _verify_json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, object]]:
+    code, data = run_cli(capsys, "quote", "verify", *argv, "--json")
+    assert data, "--json printed no JSON object"
+    return code, data
+
+
+def test_quote_verify_json_reports_unusable_input_as_one_object(
+    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every outcome is one JSON object; the exit code still says which it was."""
+    good_quote = str(shared_data / "sgx" / "quote.bin")
+    good_collateral = str(shared_data / "sgx" / "collateral.json")
+    bad_quote, bad_collateral = tmp_path / "bad.bin", tmp_path / "bad.json"
+    bad_quote.write_bytes(b"\x03\x00" + b"\x00" * 30)
+    bad_collateral.write_text("{not json")
+    at = ("--at", "2025-07-01T00:00:00Z")
+    for argv, fragment in (
+        ((str(bad_quote), "--collateral", good_collateral, *at), "header"),
+        ((good_quote, "--collateral", str(bad_collateral), *at), "not valid JSON"),
+        ((good_quote, "--collateral", str(tmp_path / "missing.json"), *at), "missing.json"),
+        ((good_quote, "--collateral", good_collateral, "--at", "yesterday"), "--at"),
+    ):
+        code, data = _verify_json(capsys, *argv)
+        assert code == 2
+        assert data["verified"] is False
+        assert fragment in str(data["reasons"])
+        assert "tcb_status" not in data
+
+
+def test_quote_verify_human_output_leaves_out_empty_fields(
+    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("[]")
+    code = main([
+        "quote", "verify", str(shared_data / "sgx" / "quote.bin"), "--collateral", str(bad),
+        "--at", "2025-07-01T00:00:00Z",
+    ])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 2
+    assert "UNUSABLE" in out
+    assert "None" not in out
+    assert "tcb_status" not in out
+
+
+def test_quote_verify_reports_freshness_and_what_is_below_up_to_date(
+    shared_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = (
+        str(shared_data / "sgx" / "quote.bin"), "--collateral", str(shared_data / "sgx" / "collateral.json"),
+        "--at", "2025-07-01T00:00:00Z", "--allow-status", "ConfigurationAndSWHardeningNeeded",
+    )  # fmt: skip
+    code, data = _verify_json(capsys, *argv)
+    assert code == 0
+    assert data["tcb_evaluation_data_number"] == 17
+    assert (data["tcb_date"], data["qe_tcb_date"]) == ("2024-03-13T00:00:00Z",) * 2
+    assert data["shortfalls"] == [
+        "sgxtcbcomp07 is 0; the SWHardeningNeeded level of 2024-03-13 needs 12"
+    ]
+    code, data = _verify_json(capsys, *argv, "--min-tcb-eval", "18")
+    assert code == 1
+    assert "tcb_evaluation_data_number: the TCB info is of TCB evaluation 17" in str(
+        data["reasons"]
+    )
+    code, data = _verify_json(capsys, *argv, "--allow-advisory", "INTEL-SA-00289")
+    assert code == 1
+    assert "advisory INTEL-SA-00615 not allowed" in str(data["reasons"])
+    code, _ = _verify_json(
+        capsys, *argv, "--allow-advisory", "INTEL-SA-00289", "--allow-advisory", "INTEL-SA-00615"
+    )
+    assert code == 0
+    assert main([*("quote", "verify"), *argv]) == 0
+    out = capsys.readouterr().out
+    assert "below UpToDate: sgxtcbcomp07 is 0" in out
+    assert "tcb_evaluation_data_number 17" in " ".join(out.split())

@@ -12,12 +12,14 @@ import pytest
 from teaclave_ma.attestation.anchors import INTEL_SGX_ROOT_CA, TrustAnchor
 from teaclave_ma.attestation.collateral import Collateral
 from teaclave_ma.attestation.policy import VerificationPolicy
-from teaclave_ma.attestation.sim.platform import SimulatedPlatform
+from teaclave_ma.attestation.sim.platform import PLATFORM_PCE_SVN, TDX_COMPONENTS, SimulatedPlatform
 from teaclave_ma.attestation.td_identity import simulated_td_identity
 from teaclave_ma.attestation.verifier import verify_quote
 from teaclave_ma.errors import TeaclaveMAError
 from teaclave_ma.identity import SgxIdentity
+from tests.attestation import test_conformance as conformance
 from tests.attestation.conftest import SAMPLE_TIME
+from tests.attestation.test_verify import resign
 
 
 def ours_accepts(
@@ -208,3 +210,99 @@ def test_oracle_verifies_simulated_tdx_quotes_like_we_do(status: str, v5: bool) 
         assert not ours_accepts(
             mutated, Collateral.from_json(collateral_json), when, platform.root_certificate_der
         )
+
+
+# -- the issue 16 cases (tests/attestation/test_conformance.py builds and explains each) ------
+
+
+def _both(
+    platform: SimulatedPlatform, quote: bytes, tee: str = "SGX", **edits: conformance.Edit
+) -> tuple[str, str]:
+    """(our verdict, dcap-qvl's): the TCB status, or "refused"."""
+    fields = json.loads(platform.collateral_json(tee))
+    for field, edit in edits.items():
+        resign(platform, field, edit)(fields)
+    text = json.dumps(fields)
+    when = dt.datetime.now(dt.UTC)
+    try:
+        ours = verify_quote(
+            quote, Collateral.from_json(text), when, VerificationPolicy.permissive_tcb(),
+            TrustAnchor.for_root(platform.root_certificate_der, "test"),
+        ).tcb_status  # fmt: skip
+    except TeaclaveMAError:
+        ours = "refused"
+    try:
+        theirs = dcap_qvl.verify_with_root_ca(
+            quote, dcap_qvl.QuoteCollateralV3.from_json(text), platform.root_certificate_der,
+            int(when.timestamp()),
+        ).status  # fmt: skip
+    except ValueError:
+        theirs = "refused"
+    return ours, theirs
+
+
+def _issue_16_cases(
+    sim: SimulatedPlatform,
+) -> dict[str, tuple[SimulatedPlatform, bytes, str, dict[str, conformance.Edit]]]:
+    c = conformance
+    quote = sim.quote(c.IDENTITY, c.REPORT_DATA)
+    misc = c.qe_with_misc_select(sim, 1)
+    misc_quote = misc.quote(c.IDENTITY, c.REPORT_DATA)
+    module_quote = sim.td_quote(c.TD_IDENTITY, c.REPORT_DATA, tee_tcb_svn=c.module_svn(5, 3))
+
+    def relaunch_info(body: dict[str, object]) -> None:
+        c.levels(c.level(c.PLATFORM, PLATFORM_PCE_SVN, "UpToDate", list(TDX_COMPONENTS)))(body)
+        c.with_modules(c.RELAUNCH_MODULE)(body)
+
+    qe_advisory = {
+        "tcb": {"isvsvn": 8},
+        "tcbDate": "2025-01-01T00:00:00Z",
+        "tcbStatus": "OutOfDate",
+        "advisoryIDs": ["X"],
+    }
+    return {
+        "levels out of order": (sim, quote, "SGX", {"tcb_info": c.levels(
+            c.level(c.ZEROS, 0, "UpToDate"), c.level(c.PLATFORM, PLATFORM_PCE_SVN, "OutOfDate")
+        )}),
+        "miscselect 01000000": (misc, misc_quote, "SGX", {"qe_identity": lambda b: b.update(miscselect="01000000")}),
+        "miscselect 00000001": (misc, misc_quote, "SGX", {"qe_identity": lambda b: b.update(miscselect="00000001")}),
+        "QE level SWHardeningNeeded": (sim, quote, "SGX", {"qe_identity": c.qe_levels((8, "SWHardeningNeeded"))}),
+        "QE advisories": (sim, quote, "SGX", {"qe_identity": lambda b: b.update(tcbLevels=[qe_advisory])}),
+        "MRSIGNERSEAM of TDX 1.0": (sim, sim.td_quote(c.TD_IDENTITY, c.REPORT_DATA, mr_signer_seam=b"\x5a" * 48), "TDX", {}),
+        "SEAMATTRIBUTES": (sim, sim.td_quote(c.TD_IDENTITY, c.REPORT_DATA, seam_attributes=b"\x01" + bytes(7)), "TDX", {}),
+        "module id in lower case": (sim, module_quote, "TDX", {"tcb_info": c.with_modules(c.module_identity("tdx_03", (3, "UpToDate")))}),
+        "module id missing": (sim, module_quote, "TDX", {"tcb_info": c.with_modules(c.module_identity("TDX_01", (3, "UpToDate")))}),
+        "module level SWHardeningNeeded": (sim, module_quote, "TDX", {"tcb_info": c.with_modules(c.module_identity("TDX_03", (3, "SWHardeningNeeded")))}),
+        "TD relaunch": (sim, c.relaunch_quote(sim, c.module_svn(4, 3)), "TDX", {"tcb_info": relaunch_info}),
+        # Deliberate differences (docs/verification.md): we give Intel's verdict.
+        "level listed twice": (sim, quote, "SGX", {"tcb_info": c.levels(
+            c.level(c.PLATFORM, PLATFORM_PCE_SVN, "UpToDate"), c.level(c.PLATFORM, PLATFORM_PCE_SVN, "Revoked")
+        )}),
+        "QE level ConfigurationNeeded": (sim, quote, "SGX", {"qe_identity": c.qe_levels((8, "ConfigurationNeeded"))}),
+        "module levels out of order": (sim, module_quote, "TDX", {"tcb_info": c.with_modules(c.module_identity("TDX_03", (2, "OutOfDate"), (4, "UpToDate")))}),
+        "miscselect outside its own mask": (misc, misc_quote, "SGX", {
+            "qe_identity": lambda b: b.update(miscselect="01000000", miscselectMask="FEFFFFFF")
+        }),
+    }  # fmt: skip
+
+
+# Where dcap-qvl 0.7 and Intel's QVL part ways; docs/verification.md explains each.
+DELIBERATE = {
+    "level listed twice": ("refused", "UpToDate"),
+    "QE level ConfigurationNeeded": ("OutOfDate", "UpToDate"),
+    "miscselect outside its own mask": ("refused", "UpToDate"),
+    "module levels out of order": ("UpToDate", "OutOfDate"),
+}
+
+
+def test_verifiers_agree_on_the_issue_16_cases_but_the_deliberate_differences() -> None:
+    sim = SimulatedPlatform.create()
+    verdicts = {
+        name: _both(platform, quote, tee, **edits)
+        for name, (platform, quote, tee, edits) in _issue_16_cases(sim).items()
+    }
+    differences = {name: pair for name, pair in verdicts.items() if pair[0] != pair[1]}
+    assert differences == DELIBERATE
+    assert verdicts["levels out of order"] == ("OutOfDate", "OutOfDate")
+    assert verdicts["MRSIGNERSEAM of TDX 1.0"] == ("refused", "refused")
+    assert verdicts["TD relaunch"] == ("TDRelaunchAdvised", "TDRelaunchAdvised")

@@ -348,10 +348,16 @@ def test_pck_crl_must_be_signed_by_the_pck_issuer(platform: SimulatedPlatform) -
 
 
 def test_tcb_info_for_another_tee_is_refused(platform: SimulatedPlatform) -> None:
-    collateral = edited(platform, resign(platform, "tcb_info", lambda b: b.update(id="TDX")))
-    with pytest.raises(QuoteVerificationError) as caught:
-        verify_simulated(platform, collateral=collateral)
+    def tdx_tcb_info(document: dict[str, str]) -> None:
+        tdx = json.loads(platform.collateral_json("TDX"))
+        document.update(tcb_info=tdx["tcb_info"], tcb_info_signature=tdx["tcb_info_signature"])
+
+    with pytest.raises(QuoteVerificationError, match="TCB info is for 'TDX'") as caught:
+        verify_simulated(platform, collateral=edited(platform, tdx_tcb_info))
     assert caught.value.check == "tcb_info"
+    # Relabelled, SGX TCB info is not even TDX TCB info (TcbInfo.cpp: no tdxModule).
+    with pytest.raises(CollateralError, match=r"tcb_info\.tdxModule"):
+        edited(platform, resign(platform, "tcb_info", lambda b: b.update(id="TDX")))
 
 
 @pytest.mark.parametrize(

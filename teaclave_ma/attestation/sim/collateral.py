@@ -11,7 +11,8 @@ import datetime as dt
 import json
 from collections.abc import Sequence
 
-from teaclave_ma.attestation.policy import TCB_STATUSES
+from teaclave_ma.attestation.collateral import TCB_LEVEL_STATUSES
+from teaclave_ma.attestation.sim.quoting import INTEL_TDX_MODULE_MRSIGNER
 from teaclave_ma.errors import ConfigError
 
 SIM_ADVISORY = "TEACLAVE-SIM-SA-0001"
@@ -56,8 +57,8 @@ def tcb_info_json(
     tdx_components: Sequence[int] | None = None,
 ) -> bytes:
     """SGX TCB info, or with ``tdx_components`` the TDX TCB info of the same platform."""
-    if status not in TCB_STATUSES:
-        raise ConfigError("tcb_status", f"unknown TCB status {status!r}")
+    if status not in TCB_LEVEL_STATUSES:
+        raise ConfigError("tcb_status", f"{status!r} is not a status of a TCB level")
     tdx = list(tdx_components) if tdx_components is not None else None
     levels = []
     if status != "UpToDate":
@@ -89,12 +90,13 @@ def tcb_info_json(
         "tcbLevels": levels,
     }
     if tdx is not None:
+        # The simulated TDs run a TDX 1.0 module (TEE_TCB_SVN[1] = 0), checked against this
+        # section alone; a TCB info with module identities lists at least one, so none here.
         document["tdxModule"] = {
-            "mrsigner": "00" * 48,
+            "mrsigner": INTEL_TDX_MODULE_MRSIGNER.hex().upper(),
             "attributes": "00" * 8,
             "attributesMask": "FF" * 8,
         }
-        document["tdxModuleIdentities"] = []
     return json.dumps(document, separators=(",", ":")).encode()
 
 

@@ -219,15 +219,19 @@ class SimulatedPlatform:
         )
         return self._sign("SGX", quoting.header(qe_svn=QE_ISV_SVN, pce_svn=PLATFORM_PCE_SVN) + body)
 
-    def td_quote(self, identity: TdxIdentity, report_data: bytes, *, v5: bool = False) -> bytes:
+    def td_quote(
+        self, identity: TdxIdentity, report_data: bytes, *, v5: bool = False, **td_fields: bytes
+    ) -> bytes:
         """A TDX quote for a TD with ``identity`` and ``report_data`` (64 bytes): v4 with a
-        TD 1.0 body, or ``v5`` with a TD 1.5 body."""
+        TD 1.0 body, or ``v5`` with a TD 1.5 body; ``td_fields`` replace the module's
+        (tee_tcb_svn, tee_tcb_svn2, mr_signer_seam, seam_attributes), for tests."""
+        fields: dict[str, bytes] = {"tee_tcb_svn": bytes(TDX_COMPONENTS), **td_fields}
         body = quoting.td_report_body(
             identity,
-            tee_tcb_svn=bytes(TDX_COMPONENTS),
             mr_seam=bytes.fromhex(self.settings["mr_seam"]),
             report_data=report_data,
             td15=v5,
+            **fields,
         )
         header = quoting.header(
             qe_svn=QE_ISV_SVN, pce_svn=PLATFORM_PCE_SVN, tdx=True, version=5 if v5 else 4

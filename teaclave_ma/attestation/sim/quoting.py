@@ -20,6 +20,8 @@ SGX_FLAGS_DEBUG = 0x02
 SGX_FLAGS_MODE64BIT = 0x04
 SGX_XFRM_LEGACY = 0x03  # x87 and SSE state
 TD15_BODY_TYPE = 3
+# MRSIGNERSEAM of a TDX module Intel signed: zero (the TCB info's tdxModule.mrsigner says so).
+INTEL_TDX_MODULE_MRSIGNER = bytes(48)
 
 
 def attributes(flags: int, xfrm: int = SGX_XFRM_LEGACY) -> bytes:
@@ -69,21 +71,25 @@ def td_report_body(
     mr_seam: bytes,
     report_data: bytes,
     td15: bool = False,
+    tee_tcb_svn2: bytes | None = None,
+    mr_signer_seam: bytes = INTEL_TDX_MODULE_MRSIGNER,
+    seam_attributes: bytes = bytes(8),
 ) -> bytes:
     """The 584-byte TD 1.0 report body of a v4 quote, or with ``td15`` the 648-byte TD 1.5
-    body of a v5 quote (adding TEE_TCB_SVN2 and MRSERVICETD) behind its body descriptor."""
+    body of a v5 quote (adding TEE_TCB_SVN2, by default TEE_TCB_SVN, and MRSERVICETD)
+    behind its body descriptor."""
     if len(report_data) != 64:
         raise InputError("report_data", f"must be 64 bytes, got {len(report_data)}")
     body = b"".join(
         (
-            tee_tcb_svn, mr_seam, bytes(48), bytes(8), identity.td_attributes, identity.xfam,
+            tee_tcb_svn, mr_seam, mr_signer_seam, seam_attributes, identity.td_attributes, identity.xfam,
             identity.mr_td, bytes(48), bytes(48), bytes(48),
             identity.rtmr0, identity.rtmr1, identity.rtmr2, identity.rtmr3, report_data,
         )
     )  # fmt: skip
     if not td15:
         return body
-    body += tee_tcb_svn + bytes(48)
+    body += (tee_tcb_svn if tee_tcb_svn2 is None else tee_tcb_svn2) + bytes(48)
     return struct.pack("<HI", TD15_BODY_TYPE, len(body)) + body
 
 
