@@ -91,6 +91,7 @@ class AttestationConfig:
     collateral_file: Path | None = None
     pccs_url: str | None = None
     pccs_cache: Path | None = None
+    pccs_update: str = "standard"  # or "early": a TCB recovery's collateral before its due date
 
 
 def parse_attestation(value: object, base: Path) -> AttestationConfig:
@@ -117,7 +118,7 @@ def parse_attestation(value: object, base: Path) -> AttestationConfig:
     if "collateral" not in attestation:
         return AttestationConfig(tsm_entry=tsm_entry)
     collateral = expect_mapping(attestation["collateral"], "attestation.collateral")
-    expect_keys(collateral, "attestation.collateral", [], ["file", "pccs", "cache_dir"])
+    expect_keys(collateral, "attestation.collateral", [], ["file", "pccs", "cache_dir", "update"])
     if ("file" in collateral) == ("pccs" in collateral):
         raise ConfigError(
             "attestation.collateral", "give exactly one of file or pccs, to verify peers' quotes"
@@ -132,6 +133,11 @@ def parse_attestation(value: object, base: Path) -> AttestationConfig:
         else None,
         pccs_cache=base
         / expect_str(collateral.get("cache_dir", "pccs-cache"), "attestation.collateral.cache_dir"),
+        pccs_update=expect_str(
+            collateral.get("update", "standard"),
+            "attestation.collateral.update",
+            re.compile("standard|early"),
+        ),
     )
 
 

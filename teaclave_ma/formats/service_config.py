@@ -15,7 +15,7 @@ from pathlib import Path
 import attrs
 
 from teaclave_ma.attestation.backends import GRAMINE_DEVICE, TSM_REPORTS
-from teaclave_ma.attestation.policy import TCB_STATUSES
+from teaclave_ma.attestation.policy import TCB_STATUSES, VerificationPolicy
 from teaclave_ma.errors import InputError
 from teaclave_ma.formats.strict import (
     expect_bool,
@@ -67,6 +67,13 @@ class TcbConfig:
     # None: whatever advisories the allowed statuses carry; else each must be listed.
     allow_advisories: tuple[str, ...] | None = None
     min_evaluation_data_number: int = 0
+
+    def policy(self) -> VerificationPolicy:
+        return VerificationPolicy(
+            allowed_tcb_statuses=self.allow_status,
+            min_tcb_evaluation_data_number=self.min_evaluation_data_number,
+            allowed_advisories=self.allow_advisories,
+        )
 
 
 @attrs.frozen

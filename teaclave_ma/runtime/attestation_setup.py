@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import attrs
 
@@ -20,9 +21,8 @@ from teaclave_ma.attestation.anchors import TrustAnchor
 from teaclave_ma.attestation.attester import Attester, SimulatedAttester, SimulatedTdAttester
 from teaclave_ma.attestation.backends import AttesterUnavailable, GramineAttester, TsmAttester
 from teaclave_ma.attestation.collateral import Collateral
-from teaclave_ma.attestation.pccs import fetch_collateral
-from teaclave_ma.attestation.pck_extension import parse_pck_extension
-from teaclave_ma.attestation.quote import Quote, pck_certificates
+from teaclave_ma.attestation.pccs import fetch_collateral_for
+from teaclave_ma.attestation.quote import Quote
 from teaclave_ma.attestation.sim.platform import SimulatedPlatform
 from teaclave_ma.attestation.td_identity import simulated_td_identity
 from teaclave_ma.enclave.image import EnclaveImage
@@ -79,15 +79,9 @@ def _static(collateral: Collateral) -> Callable[[Quote], Collateral]:
     return lambda _quote: collateral
 
 
-def _from_pccs(config: AttestationConfig) -> Callable[[Quote], Collateral]:
-    assert config.pccs_url is not None and config.pccs_cache is not None
-
+def _from_pccs(url: str, cache: Path, update: str) -> Callable[[Quote], Collateral]:
     def collateral_for(quote: Quote) -> Collateral:
-        chain = pck_certificates(quote.certification.pck_chain_pem)
-        ca = "processor" if "Processor" in chain[1].subject.rfc4514_string() else "platform"
-        fmspc = parse_pck_extension(chain[0]).fmspc
-        assert config.pccs_url is not None and config.pccs_cache is not None
-        return Collateral.from_json(fetch_collateral(config.pccs_url, fmspc, ca, config.pccs_cache))
+        return Collateral.from_json(fetch_collateral_for(quote, url, cache, update=update))
 
     return collateral_for
 
@@ -104,8 +98,8 @@ def setup_attestation(image: EnclaveImage, config: AttestationConfig) -> Attesta
     attester = select_real_backend(image.service.attestation, config)
     if config.collateral_file is not None:
         collateral_for = _static(Collateral.from_json(config.collateral_file.read_bytes()))
-    elif config.pccs_url is not None:
-        collateral_for = _from_pccs(config)
+    elif config.pccs_url is not None and config.pccs_cache is not None:
+        collateral_for = _from_pccs(config.pccs_url, config.pccs_cache, config.pccs_update)
     else:
         raise ConfigError(
             "attestation.collateral",

@@ -65,7 +65,7 @@ class EnclaveNode:
             self.keeper,
             self.attestation.anchor,
             self.attestation.collateral_for,
-            image.service.tcb.allow_status,
+            image.service.tcb.policy(),
         )
         self.context = ServiceContext(
             name=image.service.name,

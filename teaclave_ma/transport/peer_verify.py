@@ -72,6 +72,7 @@ class PeerIdentity:
         return f"{self.service} ({self.identity.measurement_text[:28]}..., tcb {self.tcb_status})"
 
 
+DEFAULT_POLICY = VerificationPolicy()  # UpToDate only
 # Verification proper, before any relying party's policy (Revoked is refused regardless).
 EVERY_POLICY = VerificationPolicy(allowed_tcb_statuses=TCB_STATUSES - {"Revoked"}, allow_debug=True)
 
@@ -92,7 +93,7 @@ class PeerVerifier:
         manifests: ManifestSource,
         anchor: TrustAnchor,
         collateral_for: CollateralFor,
-        allowed_tcb_statuses: Sequence[str] = ("UpToDate",),
+        policy: VerificationPolicy = DEFAULT_POLICY,
         *,
         clock: Clock = utc_now,
         cache_size: int = 1024,
@@ -100,7 +101,7 @@ class PeerVerifier:
         self._manifests = manifests
         self._anchor = anchor
         self._collateral_for = collateral_for
-        self._allowed = frozenset(allowed_tcb_statuses)
+        self._policy = policy  # the image's measured TCB policy; debug is per edge
         self._clock = clock
         self._cache: ValidityCache[bytes, VerifiedCertificate] = ValidityCache(cache_size)
 
@@ -168,7 +169,7 @@ class PeerVerifier:
         )
         apply_policy(
             verified,
-            VerificationPolicy(allowed_tcb_statuses=self._allowed, allow_debug=allow_debug),
+            attrs.evolve(self._policy, allow_debug=allow_debug),
         )
         body = verified.quote.body
         identity: PeerMeasurement = body.identity()
