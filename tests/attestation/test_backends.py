@@ -47,6 +47,9 @@ class FakeGramine:
         (root / "attestation_type").write_text(kind + "\n")
         (root / "user_report_data").write_bytes(bytes(64))
         os.mkfifo(root / "quote")
+        (root / "keys").mkdir()
+        for name in ("_sgx_mrenclave", "_sgx_mrsigner"):  # what EGETKEY gave this enclave
+            (root / "keys" / name).write_bytes(os.urandom(16))
         self.platform = platform
         self.stop = False
         self.thread = threading.Thread(target=self._serve, daemon=True)
@@ -232,7 +235,7 @@ def test_auto_selection_and_doctor(
 
 
 def storage_node(
-    tmp_path: Path, platform: SimulatedPlatform, backend: str
+    tmp_path: Path, platform: SimulatedPlatform, backend: str, *, unsealed_ok: bool = False
 ) -> tuple[EnclaveNode, EnclaveImage]:
     """The storage image, accepted by a manifest, started with ``backend`` (runtime.yaml lines)."""
     deployment = SimulatedDeployment.create(tmp_path / "d", SERVICES)
@@ -246,7 +249,15 @@ def storage_node(
         f"listen: 127.0.0.1:0\nstate_dir: state\nattestation:\n  {backend}\n  collateral: {{file: collateral.json}}\n"
     )
     runtime = parse_runtime_config(config.read_bytes(), tmp_path)
-    return EnclaveNode(image, runtime, deployment.manifest_path, deployment.signatures_dir), image
+    node = EnclaveNode(
+        image,
+        runtime,
+        deployment.manifest_path,
+        deployment.signatures_dir,
+        initialize_state=True,
+        state_unsealed_ok=unsealed_ok,
+    )
+    return node, image
 
 
 def test_the_same_image_starts_on_the_gramine_backend_by_a_config_switch(
@@ -304,6 +315,7 @@ def test_the_same_image_starts_on_the_tsm_backend_by_a_config_switch(
             tmp_path,
             platform,
             f"backend: tsm\n  tsm_root: {tmp_path / 'report'}\n  tsm_entry: shared",
+            unsealed_ok=True,  # TDX has no sealing key
         )
         assert node.attestation.backend == "tsm"
         assert node.self_identity() == IDENTITY
