@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from teaclave_ma.errors import InputError, VerificationError
@@ -31,6 +32,8 @@ from teaclave_ma.trust.sealed_state import (
 )
 
 log = logging.getLogger(__name__)
+
+Clock = Callable[[], dt.datetime]
 
 
 class StateFile:
@@ -109,9 +112,10 @@ class StateFile:
         atomic_write(self.path, self._sealer.seal(state), mode=0o600)
         self._state = state
 
-    def clock(self) -> TrustedClock:
-        """A clock enforcing this state's time floor, sealing it here as it advances."""
-        return TrustedClock(self._state.floor, lambda floor: self.update(floor=floor))
+    def clock(self, source: Clock | None = None) -> TrustedClock:
+        """A clock enforcing this state's time floor, sealing it here as it advances;
+        ``source`` is the host's clock it reads (the system's unless given)."""
+        return TrustedClock(self._state.floor, lambda floor: self.update(floor=floor), source)
 
 
 class ManifestKeeper:
@@ -123,9 +127,12 @@ class ManifestKeeper:
         manifest_path: Path,
         signatures_dir: Path,
         state: StateFile | None = None,
+        *,
+        clock_source: Clock | None = None,
     ) -> None:
         """With ``state``, the accepted version is kept there and time comes from its
-        trusted clock; without, nothing survives the process and time is the host's."""
+        trusted clock (reading ``clock_source``); without, nothing survives the process
+        and time is the host's."""
         self._trust = trust
         self._manifest_path = Path(manifest_path)
         self._signatures_dir = Path(signatures_dir)
@@ -134,7 +141,7 @@ class ManifestKeeper:
         self.clock: TrustedClock | None = None
         if state is not None:
             trust.highest = state.state.accepted
-            self.clock = state.clock()
+            self.clock = state.clock(clock_source)
 
     def _now(self) -> dt.datetime:
         return self.clock() if self.clock is not None else dt.datetime.now(dt.UTC)

@@ -276,14 +276,14 @@ class TrustedClock:
         self,
         floor: dt.datetime,
         persist: Persist,
-        source: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        source: Callable[[], dt.datetime] | None = None,
         *,
         floor_source: str = "sealed in this service's state",
     ) -> None:
         self._floor, self._why = floor, floor_source
         self._persisted = floor
         self._persist = persist
-        self._source = source
+        self._source = source or (lambda: dt.datetime.now(dt.UTC))
         self._lock = threading.Lock()
 
     @property

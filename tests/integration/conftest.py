@@ -66,6 +66,7 @@ def runtimes(deployment: SimulatedDeployment) -> Iterator[RuntimeFactory]:
             signatures or deployment.signatures_dir,
             limits=limits,
             initialize_state=True,  # a new state directory each time
+            state_unsealed_ok=tee == "tdx",  # TDX has no sealing key
         )
         made.append(runtime)
         return runtime
