@@ -3,6 +3,8 @@ identity on a simulated platform, and a keeper over a state file opened with it.
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
 
 from teaclave_ma.attestation.attester import SimulatedAttester
@@ -28,7 +30,11 @@ def sealed_keeper(
     platform: SimulatedPlatform,
     *,
     initialize: bool = False,
+    clock_source: Callable[[], dt.datetime] | None = None,
 ) -> ManifestKeeper:
-    """A keeper of ``directory``'s manifest.yaml and sigs/, its state sealed at ``state``."""
+    """A keeper of ``directory``'s manifest.yaml and sigs/, its state sealed at ``state``,
+    reading ``clock_source`` as the host's clock."""
     kept = StateFile.open(state, sealer(platform), initialize=initialize)
-    return ManifestKeeper(trust, directory / "manifest.yaml", directory / "sigs", kept)
+    return ManifestKeeper(
+        trust, directory / "manifest.yaml", directory / "sigs", kept, clock_source=clock_source
+    )

@@ -63,7 +63,9 @@ def test_simulated_keys_follow_sgx_policies(platform: SimulatedPlatform) -> None
 
 
 def test_a_key_above_the_own_isv_svn_is_refused(platform: SimulatedPlatform) -> None:
-    with pytest.raises(SealingKeyRefused, match="ISV SVN 3 was asked for by an enclave at ISV SVN 2"):
+    with pytest.raises(
+        SealingKeyRefused, match="ISV SVN 3 was asked for by an enclave at ISV SVN 2"
+    ):
         SimulatedAttester(platform, STORAGE).sealing_key(SealingPolicy.MRSIGNER, 3)
 
 
