@@ -14,6 +14,7 @@ import pytest
 
 from teaclave_ma.attestation import backends
 from teaclave_ma.attestation.anchors import INTEL_SGX_ROOT_CA
+from teaclave_ma.attestation.attester import SealingPolicy, SealingUnavailable
 from teaclave_ma.attestation.backends import (
     AttesterFailed,
     AttesterUnavailable,
@@ -337,3 +338,26 @@ def test_tsm_permission_denied_names_the_file(
             TsmAttester(tmp_path / "report", entry_name="shared").quote(REPORT_DATA)
     finally:
         fake.close()
+
+
+def test_gramine_sealing_keys_come_from_its_keys_directory(gramine: FakeGramine) -> None:
+    attester = GramineAttester(gramine.root)
+    for policy in SealingPolicy:
+        assert (
+            attester.sealing_key(policy)
+            == (gramine.root / "keys" / f"_sgx_{policy.value}").read_bytes()
+        )
+    with pytest.raises(SealingUnavailable, match="own ISV SVN only, not for ISV SVN 1"):
+        attester.sealing_key(SealingPolicy.MRSIGNER, 1)
+    (gramine.root / "keys" / "_sgx_mrsigner").write_bytes(b"short")
+    with pytest.raises(AttesterFailed, match=r"_sgx_mrsigner: expected a 16-byte key, got 5 bytes"):
+        attester.sealing_key(SealingPolicy.MRSIGNER)
+    (gramine.root / "keys" / "_sgx_mrenclave").unlink()
+    with pytest.raises(AttesterFailed, match="_sgx_mrenclave does not exist"):
+        attester.sealing_key(SealingPolicy.MRENCLAVE)
+
+
+def test_tsm_has_no_sealing_key(tmp_path: Path) -> None:
+    with pytest.raises(SealingUnavailable, match="a TDX guest has no sealing key") as caught:
+        TsmAttester(tmp_path / "report").sealing_key(SealingPolicy.MRSIGNER)
+    assert caught.value.field == "tsm"
