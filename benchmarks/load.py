@@ -116,7 +116,9 @@ def _client_loop(
 def worker_main(spec: WorkerSpec, conn: multiprocessing.connection.Connection) -> None:
     """A client process: connect every client, report ready, run the phases it is sent."""
     config = parse_runtime_config(spec.config.read_bytes(), spec.config.parent)
-    node = EnclaveNode(load_image(spec.image), config, spec.manifest, spec.signatures)
+    node = EnclaveNode(
+        load_image(spec.image), config, spec.manifest, spec.signatures, initialize_state=True
+    )
     clients = [
         PeerClient("frontend", spec.frontend, node.credentials, node.verifier, timeout=CALL_TIMEOUT)
         for _ in range(spec.clients)
@@ -251,6 +253,7 @@ def start_services(deployment: SimulatedDeployment) -> dict[str, ServiceProcess]
                 deployment.manifest_path,
                 deployment.signatures_dir,
                 config,
+                initialize_state=True,
             )
             processes[name] = start_service(name, command, deployment.root / "logs" / f"{name}.log")
             progress(

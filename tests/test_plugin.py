@@ -18,7 +18,11 @@ def runtime(deployment: SimulatedDeployment, name: str, **peers: tuple[str, int]
     path = deployment.runtime_config(name, peers=peers)
     config = parse_runtime_config(path.read_bytes(), path.parent)
     return ServiceRuntime(
-        deployment.images[name], config, deployment.manifest_path, deployment.signatures_dir
+        deployment.images[name],
+        config,
+        deployment.manifest_path,
+        deployment.signatures_dir,
+        initialize_state=True,
     )
 
 

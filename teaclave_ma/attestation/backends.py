@@ -2,6 +2,7 @@
 
 - Gramine (``/dev/attestation``): write the 64-byte report data to ``user_report_data``,
   read ``quote``; ``attestation_type`` must say ``dcap``.
+  Sealing keys are ``keys/_sgx_mrenclave`` and ``keys/_sgx_mrsigner`` (16 bytes each).
 - Linux configfs-tsm (``/sys/kernel/config/tsm/report``, kernel 6.7+): a report entry with
   ``inblob``, ``outblob``, ``provider`` and ``generation``. The generation counter is read
   around the exchange so that a concurrent writer to the same entry can never hand us
@@ -22,11 +23,17 @@ from pathlib import Path
 
 import attrs
 
+from teaclave_ma.attestation.attester import (
+    TDX_HAS_NO_SEALING_KEY,
+    SealingPolicy,
+    SealingUnavailable,
+)
 from teaclave_ma.errors import InputError
 
 GRAMINE_DEVICE = Path("/dev/attestation")
 TSM_REPORTS = Path("/sys/kernel/config/tsm/report")
 REPORT_DATA_SIZE = 64
+SEALING_KEY_SIZE = 16
 
 
 class AttesterUnavailable(InputError):
@@ -118,6 +125,23 @@ class GramineAttester:
             )
         return quote
 
+    def sealing_key(self, policy: SealingPolicy, isv_svn: int | None = None) -> bytes:
+        if isv_svn is not None:
+            # Gramine asks EGETKEY with the enclave's own ISV SVN and offers no other.
+            raise SealingUnavailable(
+                self.name,
+                f"{self.root / 'keys'} gives sealing keys for the enclave's own ISV SVN only, "
+                f"not for ISV SVN {isv_svn}",
+            )
+        self.check()
+        path = self.root / "keys" / f"_sgx_{policy.value}"
+        key = _read(path, self.name)
+        if len(key) != SEALING_KEY_SIZE:
+            raise AttesterFailed(
+                self.name, f"{path}: expected a {SEALING_KEY_SIZE}-byte key, got {len(key)} bytes"
+            )
+        return key
+
 
 @attrs.define
 class TsmAttester:
@@ -200,6 +224,9 @@ class TsmAttester:
         if not quote:
             raise AttesterFailed(self.name, f"{entry / 'outblob'}: empty read")
         return quote
+
+    def sealing_key(self, policy: SealingPolicy, isv_svn: int | None = None) -> bytes:
+        raise SealingUnavailable(self.name, TDX_HAS_NO_SEALING_KEY)
 
     def provider(self) -> str:
         entry, created = self._entry()

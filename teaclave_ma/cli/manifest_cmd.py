@@ -70,19 +70,32 @@ def register(subparsers: Any) -> None:
 
 
 def _new(args: argparse.Namespace) -> int:
+    # Signed with the rest: services never let their clock read earlier than this.
+    issued = dt.datetime.now(dt.UTC).replace(microsecond=0)
     if args.expires:
         expires = expect_utc_time(args.expires, "--expires")
     else:
-        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-        expires = now + dt.timedelta(days=args.valid_days)
+        expires = issued + dt.timedelta(days=args.valid_days)
     if args.manifest_version < 0:
         raise InputError("--version", f"must be >= 0, got {args.manifest_version}")
-    manifest = Manifest(version=args.manifest_version, expires=expires, enclaves={})
+    if expires <= issued:
+        raise InputError(
+            "--expires", f"{format_utc(expires)} is not after now ({format_utc(issued)})"
+        )
+    manifest = Manifest(version=args.manifest_version, expires=expires, enclaves={}, issued=issued)
     atomic_write(args.out, manifest.to_bytes(), overwrite=args.force)
     emit(
         args,
-        {"manifest": str(args.out), "version": manifest.version, "expires": format_utc(expires)},
-        [f"wrote {args.out}: version {manifest.version}, expires {format_utc(expires)}"],
+        {
+            "manifest": str(args.out),
+            "version": manifest.version,
+            "issued": format_utc(issued),
+            "expires": format_utc(expires),
+        },
+        [
+            f"wrote {args.out}: version {manifest.version}, issued {format_utc(issued)}, "
+            f"expires {format_utc(expires)}"
+        ],
     )
     return EXIT_OK
 

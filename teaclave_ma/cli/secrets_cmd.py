@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from teaclave_ma.cli.output import EXIT_OK, EXIT_UNUSABLE, add_json_flag, emit, say
+from teaclave_ma.cli.serve_cmd import add_initialize_state_flag
 from teaclave_ma.enclave.image import load_image
 from teaclave_ma.formats.runtime_config import parse_runtime_config
 from teaclave_ma.formats.service_config import parse_service_config
@@ -39,7 +40,8 @@ def register(subparsers: Any) -> None:
     run = subparsers.add_parser(
         "run",
         help="attest, provision secrets and sealed files, then exec a command",
-        usage="teaclave-ma run IMAGE --manifest M --signatures DIR --config runtime.yaml -- CMD [ARG ...]",
+        usage="teaclave-ma run IMAGE --manifest M --signatures DIR --config runtime.yaml "
+        "[--initialize-state] -- CMD [ARG ...]",
     )
     run.add_argument("image", type=Path)
     run.add_argument("--manifest", type=Path, required=True)
@@ -47,6 +49,7 @@ def register(subparsers: Any) -> None:
     run.add_argument(
         "--config", type=Path, required=True, help="runtime.yaml (names kms and provision_dir)"
     )
+    add_initialize_state_flag(run)
     run.set_defaults(func=_run)
 
 
@@ -77,7 +80,9 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_UNUSABLE
     image = load_image(args.image)
     runtime = parse_runtime_config(args.config.read_bytes(), args.config.parent, str(args.config))
-    node = EnclaveNode(image, runtime, args.manifest, args.signatures)
+    node = EnclaveNode(
+        image, runtime, args.manifest, args.signatures, initialize_state=args.initialize_state
+    )
     try:
         directory, environment = provision(node)
     finally:

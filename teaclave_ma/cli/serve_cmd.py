@@ -23,7 +23,17 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--manifest", type=Path, required=True, help="the signed manifest")
     serve.add_argument("--signatures", type=Path, required=True, help="its signature directory")
     serve.add_argument("--config", type=Path, required=True, help="runtime.yaml of this deployment")
+    add_initialize_state_flag(serve)
     serve.set_defaults(func=_serve)
+
+
+def add_initialize_state_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--initialize-state",
+        action="store_true",
+        help="first start only: create the sealed state (refused if one exists; without "
+        "this flag a missing state is refused)",
+    )
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -31,7 +41,13 @@ def _serve(args: argparse.Namespace) -> int:
     runtime_config = parse_runtime_config(
         args.config.read_bytes(), args.config.parent, str(args.config)
     )
-    runtime = ServiceRuntime(image, runtime_config, args.manifest, args.signatures)
+    runtime = ServiceRuntime(
+        image,
+        runtime_config,
+        args.manifest,
+        args.signatures,
+        initialize_state=args.initialize_state,
+    )
     host, port = runtime.start()
     stopped = threading.Event()
 

@@ -43,10 +43,13 @@ class ServiceProcess:
                 self.process.wait()
 
 
-def serve_command(image: Path, manifest: Path, signatures: Path, config: Path) -> list[str]:
+def serve_command(
+    image: Path, manifest: Path, signatures: Path, config: Path, *, initialize_state: bool = False
+) -> list[str]:
     return [
         sys.executable, "-m", "teaclave_ma.cli.main", "serve", str(image),
         "--manifest", str(manifest), "--signatures", str(signatures), "--config", str(config),
+        *(["--initialize-state"] if initialize_state else []),
     ]  # fmt: skip
 
 

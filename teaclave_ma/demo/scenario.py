@@ -106,7 +106,11 @@ class Demo:
                 name, peers={p: self.processes[p].address for p in peers}, settings=settings
             )
             command = serve_command(
-                self.ws.images[name].root, self.ws.manifest_path, self.ws.signatures_dir, config
+                self.ws.images[name].root,
+                self.ws.manifest_path,
+                self.ws.signatures_dir,
+                config,
+                initialize_state=True,  # each service's first start
             )
             process = start_service(name, command, self.ws.root / "logs" / f"{name}.log")
             self.processes[name] = process
@@ -127,7 +131,9 @@ class Demo:
         """An in-process enclave (not serving) whose outbound calls the demo makes."""
         config_path = self._config(name, **peers)
         config = parse_runtime_config(config_path.read_bytes(), config_path.parent)
-        runtime = ServiceRuntime(image, config, self.ws.manifest_path, self.ws.signatures_dir)
+        runtime = ServiceRuntime(
+            image, config, self.ws.manifest_path, self.ws.signatures_dir, initialize_state=True
+        )
         self._runtimes.append(runtime)
         return runtime
 
@@ -222,7 +228,11 @@ class Demo:
         signatures = self.ws.signatures_by(["alice"], self.ws.root / "signatures-alice-only")
         config = self._config("storage-undersigned")
         command = serve_command(
-            self.ws.images["storage"].root, self.ws.manifest_path, signatures, config
+            self.ws.images["storage"].root,
+            self.ws.manifest_path,
+            signatures,
+            config,
+            initialize_state=True,
         )
         result = run_to_exit(command)
         refused = result.returncode != 0 and "1 of the required 2" in result.stderr
@@ -282,7 +292,7 @@ class Demo:
         command = [
             sys.executable, "-m", "teaclave_ma.cli.main", "run", str(self.ws.images["report"].root),
             "--manifest", str(self.ws.manifest_path), "--signatures", str(self.ws.signatures_dir),
-            "--config", str(config), "--", sys.executable, "report.py",
+            "--config", str(config), "--initialize-state", "--", sys.executable, "report.py",
         ]  # fmt: skip
         return run_to_exit(command)
 

@@ -3,6 +3,7 @@
 ::
 
     version: 7                        # monotonic; services refuse to go back
+    issued: "2026-12-01T00:00:00Z"    # optional; signed, so a service's clock never reads earlier
     expires: "2027-01-01T00:00:00Z"   # UTC; services refuse an expired manifest
     enclaves:
       storage:                        # service name -> accepted identities
@@ -124,11 +125,15 @@ class Manifest:
     version: int
     expires: dt.datetime
     enclaves: Mapping[str, tuple[Accepted, ...]]
+    # Optional so that manifests signed before the field existed keep their exact bytes.
+    issued: dt.datetime | None = None
 
     def to_bytes(self) -> bytes:
+        issued = {} if self.issued is None else {"issued": format_utc(self.issued)}
         return dump_yaml(
             {
                 "version": self.version,
+                **issued,
                 "expires": format_utc(self.expires),
                 "enclaves": {
                     name: [entry.to_document() for entry in entries]
@@ -188,7 +193,7 @@ def parse_manifest(data: bytes, what: str = "manifest") -> Manifest:
 def read_general(text: str, what: str = "manifest") -> Manifest:
     """Any YAML spelling of a manifest, through the strict YAML loader."""
     mapping = load_yaml_mapping(text, what)
-    expect_keys(mapping, "", ["version", "expires", "enclaves"])
+    expect_keys(mapping, "", ["version", "expires", "enclaves"], ["issued"])
     enclaves: dict[str, tuple[Accepted, ...]] = {}
     for name, entries in expect_mapping(mapping["enclaves"], "enclaves").items():
         where = join("enclaves", name)
@@ -198,10 +203,17 @@ def read_general(text: str, what: str = "manifest") -> Manifest:
         if not items:
             raise InputError(where, "expected at least one accepted identity")
         enclaves[name] = tuple(_parse_entry(item, join(where, i)) for i, item in enumerate(items))
+    expires = expect_utc_time(mapping["expires"], "expires")
+    issued = expect_utc_time(mapping["issued"], "issued") if "issued" in mapping else None
+    if issued is not None and issued >= expires:
+        raise InputError(
+            "issued", f"{format_utc(issued)} is not before expires {format_utc(expires)}"
+        )
     return Manifest(
         version=expect_int(mapping["version"], "version", 0, _MAX_VERSION),
-        expires=expect_utc_time(mapping["expires"], "expires"),
+        expires=expires,
         enclaves=enclaves,
+        issued=issued,
     )
 
 

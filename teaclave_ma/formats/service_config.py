@@ -77,6 +77,28 @@ class TcbConfig:
 
 
 @attrs.frozen
+class StateConfig:
+    """Whom the service trusts with its state (measured): the sealing key's policy, and
+    whether a backend without sealing keys (TDX) may keep the state unsealed."""
+
+    seal_to: str = "mrsigner"  # or "mrenclave": only this exact build can read it
+    unsealed_ok: bool = False
+
+
+def parse_state_config(value: object, path: str = "state") -> StateConfig:
+    mapping = expect_mapping(value, path)
+    expect_keys(mapping, path, [], ["seal_to", "unsealed_ok"])
+    return StateConfig(
+        seal_to=expect_str(
+            mapping.get("seal_to", "mrsigner"),
+            join(path, "seal_to"),
+            re.compile("mrsigner|mrenclave"),
+        ),
+        unsealed_ok=expect_bool(mapping.get("unsealed_ok", False), join(path, "unsealed_ok")),
+    )
+
+
+@attrs.frozen
 class ProvisionedSecret:
     """A secret fetched from the kms at start: into a file of the provision directory, or
     into an environment variable of the application."""
@@ -95,6 +117,7 @@ class ServiceConfig:
     outbound: tuple[str, ...] = ()
     tcb: TcbConfig = TcbConfig()
     attestation: BackendConfig = BackendConfig()
+    state: StateConfig = StateConfig()
     provision: tuple[ProvisionedSecret, ...] = ()
 
 
@@ -195,7 +218,7 @@ def parse_service_config(data: bytes, what: str = "service.yaml") -> ServiceConf
         mapping,
         "",
         ["name", "enclave"],
-        ["entrypoint", "inbound", "outbound", "tcb", "attestation", "provision"],
+        ["entrypoint", "inbound", "outbound", "tcb", "attestation", "state", "provision"],
     )
     return ServiceConfig(
         name=expect_str(mapping["name"], "name", SERVICE_NAME),
@@ -209,6 +232,7 @@ def parse_service_config(data: bytes, what: str = "service.yaml") -> ServiceConf
         outbound=_names(mapping.get("outbound", []), "outbound"),
         tcb=parse_tcb_config(mapping.get("tcb", {})),
         attestation=parse_backend_config(mapping.get("attestation", {})),
+        state=parse_state_config(mapping.get("state", {})),
         provision=_provision(mapping.get("provision", {})),
     )
 

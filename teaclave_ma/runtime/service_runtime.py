@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import threading
 import types
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
+from teaclave_ma.attestation.attester import SealingPolicy
 from teaclave_ma.enclave.image import EnclaveImage
 from teaclave_ma.errors import ConfigError
 from teaclave_ma.formats.runtime_config import RuntimeConfig
@@ -29,15 +29,16 @@ from teaclave_ma.rpc.server import RpcServer, ServerLimits
 from teaclave_ma.rpc.service import Service
 from teaclave_ma.runtime.attestation_setup import setup_attestation
 from teaclave_ma.runtime.context import ServiceContext
-from teaclave_ma.transport.credentials import RotatingCredentials
+from teaclave_ma.transport.credentials import RotatingCredentials, utc_now
 from teaclave_ma.transport.evidence import bound_quote, extract_evidence
 from teaclave_ma.transport.peer_verify import PeerVerifier
-from teaclave_ma.trust.keeper import ManifestKeeper
+from teaclave_ma.trust.keeper import ManifestKeeper, StateFile
 from teaclave_ma.trust.manifest_trust import ManifestTrust
+from teaclave_ma.trust.sealed_state import StateSealer
 
 log = logging.getLogger(__name__)
 
-ACCEPTED_STATE = "accepted-manifest.json"
+SEALED_STATE = "service-state.sealed"
 
 
 class EnclaveNode:
@@ -50,22 +51,36 @@ class EnclaveNode:
         runtime: RuntimeConfig,
         manifest_path: Path,
         signatures_dir: Path,
+        *,
+        initialize_state: bool = False,
     ) -> None:
+        """``initialize_state``: this is the service's first start (``--initialize-state``).
+        How the state is sealed comes from the measured service.yaml (``state:``)."""
         self.image = image
         self.runtime = runtime
         trust = parse_trust_file(image.trust_bytes, "embedded trust file")
-        runtime.state_dir.mkdir(parents=True, exist_ok=True)
-        self.keeper = ManifestKeeper(
-            ManifestTrust(trust), manifest_path, signatures_dir, runtime.state_dir / ACCEPTED_STATE
-        )
-        self.manifest = self.keeper.load()  # raises: no service without a verified manifest
+        # First, since the sealed state needs the backend's sealing key.
         self.attestation = setup_attestation(image, runtime.attestation)
+        runtime.state_dir.mkdir(parents=True, exist_ok=True)
+        sealer = StateSealer(
+            self.attestation.attester,
+            image.service.name,
+            image.identity.isv_svn,
+            policy=SealingPolicy(image.service.state.seal_to),
+            unsealed_ok=image.service.state.unsealed_ok,
+        )
+        state = StateFile.open(
+            runtime.state_dir / SEALED_STATE, sealer, initialize=initialize_state
+        )
+        self.keeper = ManifestKeeper(ManifestTrust(trust), manifest_path, signatures_dir, state)
+        self.manifest = self.keeper.load()  # raises: no service without a verified manifest
         self.credentials = RotatingCredentials(self.attestation.attester, image.service.name)
         self.verifier = PeerVerifier(
             self.keeper,
             self.attestation.anchor,
             self.attestation.collateral_for,
             image.service.tcb.policy(),
+            clock=self.keeper.clock or utc_now,
         )
         self.context = ServiceContext(
             name=image.service.name,
@@ -106,8 +121,11 @@ class ServiceRuntime(EnclaveNode):
         signatures_dir: Path,
         *,
         limits: ServerLimits | None = None,
+        initialize_state: bool = False,
     ) -> None:
-        super().__init__(image, runtime, manifest_path, signatures_dir)
+        super().__init__(
+            image, runtime, manifest_path, signatures_dir, initialize_state=initialize_state
+        )
         self.service = load_entrypoint(image)(self.context)
         self._limits = limits
         self.server: RpcServer | None = None
@@ -152,7 +170,7 @@ class ServiceRuntime(EnclaveNode):
                 except Exception:  # a bug, not a bad file: keep watching, the old one holds
                     log.exception("reloading the manifest failed; the one in force stays")
             try:
-                self.keeper.current(dt.datetime.now(dt.UTC))
+                self.keeper.current()
                 reported = None
             except Exception as exc:  # every handshake refuses until fixed
                 # Once per change of state, so an expired manifest does not flood the log.

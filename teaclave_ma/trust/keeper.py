@@ -1,51 +1,121 @@
-"""Loads the runtime manifest from disk, persists the highest accepted version, keeps the last good.
+"""Loads the runtime manifest from disk, keeps the highest accepted version sealed, keeps the last good.
 
-This is the I/O shell around ``ManifestTrust``: it reads files, hands the bytes to the
-pure verifier, and records the accepted version atomically so that a restarted service
-still refuses a rollback. A reload that fails leaves the manifest in force untouched.
+This is the I/O shell around ``ManifestTrust`` and the sealed state: it reads files, hands
+the bytes to the pure verifier, and records the accepted version (and the time floor)
+sealed and atomically, so that a restarted service still refuses a rollback. A reload that
+fails leaves the manifest in force untouched.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
-from teaclave_ma.errors import InputError
+from teaclave_ma.errors import InputError, VerificationError
 from teaclave_ma.formats.manifest import MAX_MANIFEST_BYTES
 from teaclave_ma.formats.signature import read_signature_dir
 from teaclave_ma.formats.strict import read_bounded
 from teaclave_ma.fsutil import atomic_write
-from teaclave_ma.trust.manifest_trust import (
-    AcceptedVersion,
-    ManifestRejected,
-    ManifestTrust,
-    VerifiedManifest,
+from teaclave_ma.trust.manifest_trust import AcceptedVersion, ManifestTrust, VerifiedManifest
+from teaclave_ma.trust.sealed_state import (
+    MAX_STATE_BYTES,
+    NO_FLOOR,
+    ServiceState,
+    StateExists,
+    StateMissing,
+    StateSealer,
+    StateTampered,
+    TrustedClock,
 )
 
 log = logging.getLogger(__name__)
 
-
-class VersionStateError(InputError):
-    """The persisted accepted-version file is unreadable (refuse rather than forget rollbacks)."""
+Clock = Callable[[], dt.datetime]
 
 
-def load_accepted(path: Path) -> AcceptedVersion | None:
-    if not path.exists():
-        return None
-    try:
-        document = json.loads(path.read_bytes())
-        return AcceptedVersion(int(document["version"]), str(document["sha256"]))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise VersionStateError(str(path), f"corrupt accepted-version state ({exc})") from exc
+class StateFile:
+    """A service's sealed state on disk (in the host-chosen state_dir; its content is
+    sealed). Every change is sealed and written atomically before it takes effect."""
 
+    def __init__(self, path: Path, sealer: StateSealer, state: ServiceState) -> None:
+        self.path = path
+        self._sealer = sealer
+        self._state = state
+        self._lock = threading.Lock()
 
-def save_accepted(path: Path, accepted: AcceptedVersion) -> None:
-    atomic_write(
-        path, json.dumps({"version": accepted.version, "sha256": accepted.sha256}).encode() + b"\n"
-    )
+    @classmethod
+    def open(cls, path: Path, sealer: StateSealer, *, initialize: bool = False) -> StateFile:
+        """The state at ``path``. A first start says so with ``initialize`` (and gets an
+        empty state); otherwise a missing state is refused, never read as "nothing
+        accepted yet", and with ``initialize`` an existing one is refused too."""
+        path = Path(path)
+        if initialize:
+            kept = cls(path, sealer, ServiceState(None, NO_FLOOR))
+            try:
+                atomic_write(path, sealer.seal(kept.state), mode=0o600, overwrite=False)
+            except FileExistsError:
+                raise StateExists(
+                    "state_exists",
+                    f"{path} already holds {sealer.service}'s state; --initialize-state is for "
+                    "the first start only and never replaces a state",
+                ) from None
+            log.warning(
+                "%s: initialized a new %s state at %s: no manifest accepted yet, no time floor",
+                sealer.service,
+                "sealed" if sealer.sealed else "UNSEALED",
+                path,
+            )
+            return kept
+        try:
+            data = read_bounded(path, MAX_STATE_BYTES)
+        except FileNotFoundError:
+            raise StateMissing(
+                "state_missing",
+                f"no state at {path}: pass --initialize-state on {sealer.service}'s first "
+                "start only; on any later start a missing state means it was deleted or the "
+                "state directory moved, and accepting that would allow a rollback",
+            ) from None
+        except InputError as exc:
+            raise StateTampered("state_format", str(exc)) from exc
+        state = sealer.unseal(data, str(path))
+        log.info(
+            "%s: state from %s: %s, time floor %s",
+            sealer.service,
+            path,
+            f"manifest v{state.accepted.version} accepted"
+            if state.accepted
+            else "nothing accepted",
+            state.floor.isoformat(),
+        )
+        kept = cls(path, sealer, state)
+        kept._write(state)  # resealed under this build's key (an upgrade moves it forward)
+        return kept
+
+    @property
+    def state(self) -> ServiceState:
+        return self._state
+
+    def update(
+        self, *, accepted: AcceptedVersion | None = None, floor: dt.datetime | None = None
+    ) -> None:
+        with self._lock:
+            state = ServiceState(
+                accepted or self._state.accepted,
+                max(floor, self._state.floor) if floor is not None else self._state.floor,
+            )
+            self._write(state)
+
+    def _write(self, state: ServiceState) -> None:
+        atomic_write(self.path, self._sealer.seal(state), mode=0o600)
+        self._state = state
+
+    def clock(self, source: Clock | None = None) -> TrustedClock:
+        """A clock enforcing this state's time floor, sealing it here as it advances;
+        ``source`` is the host's clock it reads (the system's unless given)."""
+        return TrustedClock(self._state.floor, lambda floor: self.update(floor=floor), source)
 
 
 class ManifestKeeper:
@@ -56,28 +126,40 @@ class ManifestKeeper:
         trust: ManifestTrust,
         manifest_path: Path,
         signatures_dir: Path,
-        state_path: Path | None = None,
+        state: StateFile | None = None,
+        *,
+        clock_source: Clock | None = None,
     ) -> None:
+        """With ``state``, the accepted version is kept there and time comes from its
+        trusted clock (reading ``clock_source``); without, nothing survives the process
+        and time is the host's."""
         self._trust = trust
         self._manifest_path = Path(manifest_path)
         self._signatures_dir = Path(signatures_dir)
-        self._state_path = state_path
+        self._state = state
         self._lock = threading.Lock()
-        if state_path is not None:
-            trust.highest = load_accepted(state_path)
+        self.clock: TrustedClock | None = None
+        if state is not None:
+            trust.highest = state.state.accepted
+            self.clock = state.clock(clock_source)
+
+    def _now(self) -> dt.datetime:
+        return self.clock() if self.clock is not None else dt.datetime.now(dt.UTC)
 
     def load(self, now: dt.datetime | None = None) -> VerifiedManifest:
         """Read and verify the files; on success make them current. Raises on any failure."""
-        now = now or dt.datetime.now(dt.UTC)
+        now = now or self._now()
         manifest_bytes = read_bounded(self._manifest_path, MAX_MANIFEST_BYTES)
         signatures = read_signature_dir(self._signatures_dir)
         with self._lock:
             verified = self._trust.check(manifest_bytes, signatures, now)
+            issued = verified.manifest.issued
+            if self.clock is not None and issued is not None:
+                # Signed by the auditors: real time has reached it, whatever the host says.
+                self.clock.witness(issued, f"manifest v{verified.version}'s signed issued time")
             highest = self._trust.highest
-            if self._state_path is not None and (
-                highest is None or verified.version >= highest.version
-            ):
-                save_accepted(self._state_path, verified.accepted)
+            if self._state is not None and (highest is None or verified.version >= highest.version):
+                self._state.update(accepted=verified.accepted)
             self._trust.commit(verified)
         log.info(
             "manifest v%d accepted (signed by %s; expires %s)",
@@ -91,7 +173,7 @@ class ManifestKeeper:
         """Try to replace the manifest; a rejected one never replaces the one in force."""
         try:
             self.load(now)
-        except (ManifestRejected, InputError, OSError) as exc:
+        except (VerificationError, InputError, OSError) as exc:
             current = self._trust.current
             kept = f"v{current.version}" if current else "none"
             log.error(
@@ -105,8 +187,9 @@ class ManifestKeeper:
         return True
 
     def current(self, now: dt.datetime | None = None) -> VerifiedManifest:
+        now = now or self._now()
         with self._lock:
-            return self._trust.require_current(now or dt.datetime.now(dt.UTC))
+            return self._trust.require_current(now)
 
     def fingerprint(self) -> tuple[object, ...]:
         """Changes when the manifest or any signature file changes (cheap: stat only)."""

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import teaclave_ma.rpc.server as server_module
+from teaclave_ma.attestation.sim.platform import SimulatedPlatform
 from teaclave_ma.crypto.auditor_key import AuditorPublicKey
 from teaclave_ma.enclave.errors import ImageError
 from teaclave_ma.enclave.image import CONTENT, TRUST_FILE, load_image, measure_source
@@ -41,6 +42,7 @@ from teaclave_ma.trust.keeper import ManifestKeeper
 from teaclave_ma.trust.manifest_trust import IdentityNotAccepted, ManifestRejected, ManifestTrust
 from tests.helpers import record_raised, traced_peak_memory, wait_until
 from tests.integration.conftest import SERVICES_DIR, RuntimeFactory, deployment, runtimes  # noqa: F401
+from tests.trust.sealing_helpers import sealed_keeper
 
 NOW = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.UTC)
 LATER = NOW + dt.timedelta(days=10)
@@ -181,22 +183,20 @@ def test_rollback_to_the_same_version_with_other_bytes(auditor_panel: AuditorPan
 
 
 def test_rollback_after_a_restart(auditor_panel: AuditorPanel, tmp_path: Path) -> None:
-    def keeper() -> ManifestKeeper:  # a fresh process: only the state file remembers
-        return ManifestKeeper(
-            ManifestTrust(auditor_panel.trust),
-            tmp_path / "manifest.yaml",
-            tmp_path / "sigs",
-            tmp_path / "state.json",
-        )
+    platform = SimulatedPlatform.create()
+
+    def keeper(first: bool) -> ManifestKeeper:  # a fresh process: only the sealed state remembers
+        trust = ManifestTrust(auditor_panel.trust)
+        return sealed_keeper(trust, tmp_path, tmp_path / "state", platform, initialize=first)
 
     for version, expected in [(3, None), (2, "older than v3")]:
         data = manifest(version=version)
         (tmp_path / "manifest.yaml").write_bytes(data)
         auditor_panel.write_signatures(tmp_path / "sigs", data)
         if expected is None:
-            assert keeper().load(NOW).version == version
+            assert keeper(first=True).load(NOW).version == version
         else:
-            assert expected in str(rejected(lambda: keeper().load(NOW)))
+            assert expected in str(rejected(lambda: keeper(first=False).load(NOW)))
 
 
 def test_freeze_a_manifest_kept_past_its_expiry_stops_a_running_service(

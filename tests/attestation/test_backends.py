@@ -14,6 +14,7 @@ import pytest
 
 from teaclave_ma.attestation import backends
 from teaclave_ma.attestation.anchors import INTEL_SGX_ROOT_CA
+from teaclave_ma.attestation.attester import SealingPolicy, SealingUnavailable
 from teaclave_ma.attestation.backends import (
     AttesterFailed,
     AttesterUnavailable,
@@ -48,6 +49,9 @@ class FakeGramine:
         (root / "attestation_type").write_text(kind + "\n")
         (root / "user_report_data").write_bytes(bytes(64))
         os.mkfifo(root / "quote")
+        (root / "keys").mkdir()
+        for name in ("_sgx_mrenclave", "_sgx_mrsigner"):  # what EGETKEY gave this enclave
+            (root / "keys" / name).write_bytes(os.urandom(16))
         self.platform = platform
         self.stop = False
         self.thread = threading.Thread(target=self._serve, daemon=True)
@@ -240,6 +244,7 @@ def storage_node(
     runtime_lines: str = "",
     *,
     collateral: bool = True,
+    unsealed_ok: bool = False,
 ) -> tuple[EnclaveNode, EnclaveImage]:
     """storage built for real hardware with ``attestation`` as its measured service.yaml
     section, accepted by a manifest, started with collateral from a file."""
@@ -248,6 +253,8 @@ def storage_node(
     def measured_backends(source: Path) -> None:
         with (source / "service.yaml").open("a") as service_yaml:
             service_yaml.write(f"attestation: {attestation}\n")
+            if unsealed_ok:
+                service_yaml.write("state: {unsealed_ok: true}\n")
 
     source = deployment.variant_source("storage", "-hardware", measured_backends)
     image = deployment.build("storage", source=source, tee=None)
@@ -263,7 +270,14 @@ def storage_node(
         else "listen: 127.0.0.1:0\nstate_dir: state\n"
     )
     runtime = parse_runtime_config(config.read_bytes(), tmp_path)
-    return EnclaveNode(image, runtime, deployment.manifest_path, deployment.signatures_dir), image
+    node = EnclaveNode(
+        image,
+        runtime,
+        deployment.manifest_path,
+        deployment.signatures_dir,
+        initialize_state=True,
+    )
+    return node, image
 
 
 def test_an_image_starts_on_the_gramine_backend_its_service_yaml_names(
@@ -330,6 +344,7 @@ def test_an_image_starts_on_the_tsm_backend_its_service_yaml_names(
             platform,
             f"{{backends: [tsm], tsm_root: {tmp_path / 'report'}}}",
             "  tsm_entry: shared\n",
+            unsealed_ok=True,  # TDX has no sealing key
         )
         assert node.attestation.backend == "tsm"
         assert node.self_identity() == IDENTITY
@@ -351,3 +366,26 @@ def test_tsm_permission_denied_names_the_file(
             TsmAttester(tmp_path / "report", entry_name="shared").quote(REPORT_DATA)
     finally:
         fake.close()
+
+
+def test_gramine_sealing_keys_come_from_its_keys_directory(gramine: FakeGramine) -> None:
+    attester = GramineAttester(gramine.root)
+    for policy in SealingPolicy:
+        assert (
+            attester.sealing_key(policy)
+            == (gramine.root / "keys" / f"_sgx_{policy.value}").read_bytes()
+        )
+    with pytest.raises(SealingUnavailable, match="own ISV SVN only, not for ISV SVN 1"):
+        attester.sealing_key(SealingPolicy.MRSIGNER, 1)
+    (gramine.root / "keys" / "_sgx_mrsigner").write_bytes(b"short")
+    with pytest.raises(AttesterFailed, match=r"_sgx_mrsigner: expected a 16-byte key, got 5 bytes"):
+        attester.sealing_key(SealingPolicy.MRSIGNER)
+    (gramine.root / "keys" / "_sgx_mrenclave").unlink()
+    with pytest.raises(AttesterFailed, match="_sgx_mrenclave does not exist"):
+        attester.sealing_key(SealingPolicy.MRENCLAVE)
+
+
+def test_tsm_has_no_sealing_key(tmp_path: Path) -> None:
+    with pytest.raises(SealingUnavailable, match="a TDX guest has no sealing key") as caught:
+        TsmAttester(tmp_path / "report").sealing_key(SealingPolicy.MRSIGNER)
+    assert caught.value.field == "tsm"

@@ -168,7 +168,11 @@ def test_a_serve_process_keeps_its_manifest_through_a_truncated_write_and_sighup
     process = start_service(
         "storage",
         serve_command(
-            deployment.images["storage"].root, publisher.manifest, publisher.signatures, config
+            deployment.images["storage"].root,
+            publisher.manifest,
+            publisher.signatures,
+            config,
+            initialize_state=True,
         ),
         tmp_path / "storage.log",
     )

@@ -95,6 +95,7 @@ def start_sleeper(deployment: SimulatedDeployment, port: int = 0) -> ServiceProc
         deployment.manifest_path,
         deployment.signatures_dir,
         config,
+        initialize_state=port == 0,  # the restart on a known port keeps its sealed state
     )
     return start_service("sleeper", command, deployment.root / "logs" / f"sleeper-{port}.log")
 
@@ -110,6 +111,7 @@ def test_a_killed_service_gives_a_typed_error_and_the_client_reconnects_after_re
         parse_runtime_config(config_path.read_bytes(), config_path.parent),
         deployment.manifest_path,
         deployment.signatures_dir,
+        initialize_state=True,
     )
     client = caller.context.client("sleeper")
     second: ServiceProcess | None = None

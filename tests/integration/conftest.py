@@ -63,6 +63,7 @@ def runtimes(deployment: SimulatedDeployment) -> Iterator[RuntimeFactory]:
             manifest or deployment.manifest_path,
             signatures or deployment.signatures_dir,
             limits=limits,
+            initialize_state=True,  # a new state directory each time
         )
         made.append(runtime)
         return runtime

@@ -219,6 +219,7 @@ def hosts(
                 deployment.manifest_path,
                 deployment.signatures_dir,
                 config(name),
+                initialize_state=True,
             )
             processes[name] = start_service(
                 name, ["ip", "netns", "exec", network.ns(name), *command], logs / f"{name}.log"
@@ -229,6 +230,7 @@ def hosts(
             parse_runtime_config(config_path.read_bytes(), config_path.parent),
             deployment.manifest_path,
             deployment.signatures_dir,
+            initialize_state=True,
         )
         # Its own client of the frontend rather than the node's: a short timeout for the cut.
         frontend = network.link("client", "frontend").address("frontend")

@@ -31,7 +31,11 @@ def kms(
         "kms-process", settings={"secrets_file": str(deployment.kms_secrets)}
     )
     command = serve_command(
-        deployment.images["kms"].root, deployment.manifest_path, deployment.signatures_dir, config
+        deployment.images["kms"].root,
+        deployment.manifest_path,
+        deployment.signatures_dir,
+        config,
+        initialize_state=True,
     )
     process = start_service("kms", command, tmp_path_factory.mktemp("logs") / "kms.log")
     yield process
@@ -47,7 +51,7 @@ def run_report(
         [
             sys.executable, "-m", "teaclave_ma.cli.main", "run", str(deployment.images["report"].root),
             "--manifest", str(deployment.manifest_path), "--signatures", str(deployment.signatures_dir),
-            "--config", str(config), "--", sys.executable, "-c", script,
+            "--config", str(config), "--initialize-state", "--", sys.executable, "-c", script,
         ],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip

@@ -192,7 +192,9 @@ def test_serve_process_reloads_on_sighup(deployment: SimulatedDeployment, tmp_pa
     config = deployment.runtime_config("storage-sighup")
     process = start_service(
         "storage",
-        serve_command(deployment.images["storage"].root, manifest, signatures, config),
+        serve_command(
+            deployment.images["storage"].root, manifest, signatures, config, initialize_state=True
+        ),
         tmp_path / "storage.log",
     )
     try:

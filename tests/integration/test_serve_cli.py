@@ -21,6 +21,7 @@ def serve(deployment: SimulatedDeployment, image: Path, config: Path) -> int:
     return main([
         "serve", str(image), "--manifest", str(deployment.manifest_path),
         "--signatures", str(deployment.signatures_dir), "--config", str(config),
+        "--initialize-state",
     ])  # fmt: skip
 
 

@@ -19,8 +19,15 @@ RuntimeFactory = Callable[..., ServiceRuntime]
 
 @pytest.fixture(scope="module")
 def storage_td(deployment: SimulatedDeployment) -> str:
-    """storage built to run as a TD of the simulated platform (the TEE is measured)."""
-    deployment.build("storage", tag="-td", tee="TDX")
+    """storage built to run as a TD of the simulated platform (the TEE is measured). TDX
+    has no sealing key, so its service.yaml admits an unsealed state."""
+
+    def unsealed(source: Path) -> None:
+        with (source / "service.yaml").open("a") as service_yaml:
+            service_yaml.write("state: {unsealed_ok: true}\n")
+
+    source = deployment.variant_source("storage", "-td", unsealed)
+    deployment.build("storage", source=source, tag="-td", tee="TDX")
     return "storage-td"
 
 

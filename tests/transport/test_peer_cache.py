@@ -62,7 +62,6 @@ class Setup:
             self.manifests,
             TrustAnchor.for_root(root, "test"),
             self.collateral_for,
-            ["UpToDate"],
             clock=clock or utc_now,
         )
         self.certificate = create_ratls_certificate(

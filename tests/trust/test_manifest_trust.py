@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from teaclave_ma.attestation.sim.platform import SimulatedPlatform
 from teaclave_ma.formats.manifest import AcceptedIdentity
 from teaclave_ma.formats.signature import SignatureFormatError, parse_signature
 from teaclave_ma.identity import SgxIdentity
 from teaclave_ma.testing import AuditorPanel
-from teaclave_ma.trust.keeper import ManifestKeeper, VersionStateError
+from teaclave_ma.trust.keeper import ManifestKeeper
 from teaclave_ma.trust.manifest_trust import IdentityNotAccepted, ManifestRejected, ManifestTrust
+from teaclave_ma.trust.sealed_state import StateTampered
+from tests.trust.sealing_helpers import sealed_keeper, sealer
 
 NOW = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.UTC)
 LATER = NOW + dt.timedelta(days=10)
@@ -166,36 +168,43 @@ def write(panel: AuditorPanel, tmp_path: Path, data: bytes, by: list[int]) -> No
     panel.write_signatures(tmp_path / "sigs", data, by=by)
 
 
-def keeper(panel: AuditorPanel, tmp_path: Path) -> ManifestKeeper:
-    return ManifestKeeper(
-        ManifestTrust(panel.trust),
-        tmp_path / "manifest.yaml",
-        tmp_path / "sigs",
-        tmp_path / "state.json",
+def keeper(
+    panel: AuditorPanel, tmp_path: Path, platform: SimulatedPlatform, *, initialize: bool = False
+) -> ManifestKeeper:
+    return sealed_keeper(
+        ManifestTrust(panel.trust), tmp_path, tmp_path / "state", platform, initialize=initialize
     )
 
 
-def test_accepted_version_survives_a_restart(auditor_panel: AuditorPanel, tmp_path: Path) -> None:
+def test_accepted_version_survives_a_restart(
+    auditor_panel: AuditorPanel, tmp_path: Path, platform: SimulatedPlatform
+) -> None:
     write(auditor_panel, tmp_path, manifest(auditor_panel, version=3), [0, 1])
-    keeper(auditor_panel, tmp_path).load(NOW)
-    assert json.loads((tmp_path / "state.json").read_text())["version"] == 3
+    keeper(auditor_panel, tmp_path, platform, initialize=True).load(NOW)
+    kept = sealer(platform).unseal((tmp_path / "state").read_bytes(), "state").accepted
+    assert kept is not None and kept.version == 3
+    assert b"sha256" not in (tmp_path / "state").read_bytes()  # sealed, not readable
     write(auditor_panel, tmp_path, manifest(auditor_panel, version=2), [0, 1])
-    assert rejected(lambda: keeper(auditor_panel, tmp_path).load(NOW)).checks == {"rollback"}
+    restarted = keeper(auditor_panel, tmp_path, platform)
+    assert rejected(lambda: restarted.load(NOW)).checks == {"rollback"}
 
 
 def test_corrupt_state_is_refused_rather_than_forgotten(
-    auditor_panel: AuditorPanel, tmp_path: Path
+    auditor_panel: AuditorPanel, tmp_path: Path, platform: SimulatedPlatform
 ) -> None:
-    (tmp_path / "state.json").write_text("{not json")
-    with pytest.raises(VersionStateError):
-        keeper(auditor_panel, tmp_path)
+    (tmp_path / "state").write_text("{not json")
+    with pytest.raises(StateTampered, match="not a service state"):
+        keeper(auditor_panel, tmp_path, platform)
 
 
 def test_a_rejected_reload_keeps_the_manifest_in_force(
-    auditor_panel: AuditorPanel, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    auditor_panel: AuditorPanel,
+    tmp_path: Path,
+    platform: SimulatedPlatform,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     write(auditor_panel, tmp_path, manifest(auditor_panel, version=1), [0, 1])
-    kept = keeper(auditor_panel, tmp_path)
+    kept = keeper(auditor_panel, tmp_path, platform, initialize=True)
     kept.load(NOW)
     write(auditor_panel, tmp_path, manifest(auditor_panel, version=2), [0])  # under-signed
     assert kept.reload(NOW) is False

@@ -14,8 +14,9 @@ from typing import Any
 
 import attrs
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from teaclave_ma.attestation.errors import CollateralError
 from teaclave_ma.attestation.sim import pki, quoting
@@ -36,6 +37,7 @@ PLATFORM_PCE_SVN = 13
 # TEE_TCB_SVN of the TDX module; byte 1 = 0 means a TDX 1.0 module (no module identity check)
 TDX_COMPONENTS = (5, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 QE_PROD_ID = {"SGX": 1, "TDX": 2}
+SEALING_KEY_SIZE = 16  # EGETKEY's keys are 128-bit
 
 
 class SimulatedPlatformError(InputError):
@@ -96,6 +98,8 @@ class SimulatedPlatform:
     settings: dict[str, Any]
     quoting_enclaves: dict[str, QuotingEnclave]
     collateral: dict[str, dict[str, str]] = attrs.field(factory=dict)  # by TEE: SGX, TDX
+    # What EGETKEY derives sealing keys from on this machine (the CPU's fused secret).
+    sealing_secret: bytes = attrs.field(factory=lambda: secrets.token_bytes(32), repr=False)
 
     @property
     def root_certificate_der(self) -> bytes:
@@ -238,6 +242,25 @@ class SimulatedPlatform:
         )
         return self._sign("TDX", header + body)
 
+    def sealing_key(self, identity: SgxIdentity, policy: str, isv_svn: int) -> bytes:
+        """EGETKEY's seal key for ``identity``: bound to its MRENCLAVE (``policy``
+        "mrenclave"), or to MRSIGNER, ISV product id and the requested ``isv_svn``
+        ("mrsigner"). The debug flag is always part of the key, as SGX always includes the
+        DEBUG attribute. Whether ``isv_svn`` may be asked for is the caller's check."""
+        if policy == "mrenclave":
+            subject = identity.mr_enclave
+        elif policy == "mrsigner":
+            subject = identity.mr_signer + struct.pack("<HH", identity.isv_prod_id, isv_svn)
+        else:
+            raise ValueError(f"unknown key policy {policy!r}")
+        info = b"teaclave-ma simulated seal key\0%s\0%s\0%d" % (
+            policy.encode(),
+            subject,
+            identity.debug,
+        )
+        hkdf = HKDF(hashes.SHA256(), SEALING_KEY_SIZE, salt=None, info=info)
+        return hkdf.derive(self.sealing_secret)
+
     def _sign(self, tee: str, signed: bytes) -> bytes:
         qe = self.quoting_enclaves[tee]
         key = self.keys[ATTESTATION_KEY[tee]]
@@ -262,6 +285,7 @@ class SimulatedPlatform:
             "keys": {name: _pem_key(key) for name, key in self.keys.items()},
             "certs": {name: _pem_cert(cert) for name, cert in self.certs.items()},
             "quoting_enclaves": {tee: qe.to_state() for tee, qe in self.quoting_enclaves.items()},
+            "sealing_secret": self.sealing_secret.hex(),
         }
         atomic_write(
             directory / WARNING_FILE,
@@ -288,6 +312,12 @@ class SimulatedPlatform:
                 if not isinstance(key, ec.EllipticCurvePrivateKey):
                     raise SimulatedPlatformError(str(path), f"key {key_name!r} is not an EC key")
                 keys[key_name] = key
+            if "sealing_secret" not in state:
+                # A new random secret would silently make every sealed state unreadable.
+                raise SimulatedPlatformError(
+                    str(path),
+                    "no sealing secret (made by an older teaclave-ma): run `teaclave-ma sim init` again",
+                )
             platform = cls(
                 keys=keys,
                 certs={
@@ -299,6 +329,7 @@ class SimulatedPlatform:
                     tee: QuotingEnclave.from_state(qe)
                     for tee, qe in state["quoting_enclaves"].items()
                 },
+                sealing_secret=bytes.fromhex(state["sealing_secret"]),
             )
             platform._issue_collateral()
         except FileNotFoundError as exc:
