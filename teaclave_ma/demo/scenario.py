@@ -283,7 +283,7 @@ class Demo:
         command = [
             sys.executable, "-m", "teaclave_ma.cli.main", "run", str(self.ws.images["report"].root),
             "--manifest", str(self.ws.manifest_path), "--signatures", str(self.ws.signatures_dir),
-            "--config", str(config), "--", sys.executable, "report.py",
+            "--config", str(config),
         ]  # fmt: skip
         return run_to_exit(command)
 
