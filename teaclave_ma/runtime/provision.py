@@ -57,20 +57,23 @@ def run_job(
             _SignalForwarder() as signals,
             private_directory(runtime.provision_dir, name) as directory,
         ):
-            node = EnclaveNode(image, runtime, manifest_path, signatures_dir)
             try:
-                secrets = provision(node, directory)
+                node = EnclaveNode(image, runtime, manifest_path, signatures_dir)
+                try:
+                    secrets = provision(node, directory)
+                finally:
+                    node.close()
+                environment = job_environment(job, host_environment, directory, secrets)
+                argv = [_program_path(job.command[0], directory), *job.command[1:]]
+                log.info(
+                    "%s: attested and provisioned in %s; starting %s",
+                    name,
+                    directory,
+                    " ".join(job.command),
+                )
+                status = signals.run(argv, directory, environment)
             finally:
-                node.close()
-            environment = job_environment(job, host_environment, directory, secrets)
-            argv = [_program_path(job.command[0], directory), *job.command[1:]]
-            log.info(
-                "%s: attested and provisioned in %s; starting %s",
-                name,
-                directory,
-                " ".join(job.command),
-            )
-            status = signals.run(argv, directory, environment)
+                signals.hold()  # from here on no signal may cut the removal short
     except JobInterrupted as interrupted:
         log.warning(
             "%s: %s before the job started; nothing ran and its directory is removed",
@@ -245,13 +248,15 @@ class JobInterrupted(BaseException):
 
 class _SignalForwarder:
     """SIGINT, SIGTERM and SIGHUP: before the job starts they abandon the launch (the
-    private directory is still removed); once it runs they are passed on to it."""
+    private directory is still removed); once it runs they are passed on to it; once it
+    is over (``hold``) they are ignored, so that they cannot interrupt the removal."""
 
     def __init__(self) -> None:
         self._child: subprocess.Popen[bytes] | None = None
         self._spawning = False
         self._pending: list[int] = []
         self._interrupted = False
+        self._held = False
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> _SignalForwarder:
@@ -268,12 +273,15 @@ class _SignalForwarder:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)  # type: ignore[arg-type]
 
+    def hold(self) -> None:
+        self._held = True
+
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         if self._child is not None:
             self._child.send_signal(signum)  # a no-op once the child has been reaped
         elif self._spawning:
             self._pending.append(signum)  # forwarded as soon as the child exists
-        elif not self._interrupted:  # later signals must not interrupt the cleanup
+        elif not (self._interrupted or self._held):
             self._interrupted = True
             raise JobInterrupted(signum)
 

@@ -339,6 +339,40 @@ def test_a_signal_before_the_job_starts_abandons_it_and_removes_the_directory(
     assert signal.getsignal(signal.SIGTERM) is handler  # the launcher's handlers are gone
 
 
+def test_a_signal_during_the_removal_does_not_cut_it_short(
+    jobs: Jobs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Provisioning fails after writing plaintext; the host signals run while it removes
+    the directory. The removal completes and the original error is what run reports."""
+    name = "signalled-while-removing"
+    config = jobs.deployment.runtime_config(name, peers={"kms": jobs.kms}, provision=True)
+    written: list[Path] = []
+
+    def provision_then_fail(node: object, directory: Path) -> dict[str, str]:
+        (directory / "config.yaml").write_bytes(CONFIG_PLAINTEXT)
+        written.append(directory)
+        raise InputError("provision", "failed on purpose")
+
+    real_rmtree = shutil.rmtree
+
+    def signal_then_rmtree(path: Path) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        real_rmtree(path)
+
+    monkeypatch.setattr(provision_module, "provision", provision_then_fail)
+    monkeypatch.setattr(provision_module.shutil, "rmtree", signal_then_rmtree)
+    with pytest.raises(InputError, match="failed on purpose"):
+        provision_module.run_job(
+            jobs.deployment.images["report-exit0"],
+            parse_runtime_config(config.read_bytes(), config.parent),
+            jobs.deployment.manifest_path,
+            jobs.deployment.signatures_dir,
+            {},
+        )
+    assert written and not written[0].exists()
+    assert_nothing_left(jobs, name)
+
+
 def test_a_directory_the_job_locked_is_still_removed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
