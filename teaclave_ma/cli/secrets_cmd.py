@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from teaclave_ma.cli.output import EXIT_OK, add_json_flag, emit
-from teaclave_ma.enclave.image import load_image
+from teaclave_ma.enclave.image import SERVICE_CONFIG, load_image
 from teaclave_ma.errors import InputError
 from teaclave_ma.formats.runtime_config import parse_runtime_config
 from teaclave_ma.formats.service_config import parse_service_config
@@ -57,11 +57,12 @@ def register(subparsers: Any) -> None:
 
 
 def _seal(args: argparse.Namespace) -> int:
-    service = parse_service_config(
-        (args.service_dir / "service.yaml").read_bytes(), str(args.service_dir)
-    )
     key = new_key()
     sealed = seal_source(args.service_dir, args.files, args.out, key)
+    # Read from the copy, written from the walked bytes: never through a link of the source.
+    service = parse_service_config(
+        (args.out / SERVICE_CONFIG).read_bytes(), str(args.out / SERVICE_CONFIG)
+    )
     name = sealing_secret_name(service.name)
     register_secret(args.kms_secrets, name, key, [service.name])
     emit(

@@ -17,8 +17,10 @@ import nacl.exceptions
 import nacl.secret
 import nacl.utils
 
+from teaclave_ma.enclave.image import SERVICE_CONFIG
 from teaclave_ma.enclave.measurement import read_tree
 from teaclave_ma.errors import InputError, VerificationError
+from teaclave_ma.formats.service_config import parse_service_config
 from teaclave_ma.fsutil import atomic_write, replaced_directory
 from teaclave_ma.secrets.policy import SecretValue
 
@@ -74,13 +76,17 @@ def seal_source(
     """
     service_dir, out_dir = Path(service_dir), Path(out_dir)
     content = read_tree(service_dir)
+    if SERVICE_CONFIG not in content:
+        raise SealError(str(service_dir), f"no {SERVICE_CONFIG}: not a service's source")
+    # A copy that could never be built is refused before it is made.
+    parse_service_config(content[SERVICE_CONFIG], str(service_dir / SERVICE_CONFIG))
     wanted = sorted(set(files))
     for relative in wanted:
         if relative not in content:
             raise SealError(relative, f"not a file inside {service_dir}")
-        if relative == "service.yaml":
+        if relative == SERVICE_CONFIG:
             raise SealError(
-                relative, "service.yaml is read before provisioning and cannot be sealed"
+                relative, f"{SERVICE_CONFIG} is read before provisioning and cannot be sealed"
             )
         if relative + SUFFIX in content:
             raise SealError(relative, f"{relative + SUFFIX} is already in {service_dir}")

@@ -453,24 +453,28 @@ def plant(kind: str, path: Path, target: Path) -> None:
         os.mkfifo(path)
 
 
+@pytest.mark.parametrize("planted", ["assets/logo.png", "service.yaml"])
 @pytest.mark.parametrize(
     ("kind", "message"),
     [
         ("link", "symbolic links are not allowed in an enclave image"),
         ("fifo", "only regular files can be part of an enclave image"),
     ],
+    ids=["link", "fifo"],
 )
 def test_seal_refuses_a_planted_link_or_fifo(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str, message: str
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], planted: str, kind: str, message: str
 ) -> None:
     """A link to the author's signing key, planted in the source, would have been copied
-    (its target's bytes, in plaintext) into the shipped image."""
+    (its target's bytes, in plaintext) into the shipped image; a FIFO as service.yaml
+    would have hung seal on reading it."""
     author_key = tmp_path / "author.key.pem"
     author_key.write_bytes(b"-----BEGIN PRIVATE KEY----- the author's signing key\n")
     source = tmp_path / "report"
     shutil.copytree(SERVICES_DIR / "report", source, ignore=shutil.ignore_patterns("__pycache__"))
     (source / "assets").mkdir()
-    plant(kind, source / "assets" / "logo.png", author_key)
+    (source / planted).unlink(missing_ok=True)
+    plant(kind, source / planted, author_key)
     out, secrets_file = tmp_path / "sealed", tmp_path / "kms" / "secrets.yaml"
     code = main(
         [
@@ -479,6 +483,6 @@ def test_seal_refuses_a_planted_link_or_fifo(
         ]
     )  # fmt: skip
     assert code == 2
-    assert f"error: assets/logo.png: {message}" in capsys.readouterr().err
+    assert f"error: {planted}: {message}" in capsys.readouterr().err
     assert not out.exists()
     assert not secrets_file.exists()  # no key registered for a copy never made

@@ -10,6 +10,7 @@ import pytest
 
 from teaclave_ma.enclave.errors import ImageFormatError
 from teaclave_ma.enclave.measurement import read_tree
+from teaclave_ma.errors import InputError
 from teaclave_ma.secrets.policy import parse_secrets_file
 from teaclave_ma.secrets.sealing import (
     MAGIC,
@@ -131,4 +132,22 @@ def test_an_entry_swapped_between_listing_and_reading_is_refused(
     with pytest.raises(ImageFormatError, match=message) as caught:
         seal_source(source, ["config.yaml"], tmp_path / "out", new_key())
     assert caught.value.field == "config.yaml"
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("service_yaml", "message"),
+    [(None, "no service.yaml: not a service's source"), (b"name: [", "not valid YAML")],
+    ids=["missing", "invalid"],
+)
+def test_seal_source_refuses_a_source_that_could_not_be_built(
+    tmp_path: Path, service_yaml: bytes | None, message: str
+) -> None:
+    source = write_source(tmp_path / "source", {})
+    if service_yaml is None:
+        (source / "service.yaml").unlink()
+    else:
+        (source / "service.yaml").write_bytes(service_yaml)
+    with pytest.raises(InputError, match=message):
+        seal_source(source, ["config.yaml"], tmp_path / "out", new_key())
     assert not (tmp_path / "out").exists()
