@@ -19,7 +19,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -310,32 +310,44 @@ def test_a_program_missing_from_the_image_is_refused_before_attestation(
     assert not jobs.parent(name).exists()
 
 
-def test_a_signal_before_the_job_starts_abandons_it_and_removes_the_directory(
-    jobs: Jobs, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The host's SIGTERM arrives mid-provisioning, after a plaintext file was written."""
-    name = "signalled-while-provisioning"
+def run_in_process(jobs: Jobs, name: str, then: Callable[[], None]) -> tuple[int, Path]:
+    """``run_job`` of report-exit0 in this process, its provisioning replaced by writing
+    the sealed config's plaintext and then ``then()``; its status and its directory."""
     config = jobs.deployment.runtime_config(name, peers={"kms": jobs.kms}, provision=True)
     written: list[Path] = []
 
-    def provision_then_signal(node: object, directory: Path) -> dict[str, str]:
+    def provision_then(node: object, directory: Path) -> dict[str, str]:
         (directory / "config.yaml").write_bytes(CONFIG_PLAINTEXT)
         written.append(directory)
+        then()
+        return {}
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(provision_module, "provision", provision_then)
+        status = provision_module.run_job(
+            jobs.deployment.images["report-exit0"],
+            parse_runtime_config(config.read_bytes(), config.parent),
+            jobs.deployment.manifest_path,
+            jobs.deployment.signatures_dir,
+            {},
+        )
+    return status, written[0]
+
+
+def test_a_signal_before_the_job_starts_abandons_it_and_removes_the_directory(
+    jobs: Jobs,
+) -> None:
+    """The host's SIGTERM arrives mid-provisioning, after a plaintext file was written."""
+
+    def signal_run() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
         pytest.fail("the signal did not stop the provisioning")
 
-    monkeypatch.setattr(provision_module, "provision", provision_then_signal)
     handler = signal.getsignal(signal.SIGTERM)
-    status = provision_module.run_job(
-        jobs.deployment.images["report-exit0"],
-        parse_runtime_config(config.read_bytes(), config.parent),
-        jobs.deployment.manifest_path,
-        jobs.deployment.signatures_dir,
-        {},
-    )
+    status, directory = run_in_process(jobs, "signalled-while-provisioning", signal_run)
     assert status == 128 + signal.SIGTERM
-    assert written and not written[0].exists()
-    assert_nothing_left(jobs, name)
+    assert not directory.exists()
+    assert_nothing_left(jobs, "signalled-while-provisioning")
     assert signal.getsignal(signal.SIGTERM) is handler  # the launcher's handlers are gone
 
 
@@ -344,33 +356,19 @@ def test_a_signal_during_the_removal_does_not_cut_it_short(
 ) -> None:
     """Provisioning fails after writing plaintext; the host signals run while it removes
     the directory. The removal completes and the original error is what run reports."""
-    name = "signalled-while-removing"
-    config = jobs.deployment.runtime_config(name, peers={"kms": jobs.kms}, provision=True)
-    written: list[Path] = []
-
-    def provision_then_fail(node: object, directory: Path) -> dict[str, str]:
-        (directory / "config.yaml").write_bytes(CONFIG_PLAINTEXT)
-        written.append(directory)
-        raise InputError("provision", "failed on purpose")
-
     real_rmtree = shutil.rmtree
 
     def signal_then_rmtree(path: Path) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
         real_rmtree(path)
 
-    monkeypatch.setattr(provision_module, "provision", provision_then_fail)
+    def fail() -> None:
+        raise InputError("provision", "failed on purpose")
+
     monkeypatch.setattr(provision_module.shutil, "rmtree", signal_then_rmtree)
     with pytest.raises(InputError, match="failed on purpose"):
-        provision_module.run_job(
-            jobs.deployment.images["report-exit0"],
-            parse_runtime_config(config.read_bytes(), config.parent),
-            jobs.deployment.manifest_path,
-            jobs.deployment.signatures_dir,
-            {},
-        )
-    assert written and not written[0].exists()
-    assert_nothing_left(jobs, name)
+        run_in_process(jobs, "signalled-while-removing", fail)
+    assert_nothing_left(jobs, "signalled-while-removing")
 
 
 def test_a_directory_the_job_locked_is_still_removed(
