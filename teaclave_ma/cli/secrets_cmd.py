@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
-from teaclave_ma.cli.output import EXIT_OK, EXIT_UNUSABLE, add_json_flag, emit, say
+from teaclave_ma.cli.output import EXIT_OK, add_json_flag, emit
 from teaclave_ma.cli.serve_cmd import add_initialize_state_flag
-from teaclave_ma.enclave.image import load_image
+from teaclave_ma.enclave.image import SERVICE_CONFIG, load_image
+from teaclave_ma.errors import InputError
 from teaclave_ma.formats.runtime_config import parse_runtime_config
 from teaclave_ma.formats.service_config import parse_service_config
-from teaclave_ma.runtime.provision import exec_application, provision
-from teaclave_ma.runtime.service_runtime import EnclaveNode
+from teaclave_ma.runtime.provision import run_job
 from teaclave_ma.secrets.sealing import new_key, seal_source, sealing_secret_name
 from teaclave_ma.secrets.store import register_secret
 
@@ -39,26 +40,32 @@ def register(subparsers: Any) -> None:
 
     run = subparsers.add_parser(
         "run",
-        help="attest, provision secrets and sealed files, then exec a command",
+        help="attest, provision secrets and sealed files, then run the image's program",
+        description="The program, its arguments and its environment come from run: in the "
+        "image's measured service.yaml; the job's private directory is removed when it ends.",
         usage="teaclave-ma run IMAGE --manifest M --signatures DIR --config runtime.yaml "
-        "[--initialize-state] -- CMD [ARG ...]",
+        "[--initialize-state]",
     )
     run.add_argument("image", type=Path)
     run.add_argument("--manifest", type=Path, required=True)
     run.add_argument("--signatures", type=Path, required=True)
     run.add_argument(
-        "--config", type=Path, required=True, help="runtime.yaml (names kms and provision_dir)"
+        "--config",
+        type=Path,
+        required=True,
+        help="runtime.yaml (names the kms; provision_dir: where the job's directory is made)",
     )
     add_initialize_state_flag(run)
     run.set_defaults(func=_run)
 
 
 def _seal(args: argparse.Namespace) -> int:
-    service = parse_service_config(
-        (args.service_dir / "service.yaml").read_bytes(), str(args.service_dir)
-    )
     key = new_key()
     sealed = seal_source(args.service_dir, args.files, args.out, key)
+    # Read from the copy, written from the walked bytes: never through a link of the source.
+    service = parse_service_config(
+        (args.out / SERVICE_CONFIG).read_bytes(), str(args.out / SERVICE_CONFIG)
+    )
     name = sealing_secret_name(service.name)
     register_secret(args.kms_secrets, name, key, [service.name])
     emit(
@@ -74,21 +81,20 @@ def _seal(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    command = list(args.passthrough)
-    if not command:
-        say("error: give the application after --, e.g. teaclave-ma run IMAGE ... -- python app.py")
-        return EXIT_UNUSABLE
+    if args.passthrough:
+        raise InputError(
+            "--",
+            "teaclave-ma run takes no command: the program and its arguments come from "
+            "run.command in the image's measured service.yaml "
+            f"(refused: {' '.join(args.passthrough)})",
+        )
     image = load_image(args.image)
     runtime = parse_runtime_config(args.config.read_bytes(), args.config.parent, str(args.config))
-    node = EnclaveNode(
-        image, runtime, args.manifest, args.signatures, initialize_state=args.initialize_state
+    return run_job(
+        image,
+        runtime,
+        args.manifest,
+        args.signatures,
+        os.environ,
+        initialize_state=args.initialize_state,
     )
-    try:
-        directory, environment = provision(node)
-    finally:
-        node.close()
-    say(
-        f"{image.service.name}: attested and provisioned in {directory}; starting {' '.join(command)}"
-    )
-    exec_application(directory, command, environment)
-    return EXIT_OK  # not reached: exec replaced this process

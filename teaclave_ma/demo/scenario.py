@@ -292,7 +292,7 @@ class Demo:
         command = [
             sys.executable, "-m", "teaclave_ma.cli.main", "run", str(self.ws.images["report"].root),
             "--manifest", str(self.ws.manifest_path), "--signatures", str(self.ws.signatures_dir),
-            "--config", str(config), "--initialize-state", "--", sys.executable, "report.py",
+            "--config", str(config), "--initialize-state",
         ]  # fmt: skip
         return run_to_exit(command)
 

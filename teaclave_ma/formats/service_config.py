@@ -119,6 +119,7 @@ class ServiceConfig:
     attestation: BackendConfig = BackendConfig()
     state: StateConfig = StateConfig()
     provision: tuple[ProvisionedSecret, ...] = ()
+    run: RunConfig | None = None
 
 
 def parse_enclave_config(value: object, path: str) -> EnclaveConfig:
@@ -218,7 +219,7 @@ def parse_service_config(data: bytes, what: str = "service.yaml") -> ServiceConf
         mapping,
         "",
         ["name", "enclave"],
-        ["entrypoint", "inbound", "outbound", "tcb", "attestation", "state", "provision"],
+        ["entrypoint", "inbound", "outbound", "tcb", "attestation", "state", "provision", "run"],
     )
     return ServiceConfig(
         name=expect_str(mapping["name"], "name", SERVICE_NAME),
@@ -234,6 +235,7 @@ def parse_service_config(data: bytes, what: str = "service.yaml") -> ServiceConf
         attestation=parse_backend_config(mapping.get("attestation", {})),
         state=parse_state_config(mapping.get("state", {})),
         provision=_provision(mapping.get("provision", {})),
+        run=parse_run_config(mapping["run"]) if "run" in mapping else None,
     )
 
 
@@ -264,3 +266,84 @@ def _provision(value: object) -> tuple[ProvisionedSecret, ...]:
                 ProvisionedSecret(name, env=expect_str(spec["env"], join(where, "env"), _ENV_NAME))
             )
     return tuple(secrets)
+
+
+# The host may hand a job only these variables (pass_env): they change how text and times
+# are shown, never which code runs. LD_*, PYTHON*, PATH and the rest never pass.
+PASS_ENV_ALLOWED = ("LANG", "LANGUAGE", "LC_*", "TERM", "TZ")
+_PASS_ENV = re.compile(r"LANG|LANGUAGE|LC_[A-Z]+|TERM|TZ")
+# Set by `teaclave-ma run` itself: a fixed PATH, and HOME is the job's private directory.
+RUN_SETS = ("HOME", "PATH")
+PYTHON = "python"  # in run.command[0]: the interpreter running teaclave-ma
+
+
+@attrs.frozen
+class RunConfig:
+    """What ``teaclave-ma run`` starts. All of it is measured; the host adds nothing but
+    the values of the ``pass_env`` variables it has."""
+
+    command: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()
+    pass_env: tuple[str, ...] = ()
+
+
+def parse_run_config(value: object) -> RunConfig:
+    """``run: {command: [ARGV...], env: {VAR: VALUE}, pass_env: [VAR]}``."""
+    run = expect_mapping(value, "run")
+    expect_keys(run, "run", ["command"], ["env", "pass_env"])
+    command = tuple(
+        _argument(item, join("run.command", index))
+        for index, item in enumerate(expect_list(run["command"], "run.command"))
+    )
+    if not command:
+        raise InputError("run.command", "give the program and its arguments")
+    _program(command[0])
+    env = []
+    for name, fixed in expect_mapping(run.get("env", {}), "run.env").items():
+        where = join("run.env", name)
+        _variable(name, where)
+        env.append((name, _argument(fixed, where)))
+    pass_env = tuple(
+        _variable(expect_str(item, join("run.pass_env", index)), join("run.pass_env", index))
+        for index, item in enumerate(expect_list(run.get("pass_env", []), "run.pass_env"))
+    )
+    for index, name in enumerate(pass_env):
+        where = join("run.pass_env", index)
+        if not _PASS_ENV.fullmatch(name):
+            raise InputError(
+                where,
+                f"{name!r} may not come from the host: only {', '.join(PASS_ENV_ALLOWED)} "
+                "can be passed through (give a fixed value in run.env instead)",
+            )
+        if name in dict(env) or name in pass_env[:index]:
+            raise InputError(where, f"{name!r} is already set in run.env or run.pass_env")
+    return RunConfig(command, tuple(env), pass_env)
+
+
+def _argument(value: object, path: str) -> str:
+    text = expect_str(value, path)
+    if "\0" in text:
+        raise InputError(path, "a NUL character cannot be passed to a program")
+    return text
+
+
+def _variable(name: str, path: str) -> str:
+    if not _ENV_NAME.fullmatch(name):
+        raise InputError(path, f"invalid variable name (expected {_ENV_NAME.pattern})")
+    if name in RUN_SETS:
+        raise InputError(
+            path, f"{name} is set by teaclave-ma run (PATH fixed, HOME the private directory)"
+        )
+    return name
+
+
+def _program(program: str) -> None:
+    """``python``, an absolute path, or a path inside the image; never a name looked up in
+    the host's PATH."""
+    parts = program.removeprefix("/").split("/")
+    if program != PYTHON and any(part in ("", ".", "..") for part in parts):
+        raise InputError(
+            "run.command[0]",
+            f"{program!r}: expected {PYTHON}, an absolute path or a path inside the image "
+            "(no empty, . or .. parts)",
+        )

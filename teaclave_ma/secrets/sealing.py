@@ -10,16 +10,18 @@ attested service itself.
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 import nacl.exceptions
 import nacl.secret
 import nacl.utils
 
+from teaclave_ma.enclave.image import SERVICE_CONFIG
+from teaclave_ma.enclave.measurement import read_tree
 from teaclave_ma.errors import InputError, VerificationError
-from teaclave_ma.fsutil import atomic_write
+from teaclave_ma.formats.service_config import parse_service_config
+from teaclave_ma.fsutil import atomic_write, replaced_directory
 from teaclave_ma.secrets.policy import SecretValue
 
 MAGIC = b"teaclave-ma sealed v1\0"
@@ -66,36 +68,34 @@ def seal_source(
 ) -> list[str]:
     """Copy ``service_dir`` to ``out_dir`` with ``files`` (relative paths) sealed in place.
 
-    The plaintext of sealed files is never written to ``out_dir``.
+    The source is read through the image walker that ``build`` uses, so what it refuses
+    (links, devices, names that are not UTF-8) is refused here before anything is written,
+    and the copy is written from the walked bytes: a link cannot carry its target (say, the
+    author's signing key) into the image. The plaintext of sealed files is never written
+    to ``out_dir``.
     """
     service_dir, out_dir = Path(service_dir), Path(out_dir)
+    content = read_tree(service_dir)
+    if SERVICE_CONFIG not in content:
+        raise SealError(str(service_dir), f"no {SERVICE_CONFIG}: not a service's source")
+    # A copy that could never be built is refused before it is made.
+    parse_service_config(content[SERVICE_CONFIG], str(service_dir / SERVICE_CONFIG))
     wanted = sorted(set(files))
     for relative in wanted:
-        path = service_dir / relative
-        if Path(relative).is_absolute() or ".." in Path(relative).parts or not path.is_file():
+        if relative not in content:
             raise SealError(relative, f"not a file inside {service_dir}")
-        if relative == "service.yaml":
+        if relative == SERVICE_CONFIG:
             raise SealError(
-                relative, "service.yaml is read before provisioning and cannot be sealed"
+                relative, f"{SERVICE_CONFIG} is read before provisioning and cannot be sealed"
             )
+        if relative + SUFFIX in content:
+            raise SealError(relative, f"{relative + SUFFIX} is already in {service_dir}")
     if out_dir.exists():
         raise SealError(str(out_dir), "already exists; choose a new directory for the sealed copy")
-    shutil.copytree(service_dir, out_dir, ignore=_ignore_sealed(service_dir, wanted))
-    for relative in wanted:
-        atomic_write(
-            out_dir / (relative + SUFFIX), seal_bytes(key, (service_dir / relative).read_bytes())
-        )
+    with replaced_directory(out_dir) as staging:
+        for relative, data in content.items():
+            if relative in wanted:
+                atomic_write(staging / (relative + SUFFIX), seal_bytes(key, data))
+            else:
+                atomic_write(staging / relative, data)
     return [relative + SUFFIX for relative in wanted]
-
-
-def _ignore_sealed(root: Path, wanted: list[str]) -> Callable[[str, list[str]], set[str]]:
-    skipped = {(root / relative).resolve() for relative in wanted}
-
-    def ignore(directory: str, names: list[str]) -> set[str]:
-        return {
-            name
-            for name in names
-            if (Path(directory) / name).resolve() in skipped or name == "__pycache__"
-        }
-
-    return ignore
