@@ -207,6 +207,10 @@ class MutualTlsServer(Generic[PeerT]):
                 self._serve_requests(channel, peer)
             except TeaclaveMAError as exc:
                 log.info("%s: connection from %s ended: %s", self.service.name, where, exc)
+            except Exception:  # a bug: this connection ends, logged, and the server serves on
+                log.exception(
+                    "%s: connection from %s failed unexpectedly", self.service.name, where
+                )
             finally:
                 channel.close()
         finally:
@@ -277,7 +281,8 @@ class MutualTlsServer(Generic[PeerT]):
             answer = encode_result(request_id, result)
         except RpcError as exc:
             return 200, encode_error(request_id, exc)
-        except (TypeError, ValueError) as exc:  # a handler returned something JSON cannot carry
+        # A handler returned something JSON cannot carry (or nested too deep to encode).
+        except (TypeError, ValueError, RecursionError) as exc:
             log.error("%s: unserialisable result: %s", self.service.name, exc)
             return 200, encode_error(request_id, RpcError(-32603, "result could not be encoded"))
         return 200, answer
