@@ -129,10 +129,12 @@ def decode_response(body: bytes, expected_id: int) -> Any:
     message = parse_json(body, "response")
     if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
         raise RpcError(INVALID_REQUEST, "response is not a JSON-RPC 2.0 object")
-    if message.get("id") != expected_id:
+    response_id = message.get("id")
+    # A server that could not read a request's id answers its error with id null (JSON-RPC
+    # 2.0, section 5); one request at a time is in flight on a connection, so it is ours.
+    if response_id != expected_id and not (response_id is None and "error" in message):
         raise RpcError(
-            INVALID_REQUEST,
-            f"response id {message.get('id')!r} does not match request {expected_id}",
+            INVALID_REQUEST, f"response id {response_id!r} does not match request {expected_id}"
         )
     if "error" in message:
         error = message["error"]
