@@ -33,15 +33,6 @@ class ServerLimits:
     max_request_bytes: int = 1 << 20
 
 
-_COUNTS = {
-    "max_connections": 1 << 20,
-    "max_handshakes": 1 << 20,
-    "max_handshakes_per_source": 1 << 20,
-}
-_SECONDS = {"handshake_timeout": 3600.0, "idle_timeout": 86400.0}
-_BYTES = {"max_request_bytes": 1 << 30}
-
-
 def _seconds(value: object, path: str, high: float) -> float:
     # bool is an int subclass in Python; `handshake_timeout: true` must not pass as 1.
     if not isinstance(value, int | float) or isinstance(value, bool):
@@ -54,15 +45,27 @@ def _seconds(value: object, path: str, high: float) -> float:
 def parse_limits(value: object, path: str) -> ServerLimits:
     """The ``limits`` mapping at ``path``; errors name the field and what was wrong."""
     mapping = expect_mapping(value, path)
-    expect_keys(mapping, path, [], [*_COUNTS, *_SECONDS, *_BYTES])
-    fields: dict[str, int | float] = {}
-    for name, high in {**_COUNTS, **_BYTES}.items():
-        if name in mapping:
-            fields[name] = expect_int(mapping[name], join(path, name), 1, high)
-    for name, limit in _SECONDS.items():
-        if name in mapping:
-            fields[name] = _seconds(mapping[name], join(path, name), limit)
-    limits = ServerLimits(**fields)  # type: ignore[arg-type]
+    expect_keys(mapping, path, [], [field.name for field in attrs.fields(ServerLimits)])
+    defaults = ServerLimits()
+
+    def count(name: str, high: int) -> int:
+        if name not in mapping:
+            return int(getattr(defaults, name))
+        return expect_int(mapping[name], join(path, name), 1, high)
+
+    def seconds(name: str, high: float) -> float:
+        if name not in mapping:
+            return float(getattr(defaults, name))
+        return _seconds(mapping[name], join(path, name), high)
+
+    limits = ServerLimits(
+        max_connections=count("max_connections", 1 << 20),
+        max_handshakes=count("max_handshakes", 1 << 20),
+        max_handshakes_per_source=count("max_handshakes_per_source", 1 << 20),
+        handshake_timeout=seconds("handshake_timeout", 3600.0),
+        idle_timeout=seconds("idle_timeout", 86400.0),
+        max_request_bytes=count("max_request_bytes", 1 << 30),
+    )
     # The smaller bounds are shares of the larger ones; a share larger than its whole
     # would silently be the whole.
     for part, whole in (
