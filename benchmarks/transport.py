@@ -38,9 +38,10 @@ from teaclave_ma.attestation.collateral import Collateral
 from teaclave_ma.attestation.sim import pki
 from teaclave_ma.attestation.sim.platform import SimulatedPlatform
 from teaclave_ma.errors import VerificationError
+from teaclave_ma.formats.limits import ServerLimits
 from teaclave_ma.identity import SgxIdentity
 from teaclave_ma.rpc.client import MutualTlsClient
-from teaclave_ma.rpc.server import MutualTlsServer, ServerLimits
+from teaclave_ma.rpc.server import MutualTlsServer
 from teaclave_ma.rpc.service import Service
 from teaclave_ma.testing import AuditorPanel
 from teaclave_ma.transport.credentials import (

@@ -25,6 +25,11 @@ still valid, and the fallback logged. After a failure the PCCS is left alone for
 must not each wait for a PCCS that hangs. Once the cache is stale every call tries again,
 and ``PccsUnreachable`` names the PCCS and the stale pieces. Expired collateral is never
 returned.
+
+Concurrent calls that need the same collateral share one fetch (``single_flight``): while
+it runs, a caller with a still-valid cache is answered from it at once, and a caller
+without one waits for the fetch's outcome, never past its deadline. Each request of the
+fetch is bounded by the fetching caller's deadline too.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from cryptography import x509
 from teaclave_ma.attestation.collateral import Collateral
 from teaclave_ma.attestation.pck_extension import parse_pck_extension
 from teaclave_ma.attestation.quote import Quote, pck_certificates
+from teaclave_ma.attestation.single_flight import SingleFlight, seconds_left
 from teaclave_ma.attestation.x509_load import load_pem_chain
 from teaclave_ma.errors import InputError, TeaclaveMAError
 from teaclave_ma.fsutil import atomic_write
@@ -55,8 +61,11 @@ _API = "/certification/v4"
 DEFAULT_REFRESH_BEFORE = dt.timedelta(hours=12)
 DEFAULT_RETRY_AFTER = dt.timedelta(minutes=5)
 DEFAULT_TIMEOUT = 10.0  # seconds per request
+FETCH_REQUESTS = 4  # pckcrl, tcb, qe/identity, rootcacrl
 
 _failed_at: dict[str, dt.datetime] = {}  # PCCS base URL -> when it last failed
+# Fetches under way, by (PCCS base URL, cache file): the file names the FMSPC and CA type.
+_fetches: SingleFlight[tuple[str, Path], bytes] = SingleFlight()
 _JSON_WHITESPACE = " \t\r\n"
 
 
@@ -201,8 +210,12 @@ class _Pccs:
         self.client = client
 
     def get(self, url: str, params: dict[str, str] | None = None) -> httpx.Response:
+        # The client's own timeout, or less if the caller's deadline comes sooner.
+        timeout = seconds_left(self.client.timeout.read or DEFAULT_TIMEOUT)
+        if timeout <= 0:
+            raise _Unavailable(f"{url}: not requested, the caller's deadline has passed")
         try:
-            response = self.client.get(url, params=params)
+            response = self.client.get(url, params=params, timeout=timeout)
         except httpx.HTTPError as exc:
             raise _Unavailable(f"{url}: {type(exc).__name__}: {exc}") from exc
         # 5xx, and "too many requests" / "request timeout": the PCCS cannot serve now.
@@ -318,55 +331,93 @@ def fetch_collateral(
         raise PccsError("tee", f"expected SGX or TDX, got {tee!r}")
     if update not in UPDATE_TYPES:
         raise PccsError("update", f"expected one of {', '.join(UPDATE_TYPES)}, got {update!r}")
-    now = now or dt.datetime.now(dt.UTC)
-    # One file per kind of collateral; SGX standard keeps the name it always had.
+    at = now or dt.datetime.now(dt.UTC)
+    # One file per kind of collateral; SGX standard keeps the name it always had. The file
+    # also keys the single flight, so concurrent misses of one kind share one fetch.
     kind = ("-tdx" if tee == "TDX" else "") + ("-early" if update == "early" else "")
     cache = Path(cache_dir) / f"{fmspc.hex()}-{ca}{kind}.json"
+    what = f"{'TDX ' if tee == 'TDX' else ''}collateral for FMSPC {fmspc.hex()} ({ca} CA)"
+
+    def fetch() -> bytes:
+        """Fetch and cache fresh collateral; if that fails, the still-valid cache or an error."""
+        # Read again: a fetch that ended since this caller looked may have just filled it.
+        cached, answer = _from_cache(cache, base_url, at, refresh_before, retry_after)
+        if answer is not None:
+            return answer
+        valid = cached if cached is not None and at < cached.until else None
+        own_client = client is None
+        http = client or httpx.Client(
+            timeout=DEFAULT_TIMEOUT, verify=str(ca_bundle) if ca_bundle else True
+        )
+        try:
+            fresh = _Pccs(base_url, http).fetch(fmspc, ca, tee, update)
+            fresh_expiry = expiry(fresh)
+            if fresh_expiry <= at:
+                raise PccsError(
+                    base_url, f"the PCCS served collateral that expired at {fresh_expiry}"
+                )
+        except (_Unavailable, TeaclaveMAError) as exc:
+            # Whatever went wrong (an outage, a 4xx from a proxy, a malformed or stale answer),
+            # collateral that is still valid serves until a retry: refusing every handshake
+            # for hours because a refresh failed would protect nothing.
+            _failed_at[base_url] = at
+            if valid is not None:
+                log.warning(
+                    "refreshing collateral from PCCS %s failed (%s); using cached collateral "
+                    "valid until %s",
+                    base_url,
+                    exc,
+                    valid.until,
+                )
+                return valid.data
+            if not isinstance(exc, _Unavailable):
+                raise
+            pieces = cached.next_updates if cached is not None else {}
+            stale = tuple(
+                f"{piece} nextUpdate {moment:%Y-%m-%dT%H:%M:%SZ}"
+                for piece, moment in sorted(pieces.items(), key=lambda item: item[1])
+                if moment <= at
+            )
+            raise PccsUnreachable(base_url, str(exc), what, stale) from exc
+        finally:
+            if own_client:
+                http.close()
+        _failed_at.pop(base_url, None)
+        atomic_write(cache, fresh)
+        return fresh
+
+    cached, answer = _from_cache(cache, base_url, at, refresh_before, retry_after)
+    if answer is not None:
+        return answer
+    key = (base_url, cache)
+    if cached is not None and at < cached.until and _fetches.in_flight(key):
+        log.debug("%s is being refreshed; the cache serves meanwhile", what)
+        return cached.data
+    wait = seconds_left(FETCH_REQUESTS * DEFAULT_TIMEOUT)
+    try:
+        return _fetches.run(key, fetch, wait=wait)
+    except TimeoutError as exc:
+        raise PccsUnreachable(
+            base_url, f"another caller's fetch did not end within {wait:.1f} s", what, ()
+        ) from exc
+
+
+def _from_cache(
+    cache: Path,
+    base_url: str,
+    now: dt.datetime,
+    refresh_before: dt.timedelta,
+    retry_after: dt.timedelta,
+) -> tuple[_Cached | None, bytes | None]:
+    """The cache, and what to answer without a request, if anything: the cache while it is
+    not yet due for a refresh, or while the PCCS is left alone after a failure."""
     cached = _read_cache(cache)
     valid = cached if cached is not None and now < cached.until else None
     if valid is not None and now + refresh_before < valid.until:
-        log.debug("collateral for FMSPC %s from cache (valid until %s)", fmspc.hex(), valid.until)
-        return valid.data
+        log.debug("%s from cache (valid until %s)", cache.name, valid.until)
+        return cached, valid.data
     failed_at = _failed_at.get(base_url)
     if valid is not None and failed_at is not None and failed_at <= now < failed_at + retry_after:
         log.debug("PCCS %s failed at %s; cached collateral used until a retry", base_url, failed_at)
-        return valid.data
-    own_client = client is None
-    http = client or httpx.Client(
-        timeout=DEFAULT_TIMEOUT, verify=str(ca_bundle) if ca_bundle else True
-    )
-    try:
-        fresh = _Pccs(base_url, http).fetch(fmspc, ca, tee, update)
-        fresh_expiry = expiry(fresh)
-        if fresh_expiry <= now:
-            raise PccsError(base_url, f"the PCCS served collateral that expired at {fresh_expiry}")
-    except (_Unavailable, TeaclaveMAError) as exc:
-        # Whatever went wrong (an outage, a 4xx from a proxy, a malformed or stale answer),
-        # collateral that is still valid serves until a retry: refusing every handshake
-        # for hours because a refresh failed would protect nothing.
-        _failed_at[base_url] = now
-        if valid is not None:
-            log.warning(
-                "refreshing collateral from PCCS %s failed (%s); using cached collateral "
-                "valid until %s",
-                base_url,
-                exc,
-                valid.until,
-            )
-            return valid.data
-        if not isinstance(exc, _Unavailable):
-            raise
-        pieces = cached.next_updates if cached is not None else {}
-        stale = tuple(
-            f"{piece} nextUpdate {moment:%Y-%m-%dT%H:%M:%SZ}"
-            for piece, moment in sorted(pieces.items(), key=lambda item: item[1])
-            if moment <= now
-        )
-        what = f"{'TDX ' if tee == 'TDX' else ''}collateral for FMSPC {fmspc.hex()} ({ca} CA)"
-        raise PccsUnreachable(base_url, str(exc), what, stale) from exc
-    finally:
-        if own_client:
-            http.close()
-    _failed_at.pop(base_url, None)
-    atomic_write(cache, fresh)
-    return fresh
+        return cached, valid.data
+    return cached, None

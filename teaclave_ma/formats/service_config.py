@@ -17,6 +17,7 @@ import attrs
 from teaclave_ma.attestation.backends import GRAMINE_DEVICE, TSM_REPORTS
 from teaclave_ma.attestation.policy import TCB_STATUSES, VerificationPolicy
 from teaclave_ma.errors import InputError
+from teaclave_ma.formats.limits import ServerLimits, parse_limits
 from teaclave_ma.formats.strict import (
     expect_bool,
     expect_int,
@@ -118,6 +119,7 @@ class ServiceConfig:
     tcb: TcbConfig = TcbConfig()
     attestation: BackendConfig = BackendConfig()
     state: StateConfig = StateConfig()
+    limits: ServerLimits = attrs.field(factory=ServerLimits)
     provision: tuple[ProvisionedSecret, ...] = ()
     run: RunConfig | None = None
 
@@ -219,7 +221,17 @@ def parse_service_config(data: bytes, what: str = "service.yaml") -> ServiceConf
         mapping,
         "",
         ["name", "enclave"],
-        ["entrypoint", "inbound", "outbound", "tcb", "attestation", "state", "provision", "run"],
+        [
+            "entrypoint",
+            "inbound",
+            "outbound",
+            "tcb",
+            "attestation",
+            "state",
+            "limits",
+            "provision",
+            "run",
+        ],
     )
     return ServiceConfig(
         name=expect_str(mapping["name"], "name", SERVICE_NAME),
@@ -234,6 +246,7 @@ def parse_service_config(data: bytes, what: str = "service.yaml") -> ServiceConf
         tcb=parse_tcb_config(mapping.get("tcb", {})),
         attestation=parse_backend_config(mapping.get("attestation", {})),
         state=parse_state_config(mapping.get("state", {})),
+        limits=parse_limits(mapping.get("limits", {}), "limits"),
         provision=_provision(mapping.get("provision", {})),
         run=parse_run_config(mapping["run"]) if "run" in mapping else None,
     )

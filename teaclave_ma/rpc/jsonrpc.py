@@ -2,11 +2,17 @@
 
 Only named parameters (a JSON object) are supported, and no batches: every handler
 receives keyword arguments. Errors carry a code and a message, never a traceback.
+
+Both directions decode UTF-8 JSON only (RFC 8259 section 8.1) nested at most ``MAX_DEPTH``
+arrays and objects deep: the depth is measured on the text before it is parsed, so a
+hostile peer's ``[[[[...`` is a parse error, never a ``RecursionError`` in the reader.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 from typing import Any
 
 import attrs
@@ -34,6 +40,43 @@ class RpcError(TeaclaveMAError):
         super().__init__(f"RPC error {code}: {message}")
 
 
+# Far deeper than any message of the services; far below the interpreter's recursion limit.
+MAX_DEPTH = 64
+
+# A string literal, to its closing quote or, unterminated, to the end of the text: every
+# match attempt succeeds, so removing them is one linear pass whatever the input.
+_STRING = re.compile(r'"(?:[^"\\]++|\\(?:.|\Z))*+(?:"|\Z)', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]++")
+_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+def nesting_depth(text: str) -> int:
+    """How deep arrays and objects nest in ``text``, brackets inside strings not counted.
+
+    For a prefix that the JSON parser accepts this is exactly its depth (it delimits strings
+    the same way), so the parser never nests deeper than this before it succeeds or fails."""
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
+    return max(itertools.accumulate(map(_STEP.__getitem__, brackets)), default=0)
+
+
+def parse_json(body: bytes, what: str) -> Any:
+    """``body`` parsed as UTF-8 JSON of at most ``MAX_DEPTH`` levels; ``RpcError`` -32700
+    naming ``what`` (request or response) otherwise."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RpcError(PARSE_ERROR, f"{what} is not UTF-8 (byte {exc.start})") from exc
+    depth = nesting_depth(text)
+    if depth > MAX_DEPTH:
+        raise RpcError(
+            PARSE_ERROR, f"{what} nests {depth} levels deep, more than the limit of {MAX_DEPTH}"
+        )
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise RpcError(PARSE_ERROR, f"{what} is not valid JSON: {exc}") from exc
+
+
 @attrs.frozen
 class Request:
     id: RequestId
@@ -42,10 +85,7 @@ class Request:
 
 
 def decode_request(body: bytes) -> Request:
-    try:
-        message = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RpcError(PARSE_ERROR, f"request is not valid JSON: {exc}") from exc
+    message = parse_json(body, "request")
     if not isinstance(message, dict):
         raise RpcError(INVALID_REQUEST, "request must be a JSON object (batches are not supported)")
     if message.get("jsonrpc") != "2.0":
@@ -86,16 +126,15 @@ def encode_error(request_id: RequestId, error: RpcError) -> bytes:
 
 def decode_response(body: bytes, expected_id: int) -> Any:
     """The result of a response, or the RpcError it carries."""
-    try:
-        message = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RpcError(PARSE_ERROR, f"response is not valid JSON: {exc}") from exc
+    message = parse_json(body, "response")
     if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
         raise RpcError(INVALID_REQUEST, "response is not a JSON-RPC 2.0 object")
-    if message.get("id") != expected_id:
+    response_id = message.get("id")
+    # A server that could not read a request's id answers its error with id null (JSON-RPC
+    # 2.0, section 5); one request at a time is in flight on a connection, so it is ours.
+    if response_id != expected_id and not (response_id is None and "error" in message):
         raise RpcError(
-            INVALID_REQUEST,
-            f"response id {message.get('id')!r} does not match request {expected_id}",
+            INVALID_REQUEST, f"response id {response_id!r} does not match request {expected_id}"
         )
     if "error" in message:
         error = message["error"]

@@ -1,11 +1,18 @@
 """The attested RPC server: accepts TCP, runs the mutual RA-TLS handshake, then serves JSON-RPC.
 
 Bounds keep one slow or hostile peer from stalling the rest: a limit on concurrent
-connections, a smaller one on connections still in their handshake (excess connections
-are closed at once), a deadline on each handshake, an idle deadline between requests, and
-a maximum request size. Silent connections that never finish a handshake can thus hold
-at most ``max_handshakes`` slots, each until its deadline, and never lock out the
-established connections or the rest of the connection slots.
+connections, a smaller one on connections still in their handshake, a deadline on each
+handshake, an idle deadline between requests, and a maximum request size.
+
+Admission is fair to attested peers. A handshake costs a stranger nothing (a silent TCP
+connection holds a slot until the deadline), so slots in the handshake are shared out by
+source (an IPv4 address, or an IPv6 /64): one source holds at most
+``max_handshakes_per_source`` (its next connection is closed at once), and when all
+``max_handshakes`` are taken, a new connection evicts the oldest handshake of the source
+that holds the most. A flood from one source thus holds its share and no more; a flood
+from many sources evicts itself, since each of its sources holds at least as many slots
+as a legitimate peer, whose handshake is over within milliseconds. Established
+connections are never evicted: they are attested.
 
 ``MutualTlsServer`` takes its peer check as a parameter; ``RpcServer`` is it with the RA-TLS
 check that services use. The benchmarks run the same code with a plain CA check.
@@ -13,7 +20,9 @@ check that services use. The benchmarks run the same code with a plain CA check.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import ipaddress
 import logging
 import socket
 import threading
@@ -25,6 +34,7 @@ import attrs
 import h11
 
 from teaclave_ma.errors import TeaclaveMAError, VerificationError
+from teaclave_ma.formats.limits import ServerLimits
 from teaclave_ma.rpc.http import RPC_PATH, HttpLimitError, read_message, rpc_response, send_message
 from teaclave_ma.rpc.jsonrpc import (
     INVALID_REQUEST,
@@ -49,13 +59,105 @@ from teaclave_ma.transport.tls import (
 log = logging.getLogger(__name__)
 
 
-@attrs.frozen
-class ServerLimits:
-    max_connections: int = 1024
-    max_handshakes: int = 256  # of those, how many may be in the handshake at once
-    handshake_timeout: float = 10.0
-    idle_timeout: float = 60.0
-    max_request_bytes: int = 1 << 20
+def source_of(address: tuple[Any, ...]) -> str:
+    """Whom a connection counts against: its IPv4 address, or its IPv6 /64 (a host is
+    often given a whole /64, so single IPv6 addresses cost it nothing)."""
+    ip = ipaddress.ip_address(address[0])
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+@attrs.define(eq=False)  # compared by identity: one per connection
+class _Handshake:
+    sock: socket.socket
+    source: str
+
+
+class _Admission:
+    """The server's slots: connections, and handshakes in progress by source (oldest first).
+
+    One lock guards it all; a socket is shut down (to evict its handshake) only under it,
+    and only while its handshake still holds a slot, which is before its thread closes it."""
+
+    def __init__(self, limits: ServerLimits, name: str) -> None:
+        self._limits = limits
+        self._name = name
+        self._lock = threading.Lock()
+        self._connections = 0
+        self._handshakes: dict[_Handshake, None] = {}  # insertion order: the oldest first
+        self._per_source: collections.Counter[str] = collections.Counter()
+        self.refused = 0  # connections closed at once, for operators and tests
+        self.evicted = 0  # handshakes ended to make room
+
+    def admit(self, sock: socket.socket, address: tuple[Any, ...]) -> _Handshake | None:
+        """A connection and handshake slot for a new connection, or None (refused, logged)."""
+        source = source_of(address)
+        with self._lock:
+            refusal = self._refusal(source)
+            if refusal is not None:
+                self.refused += 1
+                log.info("%s: %s; closing %s:%d", self._name, refusal, *address[:2])
+                return None
+            if len(self._handshakes) >= self._limits.max_handshakes:
+                self._evict_one()
+            ticket = _Handshake(sock, source)
+            self._handshakes[ticket] = None
+            self._per_source[source] += 1
+            self._connections += 1
+            return ticket
+
+    def _refusal(self, source: str) -> str | None:
+        if self._connections >= self._limits.max_connections:
+            return f"connection limit {self._limits.max_connections} reached"
+        if self._per_source[source] >= self._limits.max_handshakes_per_source:
+            return (
+                f"{source} already has {self._per_source[source]} handshakes in progress "
+                f"(the limit per source)"
+            )
+        return None
+
+    def _evict_one(self) -> None:
+        """End the oldest handshake of the source holding the most (the lock is held)."""
+        most = max(self._per_source.values())
+        victim = next(h for h in self._handshakes if self._per_source[h.source] == most)
+        self._forget(victim)
+        self.evicted += 1
+        log.info(
+            "%s: handshake limit %d reached; ending the oldest handshake from %s (%d in progress)",
+            self._name,
+            self._limits.max_handshakes,
+            victim.source,
+            most,
+        )
+        # Its thread sees the connection end, fails its handshake and closes the socket.
+        with contextlib.suppress(OSError):
+            victim.sock.shutdown(socket.SHUT_RDWR)
+
+    def _forget(self, ticket: _Handshake) -> None:
+        del self._handshakes[ticket]
+        self._per_source[ticket.source] -= 1
+        if not self._per_source[ticket.source]:
+            del self._per_source[ticket.source]
+
+    def handshake_over(self, ticket: _Handshake) -> bool:
+        """Give the handshake slot back; False if it was taken away (the handshake evicted)."""
+        with self._lock:
+            if ticket not in self._handshakes:
+                return False
+            self._forget(ticket)
+            return True
+
+    def connection_closed(self) -> None:
+        with self._lock:
+            self._connections -= 1
+
+    def give_back(self, ticket: _Handshake) -> None:
+        """Both slots of a connection that was never served."""
+        self.handshake_over(ticket)
+        self.connection_closed()
 
 
 # How long a refused client is given to read our alert before the socket is closed.
@@ -107,8 +209,7 @@ class MutualTlsServer(Generic[PeerT]):
         self._verifier = verifier
         self._inbound = tuple(inbound)
         self._limits = limits or ServerLimits()
-        self._slots = threading.BoundedSemaphore(self._limits.max_connections)
-        self._handshake_slots = threading.BoundedSemaphore(self._limits.max_handshakes)
+        self.admission = _Admission(self._limits, service.name)
         self._stopping = threading.Event()
         self._listener = socket.create_server(address, backlog=128)
         self.address: tuple[str, int] = self._listener.getsockname()[:2]
@@ -150,55 +251,23 @@ class MutualTlsServer(Generic[PeerT]):
                 log.warning("%s: accept failed: %s", self.service.name, exc)
                 self._stopping.wait(0.05)
                 continue
-            if not self._admit(peer_address):
+            ticket = self.admission.admit(sock, peer_address)
+            if ticket is None:
                 sock.close()
                 continue
             try:
                 threading.Thread(
-                    target=self._serve_connection, args=(sock, peer_address), daemon=True
+                    target=self._serve_connection, args=(ticket, peer_address), daemon=True
                 ).start()
             except RuntimeError as exc:  # no thread to be had: refuse this one, keep accepting
                 log.error("%s: cannot serve %s:%d: %s", self.service.name, *peer_address[:2], exc)
-                self._handshake_slots.release()
-                self._slots.release()
+                self.admission.give_back(ticket)
                 sock.close()
 
-    def _admit(self, peer_address: tuple[str, int]) -> bool:
-        """Take a handshake slot and a connection slot for a new connection, or neither."""
-        if not self._handshake_slots.acquire(blocking=False):
-            log.warning(
-                "handshake limit %d reached; closing %s:%d",
-                self._limits.max_handshakes,
-                *peer_address[:2],
-            )
-            return False
-        if not self._slots.acquire(blocking=False):
-            self._handshake_slots.release()
-            log.warning(
-                "connection limit %d reached; closing %s:%d",
-                self._limits.max_connections,
-                *peer_address[:2],
-            )
-            return False
-        return True
-
-    def _handshake(self, sock: socket.socket) -> SecureChannel[PeerT]:
-        """The handshake, holding a handshake slot until it ends, however it ends."""
-        try:
-            return handshake(
-                sock,
-                self._contexts.get(),
-                lambda der: self._verifier.verify(der, self._inbound),
-                server=True,
-                timeout=self._limits.handshake_timeout,
-            )
-        finally:
-            self._handshake_slots.release()
-
-    def _serve_connection(self, sock: socket.socket, peer_address: tuple[str, int]) -> None:
+    def _serve_connection(self, ticket: _Handshake, peer_address: tuple[str, int]) -> None:
         where = f"{peer_address[0]}:{peer_address[1]}"
         try:
-            channel = self._handshake_or_close(sock, where)
+            channel = self._handshake_or_close(ticket, where)
             if channel is None:
                 return
             peer = channel.peer
@@ -207,15 +276,31 @@ class MutualTlsServer(Generic[PeerT]):
                 self._serve_requests(channel, peer)
             except TeaclaveMAError as exc:
                 log.info("%s: connection from %s ended: %s", self.service.name, where, exc)
+            except Exception:  # a bug: this connection ends, logged, and the server serves on
+                log.exception(
+                    "%s: connection from %s failed unexpectedly", self.service.name, where
+                )
             finally:
                 channel.close()
         finally:
-            self._slots.release()  # on every path, or the server would fill up and refuse all
+            # On every path, or the server would fill up and refuse all.
+            self.admission.connection_closed()
 
-    def _handshake_or_close(self, sock: socket.socket, where: str) -> SecureChannel[PeerT] | None:
-        """The verified channel; or None, the socket closed and the reason logged."""
+    def _handshake_or_close(self, ticket: _Handshake, where: str) -> SecureChannel[PeerT] | None:
+        """The verified channel; or None, the socket closed and the reason logged. The
+        handshake slot is given back before the socket is closed, however it ends."""
+        sock = ticket.sock
         try:
-            return self._handshake(sock)
+            try:
+                channel = handshake(
+                    sock,
+                    self._contexts.get(),
+                    lambda der: self._verifier.verify(der, self._inbound),
+                    server=True,
+                    timeout=self._limits.handshake_timeout,
+                )
+            finally:
+                kept = self.admission.handshake_over(ticket)
         except PeerRejected as exc:
             self.rejections += 1
             log.warning("%s refused client %s: %s", self.service.name, where, exc.reason)
@@ -226,6 +311,11 @@ class MutualTlsServer(Generic[PeerT]):
         except Exception:  # a bug or an exhausted resource; the connection must still end
             log.exception("%s: handshake with %s failed unexpectedly", self.service.name, where)
             sock.close()
+        else:
+            if kept:
+                return channel
+            # Evicted as it ended: its socket is shut down, nothing can be served on it.
+            channel.close()
         return None
 
     def _serve_requests(self, channel: SecureChannel[PeerT], peer: PeerT) -> None:
@@ -277,7 +367,8 @@ class MutualTlsServer(Generic[PeerT]):
             answer = encode_result(request_id, result)
         except RpcError as exc:
             return 200, encode_error(request_id, exc)
-        except (TypeError, ValueError) as exc:  # a handler returned something JSON cannot carry
+        # A handler returned something JSON cannot carry (or nested too deep to encode).
+        except (TypeError, ValueError, RecursionError) as exc:
             log.error("%s: unserialisable result: %s", self.service.name, exc)
             return 200, encode_error(request_id, RpcError(-32603, "result could not be encoded"))
         return 200, answer

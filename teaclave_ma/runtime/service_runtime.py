@@ -21,11 +21,12 @@ from cryptography.hazmat.primitives import serialization
 from teaclave_ma.attestation.attester import SealingPolicy
 from teaclave_ma.enclave.image import EnclaveImage
 from teaclave_ma.errors import ConfigError
+from teaclave_ma.formats.limits import ServerLimits
 from teaclave_ma.formats.runtime_config import RuntimeConfig
 from teaclave_ma.formats.trust import parse_trust_file
 from teaclave_ma.identity import PeerMeasurement
 from teaclave_ma.rpc.client import PeerClient
-from teaclave_ma.rpc.server import RpcServer, ServerLimits
+from teaclave_ma.rpc.server import RpcServer
 from teaclave_ma.rpc.service import Service
 from teaclave_ma.runtime.attestation_setup import setup_attestation
 from teaclave_ma.runtime.context import ServiceContext
@@ -127,7 +128,8 @@ class ServiceRuntime(EnclaveNode):
             image, runtime, manifest_path, signatures_dir, initialize_state=initialize_state
         )
         self.service = load_entrypoint(image)(self.context)
-        self._limits = limits
+        # The image's measured limits; an embedding program (a test) may pass its own.
+        self._limits = limits or image.service.limits
         self.server: RpcServer | None = None
         self._watcher: threading.Thread | None = None
         self._stop = threading.Event()

@@ -5,6 +5,13 @@ its validity, it carries a quote whose report_data binds the certificate's key, 
 verifies under the trusted root with current collateral and the TCB policy, and the
 attested identity matches a manifest entry of one of the services expected on this edge.
 
+Collateral may have to be fetched from a PCCS, so nothing a stranger sends may cost a
+fetch: before it, the quote's PCK chain must lead to the trusted root (signatures and
+validity), and the quoted enclave must be one that the manifest could accept here (its
+measurement, and its debug flag) - checks that only ever refuse, since the quote is not
+verified yet. What is left to reach the PCCS is a genuine platform's PCK chain, whose
+collateral is fetched once for all (``attestation.pccs``).
+
 An open connection is worth no more than the evidence it was opened with: before each
 request, ``recheck`` refuses a peer whose certificate or quote collateral has expired
 since the handshake (the peer must reconnect with fresh evidence), and one that the
@@ -23,9 +30,10 @@ import attrs
 
 from teaclave_ma.attestation.anchors import TrustAnchor
 from teaclave_ma.attestation.collateral import Collateral
-from teaclave_ma.attestation.errors import QuoteVerificationError
+from teaclave_ma.attestation.errors import PolicyRejected, QuoteVerificationError
+from teaclave_ma.attestation.pki import verify_chain
 from teaclave_ma.attestation.policy import TCB_STATUSES, VerificationPolicy
-from teaclave_ma.attestation.quote import Quote
+from teaclave_ma.attestation.quote import Quote, pck_certificates
 from teaclave_ma.attestation.verifier import (
     ValidityCache,
     VerifiedQuote,
@@ -105,7 +113,7 @@ class PeerVerifier:
         self._clock = clock
         self._cache: ValidityCache[bytes, VerifiedCertificate] = ValidityCache(cache_size)
 
-    def _attested(self, certificate: bytes, now: dt.datetime) -> VerifiedCertificate:
+    def _attested(self, certificate: bytes, now: dt.datetime, edge: _Edge) -> VerifiedCertificate:
         """The certificate, parsed, within its validity, its quote bound and verified: from
         the cache, or checked now and cached.
 
@@ -113,7 +121,8 @@ class PeerVerifier:
         of the cost of a cached check. Only successes are cached, and an entry is used only
         inside the certificate's validity and before its collateral expires; the TCB policy
         and the manifest are applied on every use, so a changed manifest takes effect at
-        once."""
+        once. On a miss, a quote that could never be accepted on ``edge`` is refused before
+        its collateral is looked up."""
         key = hashlib.sha256(certificate).digest()
         cached = self._cache.get(key, now)
         if cached is not None:
@@ -121,6 +130,10 @@ class PeerVerifier:
         evidence = extract_evidence(certificate)
         check_validity(evidence, now)
         quote = bound_quote(evidence)
+        verify_chain(
+            pck_certificates(quote.certification.pck_chain_pem), self._anchor, now, "pck_chain"
+        )
+        edge.refuse_unacceptable(quote)
         verified = verify_quote(quote, self._collateral_for(quote), now, EVERY_POLICY, self._anchor)
         entry = VerifiedCertificate(evidence.sha256, evidence.not_after, verified)
         self._cache.put(
@@ -158,49 +171,86 @@ class PeerVerifier:
             raise IdentityNotAccepted(
                 "no service is allowed on this edge (the inbound list is empty)"
             )
-        attested = self._attested(certificate, now)
+        edge = _Edge(manifest, tuple(services))
+        attested = self._attested(certificate, now, edge)
         verified = attested.quote
-        # Debug enclaves pass only where the manifest accepts one for an expected service;
-        # the manifest match below then demands the exact debug flag.
-        allow_debug = any(
-            entry.debug
-            for service in services
-            for entry in manifest.manifest.enclaves.get(service, ())
-        )
         apply_policy(
             verified,
-            attrs.evolve(self._policy, allow_debug=allow_debug),
+            attrs.evolve(self._policy, allow_debug=edge.allow_debug),
         )
-        body = verified.quote.body
-        identity: PeerMeasurement = body.identity()
-        refusals: list[tuple[str, IdentityNotAccepted]] = []
-        for service in services:
-            try:
-                manifest.expect(service, identity)
-            except IdentityNotAccepted as exc:
-                refusals.append((service, exc))
-                continue
-            return PeerIdentity(
-                service=service,
-                identity=identity,
-                tcb_status=verified.tcb_status,
-                advisory_ids=verified.advisory_ids,
-                manifest_version=manifest.version,
-                certificate_sha256=attested.sha256,
-                certificate_not_after=attested.not_after,
-                evidence_expires=verified.evidence_expires,
+        identity: PeerMeasurement = verified.quote.body.identity()
+        return PeerIdentity(
+            service=edge.accepted_service(identity),
+            identity=identity,
+            tcb_status=verified.tcb_status,
+            advisory_ids=verified.advisory_ids,
+            manifest_version=manifest.version,
+            certificate_sha256=attested.sha256,
+            certificate_not_after=attested.not_after,
+            evidence_expires=verified.evidence_expires,
+        )
+
+
+@attrs.frozen
+class _Edge:
+    """The services a peer may be on one connection, under the manifest in force."""
+
+    manifest: VerifiedManifest
+    services: tuple[str, ...]
+
+    @property
+    def allow_debug(self) -> bool:
+        """Debug enclaves pass only where the manifest accepts one for an expected service;
+        the manifest match then demands the exact debug flag."""
+        return any(
+            entry.debug
+            for service in self.services
+            for entry in self.manifest.manifest.enclaves.get(service, ())
+        )
+
+    def refuse_unacceptable(self, quote: Quote) -> None:
+        """Refuse a quote that could never be accepted here, whatever its verification
+        would say: from a debug enclave where none is accepted, or of an enclave that
+        matches no entry of the expected services."""
+        body = quote.body
+        if body.debug and not self.allow_debug:
+            raise PolicyRejected(
+                "debug",
+                f"the {quote.tee} report is from a debug enclave, and no manifest entry of "
+                f"{self._expected} accepts one",
+                quote,
             )
-        expected = ", ".join(repr(service) for service in services)
+        self.accepted_service(body.identity())
+
+    @property
+    def _expected(self) -> str:
+        return ", ".join(repr(service) for service in self.services)
+
+    def accepted_service(self, identity: PeerMeasurement) -> str:
+        """The first expected service whose manifest entries accept ``identity``;
+        ``IdentityNotAccepted`` naming the identity and every mismatch otherwise."""
+        refusals: list[IdentityNotAccepted] = []
+        for service in self.services:
+            try:
+                self.manifest.expect(service, identity)
+            except IdentityNotAccepted as exc:
+                refusals.append(exc)
+                continue
+            return service
+        many = len(self.services) > 1
         prefix = (
             f"peer {identity.measurement_text} is not accepted for "
-            f"service{'s' if len(services) > 1 else ''} {expected} by manifest v{manifest.version}"
+            f"service{'s' if many else ''} {self._expected} by manifest v{self.manifest.version}"
         )
-        known = manifest.services_of(identity)
+        known = self.manifest.services_of(identity)
         if known:
             raise IdentityNotAccepted(
                 f"{prefix}: it is the manifest's {', '.join(map(repr, known))}, which is not allowed on this edge"
             )
-        if len(refusals) == 1:
-            raise refusals[0][1]
-        reasons = "; ".join(f"{service}: {refusal.why}" for service, refusal in refusals)
+        if not many:
+            raise refusals[0]
+        reasons = "; ".join(
+            f"{service}: {refusal.why}"
+            for service, refusal in zip(self.services, refusals, strict=True)
+        )
         raise IdentityNotAccepted(f"{prefix}: it matches no entry of any of them ({reasons})")

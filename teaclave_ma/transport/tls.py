@@ -32,6 +32,7 @@ from typing import Generic, Protocol, TypeVar
 import attrs
 from OpenSSL import SSL, crypto
 
+from teaclave_ma.attestation import single_flight
 from teaclave_ma.errors import TeaclaveMAError, VerificationError
 from teaclave_ma.transport.credentials import CredentialSource, TlsCredentials
 
@@ -292,7 +293,8 @@ def handshake(
     deadline = time.monotonic() + timeout
     side = "client certificate" if server else "server certificate"
     try:
-        _io(conn, sock, deadline, conn.do_handshake)
+        with single_flight.deadline(deadline):  # the peer check's waits end with the handshake
+            _io(conn, sock, deadline, conn.do_handshake)
     except (SSL.SysCallError, SSL.ZeroReturnError) as exc:
         # The socket failed, or the peer closed it cleanly: nobody judged anybody.
         if state.failure is not None:

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from teaclave_ma.enclave.image import EnclaveImage
+from teaclave_ma.formats.limits import ServerLimits
 from teaclave_ma.formats.runtime_config import parse_runtime_config
-from teaclave_ma.rpc.server import ServerLimits
 from teaclave_ma.runtime.service_runtime import ServiceRuntime
 from teaclave_ma.testing.deployment import SimulatedDeployment
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from teaclave_ma.demo.processes import serve_command, start_service
+from teaclave_ma.formats.limits import ServerLimits
 from teaclave_ma.rpc.client import PeerClient
-from teaclave_ma.rpc.server import RpcServer, ServerLimits
+from teaclave_ma.rpc.server import RpcServer
 from teaclave_ma.runtime.service_runtime import ServiceRuntime
 from teaclave_ma.testing.auditors import accepted
 from teaclave_ma.testing.deployment import SimulatedDeployment

@@ -31,6 +31,7 @@ PEER = PeerIdentity(
     [
         (b"{not json", jsonrpc.PARSE_ERROR),
         (b"\xff\xfe", jsonrpc.PARSE_ERROR),
+        ('{"jsonrpc": "2.0", "id": 1, "method": "x"}'.encode("utf-16"), jsonrpc.PARSE_ERROR),
         (b"[]", jsonrpc.INVALID_REQUEST),
         (b'{"id": 1, "method": "x"}', jsonrpc.INVALID_REQUEST),
         (b'{"jsonrpc": "2.0", "id": 1}', jsonrpc.INVALID_REQUEST),
@@ -43,6 +44,38 @@ def test_malformed_requests_get_the_specific_json_rpc_error(body: bytes, code: i
     with pytest.raises(RpcError) as caught:
         decode_request(body)
     assert caught.value.code == code
+
+
+@pytest.mark.parametrize(
+    ("text", "depth"),
+    [
+        ("1", 0),
+        ('{"a": [1, {"b": []}]}', 4),
+        ('["[[[[", "\\"]]]]", {"}": "{{"}]', 2),  # brackets in strings, escaped quotes
+        ('"unterminated [[[[', 0),  # the rest of the text is the string
+        ('"\\' + '\\"' * 1000, 0),  # linear, however the quotes are escaped
+        ("[" * 100_000, 100_000),
+    ],
+)
+def test_nesting_depth_counts_brackets_outside_strings(text: str, depth: int) -> None:
+    assert jsonrpc.nesting_depth(text) == depth
+
+
+@pytest.mark.parametrize("direction", ["request", "response"])
+def test_json_nested_deeper_than_the_limit_is_a_parse_error(direction: str) -> None:
+    deep = jsonrpc.MAX_DEPTH + 1
+    at_limit = b'{"jsonrpc": "2.0", "id": 1, "method": "m", "params": {"v": %s}}' % (
+        b"[" * (jsonrpc.MAX_DEPTH - 2) + b"]" * (jsonrpc.MAX_DEPTH - 2)
+    )
+    assert decode_request(at_limit).params["v"] is not None
+    body = b"[" * deep + b"]" * deep
+    with pytest.raises(RpcError) as caught:
+        if direction == "request":
+            decode_request(body)
+        else:
+            decode_response(body, 1)
+    assert caught.value.code == jsonrpc.PARSE_ERROR
+    assert f"{direction} nests {deep} levels deep, more than the limit of 64" in str(caught.value)
 
 
 def test_request_round_trip() -> None:

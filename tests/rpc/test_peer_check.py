@@ -31,9 +31,10 @@ from benchmarks.transport import (
     issue,
 )
 from teaclave_ma.errors import VerificationError
+from teaclave_ma.formats.limits import ServerLimits
 from teaclave_ma.rpc.client import MutualTlsClient
 from teaclave_ma.rpc.http import send_message
-from teaclave_ma.rpc.server import MutualTlsServer, ServerLimits
+from teaclave_ma.rpc.server import MutualTlsServer
 from teaclave_ma.transport.credentials import FixedCredentials, TlsCredentials
 from teaclave_ma.transport.tls import PeerRejected, RefusedByPeer, TransportError
 from tests.helpers import wait_until
@@ -156,28 +157,49 @@ def test_a_refusal_that_closed_the_connection_before_the_request_is_named_to_the
     assert echo.requests == 0
 
 
-def test_silent_connections_beyond_the_handshake_limit_are_closed_and_lock_no_one_out(
+def silent_from(source: str, server: MutualTlsServer[CaPeer], count: int) -> list[socket.socket]:
+    """``count`` TCP connections to ``server`` from the loopback address ``source`` that
+    never send a byte."""
+    made = []
+    for _ in range(count):
+        sock = socket.create_connection(server.address, timeout=10, source_address=(source, 0))
+        made.append(sock)
+    return made
+
+
+def closed_by_server(sock: socket.socket) -> bool:
+    return sock.recv(1) == b""  # blocks until the server closes it (or the timeout)
+
+
+def still_open(sock: socket.socket) -> bool:
+    return not select.select([sock], [], [], 0)[0]
+
+
+def test_silent_connections_hold_one_share_per_source_and_the_oldest_make_room(
     echo: Echo, server_check: Counting
 ) -> None:
-    # The deadline outlasts the test: only the handshake limit can close a silent connection.
-    limits = ServerLimits(max_connections=4, max_handshakes=2, handshake_timeout=60.0)
+    # The deadline outlasts the test: only admission can end a silent connection.
+    limits = ServerLimits(
+        max_connections=16, max_handshakes=4, max_handshakes_per_source=2, handshake_timeout=60.0
+    )
     server = started_server(echo, server_check, limits)
     established = client_of(server)
-    silent = []
+    silent: list[socket.socket] = []
     try:
         assert established.call("echo", value="before") == "before"
-        silent = [socket.create_connection(server.address, timeout=10) for _ in range(8)]
-        # Accepted in order: the first two hold the handshake slots, the rest are closed
-        # at once, without taking the connection slots left.
-        assert [sock.recv(1) for sock in silent[2:]] == [b""] * 6
-        assert not any(select.select(silent[:2], [], [], 0)[0])  # still open, still silent
-        assert established.call("echo", value="during") == "during"
-        with pytest.raises(TransportError, match="handshake failed"), client_of(server) as late:
-            late.call("echo", value="late")  # no handshake slot left for it
-        silent[0].close()  # the server's handshake with it ends, freeing its slot
+        first = silent_from("127.0.0.2", server, 3)
+        second = silent_from("127.0.0.3", server, 2)
+        silent = first + second
+        # One source holds at most its share: its next connection is closed at once.
+        assert closed_by_server(first[2])
+        # Every handshake slot is taken (two sources, two each). A new connection ends the
+        # oldest handshake of a source holding the most, and completes its own.
         with client_of(server) as honest:
-            assert wait_until(lambda: _echoes(honest))
-        assert established.call("echo", value="after") == "after"
+            assert honest.call("echo", value="honest") == "honest"
+        assert closed_by_server(first[0])
+        assert all(still_open(sock) for sock in (first[1], *second))
+        assert (server.admission.refused, server.admission.evicted) == (1, 1)
+        assert established.call("echo", value="after") == "after"  # never evicted
     finally:
         for sock in silent:
             sock.close()
@@ -185,11 +207,19 @@ def test_silent_connections_beyond_the_handshake_limit_are_closed_and_lock_no_on
         server.stop()
 
 
-def _echoes(client: MutualTlsClient[CaPeer]) -> bool:
-    try:
-        return bool(client.call("echo", value=1) == 1)
-    except TransportError:
-        return False
+@pytest.mark.parametrize(
+    ("address", "source"),
+    [
+        (("192.0.2.7", 4000), "192.0.2.7"),
+        (("::ffff:192.0.2.7", 4000, 0, 0), "192.0.2.7"),
+        (("2001:db8:1:2:aaaa::1", 4000, 0, 0), "2001:db8:1:2::/64"),
+        (("2001:db8:1:2:bbbb::9", 4000, 0, 0), "2001:db8:1:2::/64"),  # the same host's /64
+    ],
+)
+def test_connections_count_against_their_ipv4_address_or_ipv6_64(
+    address: tuple[Any, ...], source: str
+) -> None:
+    assert server_module.source_of(address) == source
 
 
 def test_a_read_timeout_names_the_service_its_address_and_the_method(
