@@ -19,7 +19,6 @@ bytes are what auditors sign; this module only parses bytes that were already ve
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Mapping
 
 import attrs
@@ -39,7 +38,6 @@ from teaclave_ma.formats.strict import (
     format_utc,
     join,
     load_yaml_mapping,
-    plain_scalar_is_str,
 )
 from teaclave_ma.identity import TD_ATTRIBUTES_DEBUG, PeerMeasurement, SgxIdentity, TdxIdentity
 
@@ -174,141 +172,28 @@ MAX_MANIFEST_BYTES = 16 << 20
 
 
 def parse_manifest(data: bytes, what: str = "manifest") -> Manifest:
-    """The manifest in ``data``: read from its canonical layout when it is in it, by the
-    general strict YAML reader otherwise (which also words every error)."""
+    """The manifest in ``data``, through the strict YAML reader: the one parser of the bytes
+    auditors sign, so what they reviewed and what a service enforces cannot differ."""
     try:
-        text = decode_document(data, what, MAX_MANIFEST_BYTES)
-        return read_canonical(text) or read_general(text, what)
+        mapping = load_yaml_mapping(decode_document(data, what, MAX_MANIFEST_BYTES), what)
+        expect_keys(mapping, "", ["version", "expires", "enclaves"])
+        enclaves: dict[str, tuple[Accepted, ...]] = {}
+        for name, entries in expect_mapping(mapping["enclaves"], "enclaves").items():
+            where = join("enclaves", name)
+            if not SERVICE_NAME.fullmatch(name):
+                raise InputError(where, f"invalid service name (expected {SERVICE_NAME.pattern})")
+            items = expect_list(entries, where)
+            if not items:
+                raise InputError(where, "expected at least one accepted identity")
+            enclaves[name] = tuple(
+                _parse_entry(item, join(where, i)) for i, item in enumerate(items)
+            )
+        return Manifest(
+            version=expect_int(mapping["version"], "version", 0, _MAX_VERSION),
+            expires=expect_utc_time(mapping["expires"], "expires"),
+            enclaves=enclaves,
+        )
     except ManifestFormatError:
         raise
     except InputError as exc:
         raise ManifestFormatError(exc.field, exc.problem) from exc
-
-
-def read_general(text: str, what: str = "manifest") -> Manifest:
-    """Any YAML spelling of a manifest, through the strict YAML loader."""
-    mapping = load_yaml_mapping(text, what)
-    expect_keys(mapping, "", ["version", "expires", "enclaves"])
-    enclaves: dict[str, tuple[Accepted, ...]] = {}
-    for name, entries in expect_mapping(mapping["enclaves"], "enclaves").items():
-        where = join("enclaves", name)
-        if not SERVICE_NAME.fullmatch(name):
-            raise InputError(where, f"invalid service name (expected {SERVICE_NAME.pattern})")
-        items = expect_list(entries, where)
-        if not items:
-            raise InputError(where, "expected at least one accepted identity")
-        enclaves[name] = tuple(_parse_entry(item, join(where, i)) for i, item in enumerate(items))
-    return Manifest(
-        version=expect_int(mapping["version"], "version", 0, _MAX_VERSION),
-        expires=expect_utc_time(mapping["expires"], "expires"),
-        enclaves=enclaves,
-    )
-
-
-# -- the canonical layout -------------------------------------------------------------------
-#
-# ``Manifest.to_bytes`` always writes the same block layout (PyYAML's, keys in schema order,
-# one line per field). The generic YAML loader spends ~50 us per entry building and then
-# checking Python objects; reading that one layout with regular expressions and building the
-# typed entries directly is about ten times faster. The reader is deliberately narrow: it
-# takes a document only if every line is exactly as ``to_bytes`` would write it (plain or
-# single-quoted scalars that YAML reads as strings, decimal integers without leading zeros,
-# lower-case booleans, no comments, no duplicate services), and returns None for anything
-# else, so every other spelling and every error goes through ``read_general``. For any text
-# it accepts, both readers give the same Manifest (tests/trust/test_formats.py checks this
-# on generated and mutated documents).
-
-
-def _hex_line(name: str, nbytes: int, indent: str = "    ") -> str:
-    # Single-quoted, or plain but not a string YAML reads as an integer (NUMBER_LIKE_HEX).
-    quote = f"q_{name}"
-    return (
-        rf"{indent}{name}: (?P<{quote}>')?(?({quote})|(?!{NUMBER_LIKE_HEX}\n))"
-        rf"(?P<{name}>[0-9a-fA-F]{{{2 * nbytes}}})(?({quote})')\n"
-    )
-
-
-# The hex strings that YAML 1.1 reads as integers when unquoted (binary, octal, decimal
-# without a leading zero: "08" is a string); no other hex string matches any of its
-# implicit types (floats need a dot, timestamps a dash). Tested against PyYAML's resolvers.
-NUMBER_LIKE_HEX = "(?:0b[01]+|0[0-7]*|[1-9][0-9]*)"
-
-
-_NAME = SERVICE_NAME.pattern
-# Decimal without leading zeros (YAML reads "010" as octal), short enough that int() of it
-# is cheap; the ranges are checked after.
-_VERSION = r"0|[1-9][0-9]{0,18}"
-_U16_DIGITS = r"0|[1-9][0-9]{0,4}"
-_CANONICAL_HEAD = re.compile(
-    rf"version: (?P<version>{_VERSION})\n"
-    r"expires: '(?P<expires>[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z)'\n"
-    r"enclaves:(?P<empty> \{\})?\n"
-)
-_CANONICAL_ITEM = re.compile(
-    # a service header, an SGX entry or a TDX entry, each a whole number of lines
-    rf"  (?:'(?P<quoted_service>{_NAME})'|(?P<service>{_NAME})):\n"
-    + "|"
-    + _hex_line("mr_enclave", 32, "  - ")
-    + _hex_line("mr_signer", 32)
-    + rf"    isv_prod_id: (?P<isv_prod_id>{_U16_DIGITS})\n"
-    rf"    min_isv_svn: (?P<min_isv_svn>{_U16_DIGITS})\n"
-    r"(?:    debug: (?P<debug>true|false)\n)?"
-    + "|"
-    + _hex_line("mr_td", 48, "  - ")
-    + "".join(_hex_line(name, _TD_SIZES.get(name, 48)) for name in TD_FIELDS[1:])
-)
-
-
-def read_canonical(text: str) -> Manifest | None:
-    """The manifest if ``text`` is in the canonical layout (see above), else None."""
-    head = _CANONICAL_HEAD.match(text)
-    if head is None:
-        return None
-    version = int(head["version"])
-    try:
-        expires = expect_utc_time(head["expires"], "expires")
-    except InputError:
-        return None
-    if version > _MAX_VERSION:
-        return None
-    enclaves: dict[str, list[Accepted]] = {}
-    entries: list[Accepted] | None = None
-    position = head.end()
-    for item in _CANONICAL_ITEM.finditer(text, position):
-        if item.start() != position:
-            return None
-        position = item.end()
-        mr_enclave, mr_signer, isv_prod_id, min_isv_svn, debug, mr_td, service = item.group(
-            "mr_enclave", "mr_signer", "isv_prod_id", "min_isv_svn", "debug", "mr_td", "service"
-        )
-        if mr_enclave is not None:
-            prod_id, svn = int(isv_prod_id), int(min_isv_svn)
-            if entries is None or prod_id > _U16 or svn > _U16:
-                return None
-            entries.append(
-                AcceptedIdentity(
-                    bytes.fromhex(mr_enclave),
-                    bytes.fromhex(mr_signer),
-                    prod_id,
-                    svn,
-                    debug == "true",
-                )
-            )
-        elif mr_td is not None:
-            if entries is None:
-                return None
-            entries.append(AcceptedTdIdentity(*(bytes.fromhex(item[name]) for name in TD_FIELDS)))
-        else:
-            if entries == [] or (service is not None and not plain_scalar_is_str(service)):
-                return None  # a service without entries, or a name YAML reads as a boolean
-            service = service or item["quoted_service"]
-            if service in enclaves:
-                return None  # read_general words the duplicate
-            entries = enclaves[service] = []
-    if position != len(text) or entries == [] or (head["empty"] is not None) != (not enclaves):
-        return None
-    return Manifest(
-        version=version,
-        expires=expires,
-        enclaves={name: tuple(items) for name, items in enclaves.items()},
-    )
