@@ -224,7 +224,9 @@ class _StrictLoader(_StrictResolver, _SafeLoader):  # type: ignore[valid-type,mi
         elif node.__class__ is yaml.SequenceNode and node.tag == _SEQ:
             value = [self._value(item, depth + 1, done, open_) for item in node.value]
         else:
-            raise InputError("", f"a value cannot be read: tag {node.tag} (line {_line(node)})")
+            raise InputError(
+                "", f"a value cannot be read: a collection tagged {node.tag} (line {_line(node)})"
+            )
         open_.discard(key)
         done[key] = value
         return value
@@ -270,7 +272,7 @@ class _StrictLoader(_StrictResolver, _SafeLoader):  # type: ignore[valid-type,mi
             return self.construct_yaml_float(node)
         if tag == _TIMESTAMP:
             return self.construct_yaml_timestamp(node)
-        raise InputError("", f"a value cannot be read: {tag} {text!r} (line {_line(node)})")
+        raise InputError("", f"a value cannot be read: {text!r} tagged {tag} (line {_line(node)})")
 
 
 def read_bounded(path: Path, limit: int) -> bytes:
