@@ -86,3 +86,26 @@ class TdxIdentity:
 
 
 PeerMeasurement = SgxIdentity | TdxIdentity
+
+
+def _len6(_inst: object, attribute: attrs.Attribute[bytes], value: bytes) -> None:
+    if len(value) != 6:
+        raise ValueError(f"{attribute.name} must be 6 bytes, got {len(value)}")
+
+
+def _len16(_inst: object, attribute: attrs.Attribute[bytes], value: bytes) -> None:
+    if len(value) != 16:
+        raise ValueError(f"{attribute.name} must be 16 bytes, got {len(value)}")
+
+
+@attrs.frozen
+class Platform:
+    """The machine a quote was made on, as the verified PCK certificate's SGX extension
+    states it: its FMSPC (processor family, model and platform type) and its PPID (this one
+    platform). A manifest entry may admit only some of either."""
+
+    fmspc: bytes = attrs.field(validator=_len6)
+    ppid: bytes = attrs.field(validator=_len16)
+
+    def describe(self) -> dict[str, object]:
+        return {"fmspc": self.fmspc.hex(), "ppid": self.ppid.hex()}

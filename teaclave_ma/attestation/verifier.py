@@ -67,6 +67,7 @@ class VerifiedQuote:
     evidence_expires: dt.datetime
     fmspc: bytes
     anchor: TrustAnchor
+    ppid: bytes = attrs.field(kw_only=True)  # with fmspc, what manifest entries may pin
 
     @property
     def identity(self) -> SgxIdentity | None:
@@ -195,8 +196,9 @@ def verify_quote(
     # piece's nextUpdate, or a certificate's notAfter (the PCK chain's and the signers').
     expires = min(collateral_until, pck_crl_until, pck.window[1])
     result = VerifiedQuote(
-        quote, quote.tee, status, tuple(advisories), expires, pck.extension.fmspc, anchor
-    )
+        quote, quote.tee, status, tuple(advisories), expires, pck.extension.fmspc, anchor,
+        ppid=pck.extension.ppid,
+    )  # fmt: skip
     _apply_policy_naming_qe(result, policy, qe_status, quote.certification.qe_report.isv_svn)
     if anchor.simulated:
         log.debug("quote verified under a simulated root (%s)", anchor.name)

@@ -11,6 +11,8 @@
           isv_prod_id: 3
           min_isv_svn: 1
           debug: false                # optional, default false
+          fmspcs: [00906ED50000]      # optional: only peers on these platform models
+          ppids: [...]                # optional: only peers on these platforms (16 bytes hex)
 
 A list per service lets two builds be accepted during a rolling upgrade. The file's exact
 bytes are what auditors sign; this module only parses bytes that were already verified.
@@ -24,7 +26,7 @@ from collections.abc import Mapping
 import attrs
 
 from teaclave_ma.errors import InputError
-from teaclave_ma.formats.service_config import SERVICE_NAME
+from teaclave_ma.formats.service_config import SERVICE_NAME, raise_duplicate
 from teaclave_ma.formats.strict import (
     decode_document,
     dump_yaml,
@@ -39,11 +41,75 @@ from teaclave_ma.formats.strict import (
     join,
     load_yaml_mapping,
 )
-from teaclave_ma.identity import TD_ATTRIBUTES_DEBUG, PeerMeasurement, SgxIdentity, TdxIdentity
+from teaclave_ma.identity import (
+    TD_ATTRIBUTES_DEBUG,
+    PeerMeasurement,
+    Platform,
+    SgxIdentity,
+    TdxIdentity,
+)
 
 
 class ManifestFormatError(InputError):
     """A manifest document that does not follow the schema."""
+
+
+@attrs.frozen
+class PlatformPins:
+    """The platforms an entry admits, from the PCK certificate of the peer's quote: any, or
+    only those whose FMSPC is in ``fmspcs`` and (each list is optional) whose PPID is in
+    ``ppids``. An empty tuple pins nothing."""
+
+    fmspcs: tuple[bytes, ...] = ()
+    ppids: tuple[bytes, ...] = ()
+
+    def mismatch(self, platform: Platform | None, where: str = "") -> str | None:
+        """Why ``platform`` is not admitted (``where`` names the entry), or None. An unknown
+        platform is admitted only by an entry that pins none."""
+        for name, allowed in (("fmspcs", self.fmspcs), ("ppids", self.ppids)):
+            if not allowed:
+                continue
+            if platform is None:
+                return f"{join(where, name)}: the peer's platform is not known"
+            have: bytes = getattr(platform, name[:-1])  # fmspcs -> Platform.fmspc
+            if have not in allowed:
+                return (
+                    f"{join(where, name)}: the peer's {name[:-1]} {have.hex()} is not listed "
+                    f"(expected {' or '.join(value.hex() for value in allowed)})"
+                )
+        return None
+
+    def to_document(self) -> dict[str, object]:
+        # Written only when set, so an entry without pins keeps its bytes.
+        return {
+            name: [value.hex() for value in values]
+            for name, values in (("fmspcs", self.fmspcs), ("ppids", self.ppids))
+            if values
+        }
+
+
+PIN_FIELDS = {"fmspcs": 6, "ppids": 16}  # field -> bytes per value
+
+
+def parse_hex_list(value: object, path: str, nbytes: int) -> tuple[bytes, ...]:
+    """A non-empty list of distinct hex values of ``nbytes`` bytes each."""
+    items = expect_list(value, path)
+    if not items:
+        raise InputError(path, "an empty list admits nothing; leave the field out to admit any")
+    values = tuple(expect_hex(item, join(path, i), nbytes) for i, item in enumerate(items))
+    if len(set(values)) != len(values):
+        raise_duplicate(tuple(value.hex() for value in values), path)
+    return values
+
+
+def _parse_pins(mapping: Mapping[str, object], path: str) -> PlatformPins:
+    return PlatformPins(
+        **{
+            name: parse_hex_list(mapping[name], join(path, name), nbytes)
+            for name, nbytes in PIN_FIELDS.items()
+            if name in mapping
+        }
+    )
 
 
 @attrs.frozen
@@ -55,9 +121,16 @@ class AcceptedIdentity:
     isv_prod_id: int
     min_isv_svn: int
     debug: bool = False
+    pins: PlatformPins = attrs.field(factory=PlatformPins, kw_only=True)
 
-    def mismatch(self, identity: PeerMeasurement) -> str | None:
-        """Why ``identity`` does not match this entry (first differing field), or None."""
+    def mismatch(
+        self, identity: PeerMeasurement, platform: Platform | None = None, where: str = ""
+    ) -> str | None:
+        """Why ``identity`` on ``platform`` does not match this entry (first differing
+        field; ``where`` names the entry), or None."""
+        return self._measurement_mismatch(identity) or self.pins.mismatch(platform, where)
+
+    def _measurement_mismatch(self, identity: PeerMeasurement) -> str | None:
         if not isinstance(identity, SgxIdentity):
             return "the peer is a TDX guest; this is an SGX entry"
         if identity.mr_enclave != self.mr_enclave:
@@ -81,6 +154,7 @@ class AcceptedIdentity:
             "isv_prod_id": self.isv_prod_id,
             "min_isv_svn": self.min_isv_svn,
             "debug": self.debug,
+            **self.pins.to_document(),
         }
 
 
@@ -95,22 +169,28 @@ class AcceptedTdIdentity:
     rtmr3: bytes
     td_attributes: bytes
     xfam: bytes
+    pins: PlatformPins = attrs.field(factory=PlatformPins, kw_only=True)
 
-    def mismatch(self, identity: PeerMeasurement) -> str | None:
+    def mismatch(
+        self, identity: PeerMeasurement, platform: Platform | None = None, where: str = ""
+    ) -> str | None:
         if not isinstance(identity, TdxIdentity):
             return "the peer is an SGX enclave; this is a TDX entry"
         for name in TD_FIELDS:
             have, want = getattr(identity, name), getattr(self, name)
             if have != want:
                 return f"{name} {have.hex()[:16]}... != {want.hex()[:16]}..."
-        return None
+        return self.pins.mismatch(platform, where)
 
     @property
     def debug(self) -> bool:
         return bool(self.td_attributes[0] & TD_ATTRIBUTES_DEBUG)
 
     def to_document(self) -> dict[str, object]:
-        return {name: getattr(self, name).hex() for name in TD_FIELDS}
+        return {
+            **{name: getattr(self, name).hex() for name in TD_FIELDS},
+            **self.pins.to_document(),
+        }
 
 
 TD_FIELDS = ("mr_td", "rtmr0", "rtmr1", "rtmr2", "rtmr3", "td_attributes", "xfam")
@@ -148,19 +228,25 @@ class Manifest:
 def _parse_entry(value: object, path: str) -> Accepted:
     mapping = expect_mapping(value, path)
     if "mr_td" in mapping:
-        expect_keys(mapping, path, TD_FIELDS)
+        expect_keys(mapping, path, TD_FIELDS, PIN_FIELDS)
         fields = {
             name: expect_hex(mapping[name], join(path, name), _TD_SIZES.get(name, 48))
             for name in TD_FIELDS
         }
-        return AcceptedTdIdentity(**fields)
-    expect_keys(mapping, path, ["mr_enclave", "mr_signer", "isv_prod_id", "min_isv_svn"], ["debug"])
+        return AcceptedTdIdentity(**fields, pins=_parse_pins(mapping, path))
+    expect_keys(
+        mapping,
+        path,
+        ["mr_enclave", "mr_signer", "isv_prod_id", "min_isv_svn"],
+        ["debug", *PIN_FIELDS],
+    )
     return AcceptedIdentity(
         mr_enclave=expect_hex(mapping["mr_enclave"], join(path, "mr_enclave"), 32),
         mr_signer=expect_hex(mapping["mr_signer"], join(path, "mr_signer"), 32),
         isv_prod_id=expect_int(mapping["isv_prod_id"], join(path, "isv_prod_id"), 0, _U16),
         min_isv_svn=expect_int(mapping["min_isv_svn"], join(path, "min_isv_svn"), 0, _U16),
         debug=expect_bool(mapping.get("debug", False), join(path, "debug")),
+        pins=_parse_pins(mapping, path),
     )
 
 

@@ -32,7 +32,7 @@ from teaclave_ma.attestation.verifier import (
     apply_policy,
     verify_quote,
 )
-from teaclave_ma.identity import PeerMeasurement
+from teaclave_ma.identity import PeerMeasurement, Platform
 from teaclave_ma.transport.credentials import Clock, utc_now
 from teaclave_ma.transport.errors import EvidenceError
 from teaclave_ma.transport.evidence import (
@@ -67,6 +67,8 @@ class PeerIdentity:
     # notAfter, and when the evidence its quote was verified with first stops being valid.
     certificate_not_after: dt.datetime = attrs.field(default=NO_EVIDENCE, kw_only=True)
     evidence_expires: dt.datetime = attrs.field(default=NO_EVIDENCE, kw_only=True)
+    # The platform its quote's PCK certificate names (None: not made by ``verify``).
+    platform: Platform | None = attrs.field(default=None, kw_only=True)
 
     def describe(self) -> str:
         return f"{self.service} ({self.identity.measurement_text[:28]}..., tcb {self.tcb_status})"
@@ -147,7 +149,7 @@ class PeerVerifier:
             )
         manifest = self._manifests.current(now)
         if manifest.version != peer.manifest_version:
-            manifest.expect(peer.service, peer.identity)
+            manifest.expect(peer.service, peer.identity, peer.platform)
 
     def verify(self, certificate: bytes, services: Sequence[str]) -> PeerIdentity:
         """The peer behind ``certificate`` if it is one of ``services``; raises otherwise."""
@@ -172,10 +174,11 @@ class PeerVerifier:
         )
         body = verified.quote.body
         identity: PeerMeasurement = body.identity()
+        platform = Platform(verified.fmspc, verified.ppid)
         refusals: list[tuple[str, IdentityNotAccepted]] = []
         for service in services:
             try:
-                manifest.expect(service, identity)
+                manifest.expect(service, identity, platform)
             except IdentityNotAccepted as exc:
                 refusals.append((service, exc))
                 continue
@@ -188,13 +191,14 @@ class PeerVerifier:
                 certificate_sha256=attested.sha256,
                 certificate_not_after=attested.not_after,
                 evidence_expires=verified.evidence_expires,
+                platform=platform,
             )
         expected = ", ".join(repr(service) for service in services)
         prefix = (
             f"peer {identity.measurement_text} is not accepted for "
             f"service{'s' if len(services) > 1 else ''} {expected} by manifest v{manifest.version}"
         )
-        known = manifest.services_of(identity)
+        known = manifest.services_of(identity, platform)
         if known:
             raise IdentityNotAccepted(
                 f"{prefix}: it is the manifest's {', '.join(map(repr, known))}, which is not allowed on this edge"

@@ -19,6 +19,7 @@ from teaclave_ma.formats.manifest import (
     AcceptedTdIdentity,
     Manifest,
     ManifestFormatError,
+    PlatformPins,
     parse_manifest,
 )
 from teaclave_ma.formats.service_config import SERVICE_NAME, parse_service_config
@@ -255,6 +256,11 @@ def fixed_bytes(size: int) -> st.SearchStrategy[bytes]:
     return st.one_of(st.binary(min_size=size, max_size=size), runs)
 
 
+PINS = st.builds(
+    PlatformPins,
+    fmspcs=st.lists(fixed_bytes(6), unique=True, max_size=2).map(tuple),
+    ppids=st.lists(fixed_bytes(16), unique=True, max_size=2).map(tuple),
+)
 SGX_ENTRIES = st.builds(
     AcceptedIdentity,
     fixed_bytes(32),
@@ -262,10 +268,12 @@ SGX_ENTRIES = st.builds(
     st.integers(0, 0xFFFF),
     st.integers(0, 0xFFFF),
     st.booleans(),
+    pins=PINS,
 )
 TDX_ENTRIES = st.builds(
     AcceptedTdIdentity,
     *(fixed_bytes(8 if name in ("td_attributes", "xfam") else 48) for name in TD_FIELDS),
+    pins=PINS,
 )
 MANIFESTS = st.builds(
     Manifest,
