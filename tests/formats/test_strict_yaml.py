@@ -148,28 +148,33 @@ def test_every_kind_parses_its_valid_document(kind: str) -> None:
     assert FILES[kind].parse(FILES[kind].document()) is not None
 
 
-@pytest.mark.parametrize("kind", [kind for kind, f in FILES.items() if f.int_field])
-@pytest.mark.parametrize("spelling", SPELLINGS)
-def test_an_integer_field_takes_only_decimal(kind: str, spelling: str) -> None:
-    strict = FILES[kind]
-    readings, advice = SPELLINGS[spelling]
-    error = refusal(kind, strict.document(int_=spelling))
-    assert error.field == strict.int_field
-    expected = f"{spelling} is not a decimal integer ({readings})"
-    if spelling in INTEGER_SPELLINGS:
-        expected += f"; {advice}"
-    assert error.problem == expected
+# slot -> the refusal's opening words, and the spellings that get a "write ..." advice
+TYPED_SLOTS = {
+    "int_": ("is not a decimal integer", INTEGER_SPELLINGS),
+    "bool_": ("is not true or false", BOOLEAN_SPELLINGS),
+}
 
 
-@pytest.mark.parametrize("kind", [kind for kind, f in FILES.items() if f.bool_field])
+@pytest.mark.parametrize(
+    ("kind", "slot"),
+    [
+        (kind, slot)
+        for kind, strict in FILES.items()
+        for slot, field in (("int_", strict.int_field), ("bool_", strict.bool_field))
+        if field
+    ],
+)
 @pytest.mark.parametrize("spelling", SPELLINGS)
-def test_a_boolean_field_takes_only_true_or_false(kind: str, spelling: str) -> None:
+def test_an_integer_or_boolean_field_takes_its_one_spelling_only(
+    kind: str, slot: str, spelling: str
+) -> None:
     strict = FILES[kind]
+    words, advised = TYPED_SLOTS[slot]
     readings, advice = SPELLINGS[spelling]
-    error = refusal(kind, strict.document(bool_=spelling))
-    assert error.field == strict.bool_field
-    expected = f"{spelling} is not true or false ({readings})"
-    if spelling in BOOLEAN_SPELLINGS:
+    error = refusal(kind, strict.document(**{slot: spelling}))
+    assert error.field == (strict.int_field if slot == "int_" else strict.bool_field)
+    expected = f"{spelling} {words} ({readings})"
+    if spelling in advised:
         expected += f"; {advice}"
     assert error.problem == expected
 
