@@ -89,6 +89,7 @@ class PlatformPins:
 
 
 PIN_FIELDS = {"fmspcs": 6, "ppids": 16}  # field -> bytes per value
+_NO_PINS = PlatformPins()
 
 
 def parse_hex_list(value: object, path: str, nbytes: int) -> tuple[bytes, ...]:
@@ -103,6 +104,8 @@ def parse_hex_list(value: object, path: str, nbytes: int) -> tuple[bytes, ...]:
 
 
 def _parse_pins(mapping: Mapping[str, object], path: str) -> PlatformPins:
+    if not PIN_FIELDS.keys() & mapping.keys():
+        return _NO_PINS  # most entries: no pins, no work
     return PlatformPins(
         **{
             name: parse_hex_list(mapping[name], join(path, name), nbytes)
@@ -234,12 +237,7 @@ def _parse_entry(value: object, path: str) -> Accepted:
             for name in TD_FIELDS
         }
         return AcceptedTdIdentity(**fields, pins=_parse_pins(mapping, path))
-    expect_keys(
-        mapping,
-        path,
-        ["mr_enclave", "mr_signer", "isv_prod_id", "min_isv_svn"],
-        ["debug", *PIN_FIELDS],
-    )
+    expect_keys(mapping, path, _SGX_REQUIRED, _SGX_OPTIONAL)
     return AcceptedIdentity(
         mr_enclave=expect_hex(mapping["mr_enclave"], join(path, "mr_enclave"), 32),
         mr_signer=expect_hex(mapping["mr_signer"], join(path, "mr_signer"), 32),
@@ -250,6 +248,8 @@ def _parse_entry(value: object, path: str) -> Accepted:
     )
 
 
+_SGX_REQUIRED = ("mr_enclave", "mr_signer", "isv_prod_id", "min_isv_svn")
+_SGX_OPTIONAL = ("debug", *PIN_FIELDS)
 _TD_SIZES = {"td_attributes": 8, "xfam": 8}
 _U16 = 0xFFFF
 _MAX_VERSION = (1 << 63) - 1
