@@ -162,9 +162,16 @@ def _resolve_plain(text: str) -> str:
     if DECIMAL.fullmatch(text):
         return _INT
     tag = _yaml11_tag(text)
-    if tag in (_INT, _BOOL) or (tag == _STR and unsettled(text) is not None):
+    if tag in (_INT, _BOOL) or (
+        tag == _STR and text[:1] in _MAY_BE_UNSETTLED and unsettled(text) is not None
+    ):
         return _UNSETTLED
     return tag
+
+
+# How every string that YAML 1.1 reads as a string, yet YAML 1.2 or the YAML 1.1 type list
+# reads as a number or boolean, begins (True, TRUE and the like PyYAML reads as booleans).
+_MAY_BE_UNSETTLED = frozenset("+-.0123456789yYnN")
 
 
 # Keys and small values repeat across a document (``mr_enclave`` a thousand times in a large

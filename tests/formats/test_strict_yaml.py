@@ -10,14 +10,15 @@ from pathlib import Path
 
 import attrs
 import pytest
-from hypothesis import given
+import yaml
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from teaclave_ma.errors import ConfigError, InputError
 from teaclave_ma.formats.manifest import ManifestFormatError, parse_manifest
 from teaclave_ma.formats.runtime_config import parse_runtime_config
 from teaclave_ma.formats.service_config import parse_service_config
-from teaclave_ma.formats.strict import dump_yaml, load_yaml_mapping
+from teaclave_ma.formats.strict import UnsettledScalar, dump_yaml, load_yaml_mapping, unsettled
 from teaclave_ma.formats.trust import TrustFileError, parse_trust_file
 from teaclave_ma.secrets.policy import SecretsFileError, parse_secrets_file
 from teaclave_ma.testing import AuditorPanel
@@ -245,6 +246,38 @@ def test_dumped_strings_read_back_as_the_same_strings(text: str) -> None:
     """What dump_yaml writes (the kms secrets file, manifests, trust files) the loader reads
     back unchanged: a string the loader would not read as a string is written quoted."""
     assert load_yaml_mapping(dump_yaml({"s": text}).decode(), "test") == {"s": text}
+
+
+@given(
+    text=st.one_of(
+        st.from_regex(r"[-+._:0-9a-fA-FxoOeEyYnNtTrRuUlLsSiI]{1,10}", fullmatch=True),
+        st.from_regex(r"[-+.]?[0-9][0-9a-fA-FxoeE._:+-]{0,8}", fullmatch=True),
+    )
+)
+@example(text="0999")  # YAML 1.2 only: an integer
+@example(text="0o17")
+@example(text="1e5")
+@example(text=".5e3")
+@example(text="y")  # the YAML 1.1 type list only: a boolean
+@example(text="N")
+def test_a_plain_scalar_is_unsettled_exactly_when_a_yaml_version_reads_it_otherwise(
+    text: str,
+) -> None:
+    """PyYAML (YAML 1.1) is the reference: what it reads as a float, timestamp or null stays
+    so; anything else it or YAML 1.2 reads as a number or boolean, unless in the one
+    spelling, is unsettled."""
+    document = f"v: {text}\n"
+    try:
+        reference = yaml.safe_load(document)["v"]
+        value = load_yaml_mapping(document, "test")["v"]
+    except (yaml.YAMLError, InputError, TypeError):
+        return  # not a plain scalar here (`1:`, `-`, ...)
+    if isinstance(reference, float | dt.date) or reference is None:
+        assert not isinstance(value, UnsettledScalar)
+    else:
+        assert isinstance(value, UnsettledScalar) == (unsettled(text) is not None)
+        if not isinstance(value, UnsettledScalar):
+            assert value == reference and type(value) is type(reference)
 
 
 def test_an_unsettled_value_is_written_back_as_it_was_read() -> None:
