@@ -292,6 +292,9 @@ def test_an_unsettled_value_is_written_back_as_it_was_read() -> None:
         ("v: !!bool yes\n", "a value cannot be read: 'yes' tagged tag:yaml.org,2002:bool (line 1)"),
         ("base: &b {x: 1}\nv:\n  <<: *b\n", "merge keys (<<) are YAML 1.1 only"),
         ("v: &a [1, *a]\n", "an alias refers to a value that contains it (line 1)"),
+        ("v: *nowhere\n", "alias *nowhere names no anchor (line 1)"),
+        ("a: 1\n---\nb: 2\n", "more than one YAML document (line 2)"),
+        ("&k [x]: 1\n", "mapping keys must be plain values (line 1)"),
         ("v: " + "[" * 70 + "]" * 70 + "\n", "nested more than 64 levels deep"),
         (
             "v: !!set {a: null}\n",
@@ -311,8 +314,9 @@ def test_explicit_tags_in_their_one_spelling_and_aliases_still_read() -> None:
         "b": False,
         "s": "010",
     }
-    shared = load_yaml_mapping("a: &x [1, 2]\nb: *x\n", "test")
-    assert shared == {"a": [1, 2], "b": [1, 2]}
+    shared = load_yaml_mapping("a: &x [1, 2]\nb: *x\nc: &n ~\nd: *n\n", "test")
+    assert shared == {"a": [1, 2], "b": [1, 2], "c": None, "d": None}
+    assert shared["a"] is shared["b"]  # the value it names, not a copy
 
 
 def test_a_timestamp_is_read_alike_quoted_or_not() -> None:
