@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import attrs
 
 
-def _len32(_inst: object, attribute: attrs.Attribute[bytes], value: bytes) -> None:
-    if len(value) != 32:
-        raise ValueError(f"{attribute.name} must be 32 bytes, got {len(value)}")
+def _size(nbytes: int) -> Callable[[object, attrs.Attribute[bytes], bytes], None]:
+    """An attrs validator: the field holds exactly ``nbytes`` bytes."""
+
+    def check(_inst: object, attribute: attrs.Attribute[bytes], value: bytes) -> None:
+        if len(value) != nbytes:
+            raise ValueError(f"{attribute.name} must be {nbytes} bytes, got {len(value)}")
+
+    return check
 
 
 @attrs.frozen
 class SgxIdentity:
     """Measurement fields of one enclave: what a manifest entry is matched against."""
 
-    mr_enclave: bytes = attrs.field(validator=_len32)
-    mr_signer: bytes = attrs.field(validator=_len32)
+    mr_enclave: bytes = attrs.field(validator=_size(32))
+    mr_signer: bytes = attrs.field(validator=_size(32))
     isv_prod_id: int
     isv_svn: int
     debug: bool
@@ -38,16 +45,6 @@ class SgxIdentity:
         return f"mr_enclave {self.mr_enclave.hex()}"
 
 
-def _len48(_inst: object, attribute: attrs.Attribute[bytes], value: bytes) -> None:
-    if len(value) != 48:
-        raise ValueError(f"{attribute.name} must be 48 bytes, got {len(value)}")
-
-
-def _len8(_inst: object, attribute: attrs.Attribute[bytes], value: bytes) -> None:
-    if len(value) != 8:
-        raise ValueError(f"{attribute.name} must be 8 bytes, got {len(value)}")
-
-
 TD_ATTRIBUTES_DEBUG = 0x01
 
 
@@ -56,13 +53,13 @@ class TdxIdentity:
     """Measurement fields of one TDX guest (TD): MRTD, the runtime measurement registers,
     and the TD attributes and XFAM that a manifest's ``tdx`` entries are matched against."""
 
-    mr_td: bytes = attrs.field(validator=_len48)
-    rtmr0: bytes = attrs.field(validator=_len48)
-    rtmr1: bytes = attrs.field(validator=_len48)
-    rtmr2: bytes = attrs.field(validator=_len48)
-    rtmr3: bytes = attrs.field(validator=_len48)
-    td_attributes: bytes = attrs.field(validator=_len8)
-    xfam: bytes = attrs.field(validator=_len8)
+    mr_td: bytes = attrs.field(validator=_size(48))
+    rtmr0: bytes = attrs.field(validator=_size(48))
+    rtmr1: bytes = attrs.field(validator=_size(48))
+    rtmr2: bytes = attrs.field(validator=_size(48))
+    rtmr3: bytes = attrs.field(validator=_size(48))
+    td_attributes: bytes = attrs.field(validator=_size(8))
+    xfam: bytes = attrs.field(validator=_size(8))
 
     @property
     def debug(self) -> bool:
@@ -86,3 +83,16 @@ class TdxIdentity:
 
 
 PeerMeasurement = SgxIdentity | TdxIdentity
+
+
+@attrs.frozen
+class Platform:
+    """The machine a quote was made on, as the verified PCK certificate's SGX extension
+    states it: its FMSPC (processor family, model and platform type) and its PPID (this one
+    platform). A manifest entry may admit only some of either."""
+
+    fmspc: bytes = attrs.field(validator=_size(6))
+    ppid: bytes = attrs.field(validator=_size(16))
+
+    def describe(self) -> dict[str, object]:
+        return {"fmspc": self.fmspc.hex(), "ppid": self.ppid.hex()}

@@ -81,6 +81,7 @@ class VerifiedQuote:
     qe_identity_evaluation_data_number: int
     tcb_date: dt.datetime  # of the platform's TCB level
     qe_tcb_date: dt.datetime  # of the QE identity level the QE is at
+    ppid: bytes  # with fmspc, what manifest entries may pin
     # Why the status is not UpToDate: each component below the level it would need.
     shortfalls: tuple[str, ...] = ()
 
@@ -226,6 +227,7 @@ def verify_quote(
         qe_identity_evaluation_data_number=collateral.qe_identity.tcb_evaluation_data_number,
         tcb_date=tcb.tcb_date,
         qe_tcb_date=qe_level.tcb_date,
+        ppid=pck.extension.ppid,
         shortfalls=tcb.shortfalls,
     )
     _apply_policy_naming_qe(result, policy, qe_level.status, quote.certification.qe_report.isv_svn)

@@ -7,14 +7,19 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from teaclave_ma.cli.output import EXIT_OK, EXIT_REFUSED, add_json_flag, emit
 from teaclave_ma.crypto.auditor_key import AuditorSigningKey
 from teaclave_ma.enclave.image import load_image
 from teaclave_ma.errors import InputError
 from teaclave_ma.formats.manifest import (
     MAX_MANIFEST_BYTES,
+    PIN_FIELDS,
     AcceptedIdentity,
     Manifest,
+    PlatformPins,
+    parse_hex_list,
     parse_manifest,
 )
 from teaclave_ma.formats.signature import read_signature_dir, write_signature
@@ -49,6 +54,20 @@ def register(subparsers: Any) -> None:
     add.add_argument("--min-isv-svn", type=int)
     add.add_argument(
         "--debug", action="store_true", help="accept a debug enclave (never in production)"
+    )
+    add.add_argument(
+        "--fmspc",
+        action="append",
+        dest="fmspcs",
+        metavar="HEX",
+        help="admit peers only on platforms of this FMSPC (6 bytes hex; repeatable)",
+    )
+    add.add_argument(
+        "--ppid",
+        action="append",
+        dest="ppids",
+        metavar="HEX",
+        help="admit peers only on the platform of this PPID (16 bytes hex; repeatable)",
     )
     add_json_flag(add)
     add.set_defaults(func=_add)
@@ -134,9 +153,20 @@ def _identity_from_args(args: argparse.Namespace) -> tuple[str, AcceptedIdentity
     )
 
 
+def _pins_from_args(args: argparse.Namespace) -> PlatformPins:
+    return PlatformPins(
+        **{
+            name: parse_hex_list(getattr(args, name), f"--{name[:-1]}", nbytes)
+            for name, nbytes in PIN_FIELDS.items()
+            if getattr(args, name)
+        }
+    )
+
+
 def _add(args: argparse.Namespace) -> int:
     manifest = parse_manifest(read_bounded(args.manifest, MAX_MANIFEST_BYTES), str(args.manifest))
     service, entry = _identity_from_args(args)
+    entry = attrs.evolve(entry, pins=_pins_from_args(args))
     updated = manifest.with_entry(service, entry)
     atomic_write(args.manifest, updated.to_bytes())
     emit(
@@ -144,6 +174,11 @@ def _add(args: argparse.Namespace) -> int:
         {"manifest": str(args.manifest), "service": service, "entry": entry.to_document()},
         [
             f"{args.manifest}: service {service!r} accepts mr_enclave {entry.mr_enclave.hex()}",
+            *(
+                f"  only on platforms with {name} {' or '.join(value.hex() for value in values)}"
+                for name, values in (("fmspc", entry.pins.fmspcs), ("ppid", entry.pins.ppids))
+                if values
+            ),
             "  the bytes changed: existing signatures no longer verify; auditors must sign again",
         ],
     )

@@ -96,7 +96,7 @@ class SecretRule:
         if isinstance(entry, AcceptedTdIdentity) or not isinstance(identity, SgxIdentity):
             # TDX guests: the measurement registers must match the entry exactly (the SGX
             # switches have no TDX counterpart), and debug TDs are refused like enclaves.
-            why = entry.mismatch(identity)
+            why = entry.mismatch(identity, peer.platform)
             if why is None and self.on("verify_enclave_debuggable") and identity.debug:
                 why = "verify_enclave_debuggable: debug TD"
             return why
@@ -121,6 +121,9 @@ class SecretRule:
             ("verify_enclave_debuggable", not identity.debug, "debug enclave"),
         )
         failed = [f"{flag}: {why}" for flag, ok, why in checks if self.on(flag) and not ok]
+        pinned = entry.pins.mismatch(peer.platform)  # not a check a rule can turn off
+        if pinned:
+            failed.append(pinned)
         return "; ".join(failed) or None
 
 

@@ -31,6 +31,7 @@ import attrs
 from teaclave_ma.attestation.anchors import TrustAnchor
 from teaclave_ma.attestation.collateral import Collateral
 from teaclave_ma.attestation.errors import PolicyRejected, QuoteVerificationError
+from teaclave_ma.attestation.pck_extension import parse_pck_extension
 from teaclave_ma.attestation.pki import verify_chain
 from teaclave_ma.attestation.policy import TCB_STATUSES, VerificationPolicy
 from teaclave_ma.attestation.quote import Quote, pck_certificates
@@ -40,7 +41,7 @@ from teaclave_ma.attestation.verifier import (
     apply_policy,
     verify_quote,
 )
-from teaclave_ma.identity import PeerMeasurement
+from teaclave_ma.identity import PeerMeasurement, Platform
 from teaclave_ma.transport.credentials import Clock, utc_now
 from teaclave_ma.transport.errors import EvidenceError
 from teaclave_ma.transport.evidence import (
@@ -75,6 +76,8 @@ class PeerIdentity:
     # notAfter, and when the evidence its quote was verified with first stops being valid.
     certificate_not_after: dt.datetime = attrs.field(default=NO_EVIDENCE, kw_only=True)
     evidence_expires: dt.datetime = attrs.field(default=NO_EVIDENCE, kw_only=True)
+    # The platform its quote's PCK certificate names (None: not made by ``verify``).
+    platform: Platform | None = attrs.field(default=None, kw_only=True)
 
     def describe(self) -> str:
         return f"{self.service} ({self.identity.measurement_text[:28]}..., tcb {self.tcb_status})"
@@ -130,10 +133,10 @@ class PeerVerifier:
         evidence = extract_evidence(certificate)
         check_validity(evidence, now)
         quote = bound_quote(evidence)
-        verify_chain(
-            pck_certificates(quote.certification.pck_chain_pem), self._anchor, now, "pck_chain"
-        )
-        edge.refuse_unacceptable(quote)
+        chain = pck_certificates(quote.certification.pck_chain_pem)
+        verify_chain(chain, self._anchor, now, "pck_chain")
+        pck = parse_pck_extension(chain[0])
+        edge.refuse_unacceptable(quote, Platform(pck.fmspc, pck.ppid))
         verified = verify_quote(quote, self._collateral_for(quote), now, EVERY_POLICY, self._anchor)
         entry = VerifiedCertificate(evidence.sha256, evidence.not_after, verified)
         self._cache.put(
@@ -161,7 +164,7 @@ class PeerVerifier:
             )
         manifest = self._manifests.current(now)
         if manifest.version != peer.manifest_version:
-            manifest.expect(peer.service, peer.identity)
+            manifest.expect(peer.service, peer.identity, peer.platform)
 
     def verify(self, certificate: bytes, services: Sequence[str]) -> PeerIdentity:
         """The peer behind ``certificate`` if it is one of ``services``; raises otherwise."""
@@ -179,8 +182,9 @@ class PeerVerifier:
             attrs.evolve(self._policy, allow_debug=edge.allow_debug),
         )
         identity: PeerMeasurement = verified.quote.body.identity()
+        platform = Platform(verified.fmspc, verified.ppid)
         return PeerIdentity(
-            service=edge.accepted_service(identity),
+            service=edge.accepted_service(identity, platform),
             identity=identity,
             tcb_status=verified.tcb_status,
             advisory_ids=verified.advisory_ids,
@@ -188,6 +192,7 @@ class PeerVerifier:
             certificate_sha256=attested.sha256,
             certificate_not_after=attested.not_after,
             evidence_expires=verified.evidence_expires,
+            platform=platform,
         )
 
 
@@ -208,7 +213,7 @@ class _Edge:
             for entry in self.manifest.manifest.enclaves.get(service, ())
         )
 
-    def refuse_unacceptable(self, quote: Quote) -> None:
+    def refuse_unacceptable(self, quote: Quote, platform: Platform) -> None:
         """Refuse a quote that could never be accepted here, whatever its verification
         would say: from a debug enclave where none is accepted, or of an enclave that
         matches no entry of the expected services."""
@@ -220,19 +225,19 @@ class _Edge:
                 f"{self._expected} accepts one",
                 quote,
             )
-        self.accepted_service(body.identity())
+        self.accepted_service(body.identity(), platform)
 
     @property
     def _expected(self) -> str:
         return ", ".join(repr(service) for service in self.services)
 
-    def accepted_service(self, identity: PeerMeasurement) -> str:
+    def accepted_service(self, identity: PeerMeasurement, platform: Platform) -> str:
         """The first expected service whose manifest entries accept ``identity``;
         ``IdentityNotAccepted`` naming the identity and every mismatch otherwise."""
         refusals: list[IdentityNotAccepted] = []
         for service in self.services:
             try:
-                self.manifest.expect(service, identity)
+                self.manifest.expect(service, identity, platform)
             except IdentityNotAccepted as exc:
                 refusals.append(exc)
                 continue
@@ -242,7 +247,7 @@ class _Edge:
             f"peer {identity.measurement_text} is not accepted for "
             f"service{'s' if many else ''} {self._expected} by manifest v{self.manifest.version}"
         )
-        known = self.manifest.services_of(identity)
+        known = self.manifest.services_of(identity, platform)
         if known:
             raise IdentityNotAccepted(
                 f"{prefix}: it is the manifest's {', '.join(map(repr, known))}, which is not allowed on this edge"

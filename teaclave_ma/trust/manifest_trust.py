@@ -18,8 +18,9 @@ import attrs
 from teaclave_ma.errors import InputError, VerificationError
 from teaclave_ma.formats.manifest import MAX_MANIFEST_BYTES, Accepted, Manifest, parse_manifest
 from teaclave_ma.formats.signature import parse_signature
+from teaclave_ma.formats.strict import join
 from teaclave_ma.formats.trust import TrustFile
-from teaclave_ma.identity import PeerMeasurement
+from teaclave_ma.identity import PeerMeasurement, Platform
 
 log = logging.getLogger(__name__)
 
@@ -74,24 +75,28 @@ class VerifiedManifest:
     def accepted(self) -> AcceptedVersion:
         return AcceptedVersion(self.manifest.version, self.sha256)
 
-    def services_of(self, identity: PeerMeasurement) -> list[str]:
-        """Every service whose manifest entries accept ``identity`` (for diagnostics)."""
+    def services_of(self, identity: PeerMeasurement, platform: Platform | None = None) -> list[str]:
+        """Every service whose manifest entries accept ``identity`` on ``platform`` (for
+        diagnostics)."""
         return sorted(
             name
             for name, entries in self.manifest.enclaves.items()
-            if any(entry.mismatch(identity) is None for entry in entries)
+            if any(entry.mismatch(identity, platform) is None for entry in entries)
         )
 
-    def expect(self, service: str, identity: PeerMeasurement) -> Accepted:
-        """The entry of ``service`` that ``identity`` matches; IdentityNotAccepted otherwise."""
+    def expect(
+        self, service: str, identity: PeerMeasurement, platform: Platform | None = None
+    ) -> Accepted:
+        """The entry of ``service`` that ``identity``, attested on ``platform``, matches;
+        IdentityNotAccepted otherwise. Without a platform, entries that pin one refuse."""
         entries = self.manifest.enclaves.get(service)
         if not entries:
             raise IdentityNotAccepted(
                 f"service {service!r} has no entry in manifest v{self.version}", "no entry"
             )
         mismatches = []
-        for entry in entries:
-            why = entry.mismatch(identity)
+        for index, entry in enumerate(entries):
+            why = entry.mismatch(identity, platform, join(join("enclaves", service), index))
             if why is None:
                 return entry
             mismatches.append(why)

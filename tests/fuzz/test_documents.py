@@ -1,4 +1,5 @@
-"""YAML documents: manifest, trust file, signature file, service.yaml and runtime.yaml.
+"""YAML documents: manifest (with platform pins), trust file, signature file, service.yaml
+and runtime.yaml.
 Any bytes parse or raise the library's own error, including documents that are valid YAML
 of the wrong shape and YAML that expands (aliases) far beyond its size."""
 
@@ -9,18 +10,20 @@ import functools
 from collections.abc import Callable
 from pathlib import Path
 
+import attrs
 import pytest
 import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
 from fuzzing.targets import simulated_sgx_identity, simulated_tdx_identity
-from teaclave_ma.formats.manifest import parse_manifest
+from teaclave_ma.formats.manifest import PlatformPins, parse_manifest
 from teaclave_ma.formats.runtime_config import parse_runtime_config
 from teaclave_ma.formats.service_config import parse_service_config
 from teaclave_ma.formats.signature import parse_signature
 from teaclave_ma.formats.trust import parse_trust_file
 from teaclave_ma.testing import AuditorPanel
+from teaclave_ma.testing.auditors import accepted
 from tests.conftest import PROJECT_ROOT
 from tests.fuzz.mutations import FUZZ, mutated, parses_or_refuses, tree_mutated
 
@@ -44,8 +47,12 @@ def parse_runtime(data: bytes) -> object:
 def samples() -> dict[str, tuple[Parser, list[bytes]]]:
     """Each document parser with valid documents of every shape it reads."""
     panel = AuditorPanel()
+    pinned = attrs.evolve(
+        accepted(simulated_sgx_identity()),
+        pins=PlatformPins(fmspcs=(bytes.fromhex("00906ed50000"),), ppids=(b"\x11" * 16,)),
+    )
     manifest = panel.manifest(
-        {"storage": [simulated_sgx_identity()], "vm": [simulated_tdx_identity()]},
+        {"storage": [simulated_sgx_identity(), pinned], "vm": [simulated_tdx_identity()]},
         version=3,
         expires=dt.datetime(2030, 1, 1, tzinfo=dt.UTC),
     )
