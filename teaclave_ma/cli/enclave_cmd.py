@@ -6,9 +6,16 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from teaclave_ma.cli.output import EXIT_OK, add_json_flag, emit
+from teaclave_ma.cli.output import EXIT_OK, add_force_flag, add_json_flag, emit, refuse_existing
 from teaclave_ma.crypto.author_key import generate_author_key, mr_signer, write_author_key
-from teaclave_ma.enclave.image import build_image, load_image, measure_source, review
+from teaclave_ma.enclave.image import (
+    build_image,
+    check_service_code,
+    image_content,
+    load_image,
+    measure_source,
+    review,
+)
 from teaclave_ma.enclave.sigstruct import SIGSTRUCT_FILE
 from teaclave_ma.errors import InputError
 from teaclave_ma.identity import SgxIdentity
@@ -18,7 +25,9 @@ def register(subparsers: Any) -> None:
     build = subparsers.add_parser(
         "build", help="build an enclave image with the trust file embedded"
     )
-    build.add_argument("service_dir", type=Path)
+    build.add_argument(
+        "service_dir", type=Path, help="service source directory (with service.yaml)"
+    )
     build.add_argument(
         "--trust", type=Path, required=True, help="trust file to embed (e.g. keys/trust.yaml)"
     )
@@ -26,6 +35,7 @@ def register(subparsers: Any) -> None:
         "--signing-key", type=Path, required=True, help="enclave author's RSA-3072 key"
     )
     build.add_argument("--out", type=Path, required=True, help="image directory to create")
+    add_force_flag(build, "an existing image directory")
     add_json_flag(build)
     build.set_defaults(func=_build)
 
@@ -50,7 +60,7 @@ def register(subparsers: Any) -> None:
     keygen.add_argument(
         "--out", type=Path, required=True, help="private key file (PKCS#8 PEM, mode 0600)"
     )
-    keygen.add_argument("--force", action="store_true", help="replace an existing file")
+    add_force_flag(keygen)
     add_json_flag(keygen)
     keygen.set_defaults(func=_author_keygen)
 
@@ -59,8 +69,10 @@ def register_review(auditor_subparsers: Any) -> None:
     review_parser = auditor_subparsers.add_parser(
         "review", help="rebuild a service from source and compare with its image"
     )
-    review_parser.add_argument("service_dir", type=Path)
-    review_parser.add_argument("--image", type=Path, required=True)
+    review_parser.add_argument("service_dir", type=Path, help="the service's source directory")
+    review_parser.add_argument(
+        "--image", type=Path, required=True, help="the built image to compare with"
+    )
     review_parser.add_argument(
         "--trust", type=Path, required=True, help="the trust file the build must embed"
     )
@@ -73,6 +85,8 @@ def _identity_lines(identity: SgxIdentity) -> list[str]:
 
 
 def _build(args: argparse.Namespace) -> int:
+    refuse_existing(args.out, args.force)
+    check_service_code(*image_content(args.service_dir, args.trust))
     image = build_image(args.service_dir, args.trust, args.signing_key, args.out)
     emit(
         args,
@@ -83,6 +97,11 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _measure(args: argparse.Namespace) -> int:
+    if not args.target.is_dir():
+        problem = "does not exist" if not args.target.exists() else "is a file"
+        raise InputError(
+            str(args.target), f"{problem}; give an image directory or a service source directory"
+        )
     if (args.target / SIGSTRUCT_FILE).exists():
         identity = load_image(args.target).identity
     elif args.trust is None or args.signing_key is None:
