@@ -20,7 +20,7 @@ def register(subparsers: Any) -> None:
     seal = subparsers.add_parser(
         "seal", help="seal files of a service and register the key with the kms"
     )
-    seal.add_argument("service_dir", type=Path)
+    seal.add_argument("service_dir", type=Path, help="service source directory to seal files of")
     seal.add_argument(
         "--file", action="append", required=True, dest="files", help="path to seal (repeat)"
     )
@@ -41,9 +41,9 @@ def register(subparsers: Any) -> None:
         help="attest, provision secrets and sealed files, then exec a command",
         usage="teaclave-ma run IMAGE --manifest M --signatures DIR --config runtime.yaml -- CMD [ARG ...]",
     )
-    run.add_argument("image", type=Path)
-    run.add_argument("--manifest", type=Path, required=True)
-    run.add_argument("--signatures", type=Path, required=True)
+    run.add_argument("image", type=Path, help="built enclave image directory")
+    run.add_argument("--manifest", type=Path, required=True, help="the signed manifest")
+    run.add_argument("--signatures", type=Path, required=True, help="its signature directory")
     run.add_argument(
         "--config", type=Path, required=True, help="runtime.yaml (names kms and provision_dir)"
     )
