@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -79,7 +80,9 @@ def _serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         runtime.stop()
         listen = "{}:{}".format(*runtime_config.listen)
-        raise ConfigError("listen", f"cannot listen on {listen}: {exc.strerror or exc}") from exc
+        # socket.create_server appends the address to strerror; say it once, our way.
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ConfigError("listen", f"cannot listen on {listen}: {reason}") from exc
     stopped = threading.Event()
 
     def on_hangup(_signum: int, _frame: FrameType | None) -> None:
