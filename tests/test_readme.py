@@ -50,7 +50,7 @@ def test_the_auditor_workflow_runs_as_written(tmp_path: Path) -> None:
     report = last_json_object(result.stdout)
     assert report["valid"] is True
     assert report["version"] == 8
-    assert sorted(report["signers"]) == ["alice", "bob"]  # type: ignore[call-overload]
+    assert sorted(report["signers"]) == ["alice", "bob"]
     assert report["services"] == ["storage"]
 
 
