@@ -21,7 +21,7 @@ def register(subparsers: Any) -> None:
     cert = subparsers.add_parser("cert", help="RA-TLS certificates")
     commands = cert.add_subparsers(dest="cert_command", required=True, metavar="COMMAND")
     inspect = commands.add_parser("inspect", help="show the evidence in a certificate (PEM or DER)")
-    inspect.add_argument("certificate", type=Path)
+    inspect.add_argument("certificate", type=Path, help="certificate file, PEM or DER")
     add_json_flag(inspect)
     inspect.set_defaults(func=_inspect)
 

@@ -9,10 +9,13 @@ from typing import Any
 
 import attrs
 
-from teaclave_ma.cli.output import EXIT_OK, EXIT_REFUSED, add_json_flag, emit, say
-from teaclave_ma.demo.scenario import Demo
+from teaclave_ma.cli.output import EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, add_json_flag, emit, say
+from teaclave_ma.demo.processes import ChildProcesses, Interrupted
+from teaclave_ma.demo.scenario import SERVICES, Demo
+from teaclave_ma.errors import InputError
 
-DEFAULT_SERVICES = Path(__file__).resolve().parents[2] / "services"
+# Shipped in the package (in a checkout, a link to services/), so an installed demo runs.
+DEFAULT_SERVICES = Path(__file__).resolve().parents[1] / "demo" / "services"
 
 
 def register(subparsers: Any) -> None:
@@ -23,7 +26,12 @@ def register(subparsers: Any) -> None:
     demo.add_argument(
         "--workdir", type=Path, default=Path("demo-run"), help="scratch directory (recreated)"
     )
-    demo.add_argument("--services", type=Path, default=DEFAULT_SERVICES, help="service sources")
+    demo.add_argument(
+        "--services",
+        type=Path,
+        default=DEFAULT_SERVICES,
+        help="directory of the example services' sources (default: the ones shipped)",
+    )
     add_json_flag(demo)
     demo.set_defaults(func=_demo)
 
@@ -33,8 +41,23 @@ def _demo(args: argparse.Namespace) -> int:
         # The account below tells the story (and says once, loudly, that the platform is
         # simulated); the library's repeated warnings would drown it. -v shows them all.
         logging.getLogger("teaclave_ma").setLevel(logging.ERROR)
+    missing = [name for name in SERVICES if not (args.services / name / "service.yaml").is_file()]
+    if missing:
+        raise InputError(
+            "--services",
+            f"{args.services} lacks the example services {', '.join(missing)} "
+            "(give the services/ directory of a checkout)",
+        )
     progress = (lambda _line: None) if args.json else say
-    outcomes = Demo(args.workdir.resolve(), args.services.resolve(), progress).run()
+    children = ChildProcesses()
+    children.handle_signals()
+    try:
+        outcomes = Demo(args.workdir.resolve(), args.services.resolve(), progress, children).run()
+    except Interrupted as stop:
+        # Demo.run has stopped every child on its way out; one line, no traceback.
+        say(f"demo interrupted by {stop}: every service it started has been stopped")
+        emit(args, {"ok": False, "interrupted": str(stop)}, [])
+        return EXIT_INTERRUPTED
     held = all(outcome.held for outcome in outcomes)
     emit(
         args,

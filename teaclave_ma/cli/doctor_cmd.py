@@ -19,8 +19,18 @@ from teaclave_ma.cli.output import EXIT_OK, add_json_flag, emit
 
 def register(subparsers: Any) -> None:
     doctor = subparsers.add_parser("doctor", help="which attestation backends this machine offers")
-    doctor.add_argument("--gramine-device", type=Path, default=GRAMINE_DEVICE)
-    doctor.add_argument("--tsm-root", type=Path, default=TSM_REPORTS)
+    doctor.add_argument(
+        "--gramine-device",
+        type=Path,
+        default=GRAMINE_DEVICE,
+        help=f"Gramine's attestation directory (default {GRAMINE_DEVICE})",
+    )
+    doctor.add_argument(
+        "--tsm-root",
+        type=Path,
+        default=TSM_REPORTS,
+        help=f"configfs-tsm reports directory (default {TSM_REPORTS})",
+    )
     add_json_flag(doctor)
     doctor.set_defaults(func=_doctor)
 

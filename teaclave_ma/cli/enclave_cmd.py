@@ -7,14 +7,21 @@ from pathlib import Path
 from typing import Any
 
 from teaclave_ma.attestation.sim.platform import SimulatedPlatform
-from teaclave_ma.cli.output import EXIT_OK, add_json_flag, emit
+from teaclave_ma.cli.output import EXIT_OK, add_force_flag, add_json_flag, emit, refuse_existing
 from teaclave_ma.crypto.author_key import generate_author_key, mr_signer, write_author_key
 from teaclave_ma.enclave.attestation_profile import (
     INTEL_PROFILE,
     AttestationProfile,
     simulated_profile,
 )
-from teaclave_ma.enclave.image import build_image, load_image, measure_source, review
+from teaclave_ma.enclave.image import (
+    build_image,
+    check_service_code,
+    image_content,
+    load_image,
+    measure_source,
+    review,
+)
 from teaclave_ma.enclave.sigstruct import SIGSTRUCT_FILE
 from teaclave_ma.errors import InputError
 from teaclave_ma.identity import SgxIdentity
@@ -24,7 +31,9 @@ def register(subparsers: Any) -> None:
     build = subparsers.add_parser(
         "build", help="build an enclave image with the trust file embedded"
     )
-    build.add_argument("service_dir", type=Path)
+    build.add_argument(
+        "service_dir", type=Path, help="service source directory (with service.yaml)"
+    )
     build.add_argument(
         "--trust", type=Path, required=True, help="trust file to embed (e.g. keys/trust.yaml)"
     )
@@ -33,6 +42,7 @@ def register(subparsers: Any) -> None:
     )
     build.add_argument("--out", type=Path, required=True, help="image directory to create")
     add_simulation_flags(build)
+    add_force_flag(build, "an existing image directory")
     add_json_flag(build)
     build.set_defaults(func=_build)
 
@@ -58,7 +68,7 @@ def register(subparsers: Any) -> None:
     keygen.add_argument(
         "--out", type=Path, required=True, help="private key file (PKCS#8 PEM, mode 0600)"
     )
-    keygen.add_argument("--force", action="store_true", help="replace an existing file")
+    add_force_flag(keygen)
     add_json_flag(keygen)
     keygen.set_defaults(func=_author_keygen)
 
@@ -94,8 +104,10 @@ def register_review(auditor_subparsers: Any) -> None:
     review_parser = auditor_subparsers.add_parser(
         "review", help="rebuild a service from source and compare with its image"
     )
-    review_parser.add_argument("service_dir", type=Path)
-    review_parser.add_argument("--image", type=Path, required=True)
+    review_parser.add_argument("service_dir", type=Path, help="the service's source directory")
+    review_parser.add_argument(
+        "--image", type=Path, required=True, help="the built image to compare with"
+    )
     review_parser.add_argument(
         "--trust", type=Path, required=True, help="the trust file the build must embed"
     )
@@ -122,7 +134,9 @@ def _identity_lines(identity: SgxIdentity, profile: AttestationProfile) -> list[
 
 
 def _build(args: argparse.Namespace) -> int:
+    refuse_existing(args.out, args.force)
     profile = profile_from_args(args)
+    check_service_code(*image_content(args.service_dir, args.trust, profile))
     image = build_image(args.service_dir, args.trust, args.signing_key, args.out, profile=profile)
     emit(
         args,
@@ -138,6 +152,11 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _measure(args: argparse.Namespace) -> int:
+    if not args.target.is_dir():
+        problem = "does not exist" if not args.target.exists() else "is a file"
+        raise InputError(
+            str(args.target), f"{problem}; give an image directory or a service source directory"
+        )
     if (args.target / SIGSTRUCT_FILE).exists():
         image = load_image(args.target)
         identity, profile = image.identity, image.profile

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
+import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import NoReturn
 
-from teaclave_ma.cli.output import EXIT_REFUSED, EXIT_UNUSABLE, say
+from teaclave_ma import __version__
+from teaclave_ma.cli.log_setup import LOG_FORMATS, configure_logging
+from teaclave_ma.cli.output import EXIT_INTERRUPTED, EXIT_REFUSED, EXIT_UNUSABLE, say
 from teaclave_ma.errors import TeaclaveMAError, VerificationError
 
 # Each module defines ``register(subparsers)``; the parser it adds sets ``func``.
@@ -27,16 +30,77 @@ COMMAND_MODULES = (
 )
 
 
+class UsageError(Exception):
+    """Arguments argparse refused; ``usage`` is the usage line of the (sub)command."""
+
+    def __init__(self, usage: str, prog: str, message: str) -> None:
+        self.usage = usage
+        self.prog = prog
+        self.message = message
+        super().__init__(message)
+
+
+class Parser(argparse.ArgumentParser):
+    """Raises instead of exiting, so that ``main`` reports usage errors like any other
+    error (and as JSON under ``--json``). Subparsers inherit the class."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(self.format_usage(), self.prog, message)
+
+
+def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    # Below the top the defaults are SUPPRESS, so an option given before the subcommand is
+    # not reset by the subcommand's parser: `-v demo` and `demo -v` mean the same.
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=False if top else argparse.SUPPRESS,
+        help="log debug details to stderr",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="text" if top else argparse.SUPPRESS,
+        help="log lines as timestamped text (default) or one JSON object per line",
+    )
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):  # aliases share a parser
+                yield child
+                yield from _subparsers(child)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="teaclave-ma",
         description="Mutual remote attestation with auditor signatures between confidential services.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details to stderr")
+    parser.add_argument("--version", action="version", version=f"teaclave-ma {__version__}")
+    _global_options(parser, top=True)
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object for machines (commands that have JSON output)",
+    )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(subparsers)
+    for child in _subparsers(parser):
+        _global_options(child, top=False)
+        child.set_defaults(json_output="--json" in child._option_string_actions)
     return parser
+
+
+def _usage_error(error: UsageError, as_json: bool) -> int:
+    sys.stderr.write(f"{error.usage}{error.prog}: error: {error.message}\n")
+    if as_json:
+        document = {"error": "usage", "command": error.prog, "message": error.message}
+        sys.stdout.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
+    return EXIT_UNUSABLE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -48,13 +112,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "--" in arguments:
         split = arguments.index("--")
         arguments, passthrough = arguments[:split], arguments[split + 1 :]
-    args = parser.parse_args(arguments)
+    try:
+        args = parser.parse_args(arguments)
+        if args.json and not args.json_output:
+            parser.error(f"{args.command} has no --json output")
+    except UsageError as exc:
+        return _usage_error(exc, "--json" in arguments)
     args.passthrough = passthrough
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(args.verbose, args.log_format)
     try:
         code: int = args.func(args)
     except VerificationError as exc:
@@ -64,8 +129,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(f"error: {exc}")
         return EXIT_UNUSABLE
     except OSError as exc:
-        say(f"error: {exc.filename or ''}: {exc.strerror or exc}")
+        say(f"error: {exc.filename}: {exc.strerror}" if exc.filename else f"error: {exc}")
         return EXIT_UNUSABLE
+    except KeyboardInterrupt:
+        say("interrupted")
+        return EXIT_INTERRUPTED
     return code
 
 

@@ -9,7 +9,15 @@ from typing import Any
 
 import attrs
 
-from teaclave_ma.cli.output import EXIT_OK, EXIT_REFUSED, add_json_flag, emit
+from teaclave_ma.cli.output import (
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_UNUSABLE,
+    add_force_flag,
+    add_json_flag,
+    emit,
+    refuse_existing,
+)
 from teaclave_ma.crypto.auditor_key import AuditorSigningKey
 from teaclave_ma.enclave.image import load_image
 from teaclave_ma.errors import InputError
@@ -22,7 +30,7 @@ from teaclave_ma.formats.manifest import (
     parse_hex_list,
     parse_manifest,
 )
-from teaclave_ma.formats.signature import read_signature_dir, write_signature
+from teaclave_ma.formats.signature import read_signature_dir, signature_path, write_signature
 from teaclave_ma.formats.strict import expect_hex, expect_utc_time, format_utc, read_bounded
 from teaclave_ma.formats.trust import MAX_TRUST_BYTES, parse_trust_file
 from teaclave_ma.fsutil import atomic_write
@@ -35,23 +43,33 @@ def register(subparsers: Any) -> None:
     commands = manifest.add_subparsers(dest="manifest_command", required=True, metavar="COMMAND")
 
     new = commands.add_parser("new", help="start an empty manifest")
-    new.add_argument("--version", type=int, required=True, dest="manifest_version")
+    new.add_argument(
+        "--version",
+        type=int,
+        required=True,
+        dest="manifest_version",
+        help="manifest version; services refuse any version older than one they accepted",
+    )
     when = new.add_mutually_exclusive_group(required=True)
-    when.add_argument("--expires", help="UTC expiry, ISO 8601 ending in Z")
-    when.add_argument("--valid-days", type=int, help="expire this many days from now")
-    new.add_argument("--out", type=Path, required=True)
-    new.add_argument("--force", action="store_true", help="replace an existing file")
+    when.add_argument("--expires", help="UTC expiry in the future, ISO 8601 ending in Z")
+    when.add_argument("--valid-days", type=int, help="expire this many days from now (>= 1)")
+    new.add_argument("--out", type=Path, required=True, help="manifest file to write")
+    add_force_flag(new)
     add_json_flag(new)
     new.set_defaults(func=_new)
 
     add = commands.add_parser("add", help="accept an enclave identity for a service")
-    add.add_argument("manifest", type=Path)
+    add.add_argument("manifest", type=Path, help="manifest file to update in place")
     add.add_argument("--service", help="service name (default: the image's service)")
     add.add_argument("--from-image", type=Path, help="take the identity from a built enclave image")
-    add.add_argument("--mr-enclave")
-    add.add_argument("--mr-signer")
-    add.add_argument("--isv-prod-id", type=int)
-    add.add_argument("--min-isv-svn", type=int)
+    add.add_argument("--mr-enclave", help="MRENCLAVE to accept, 64 hex digits")
+    add.add_argument("--mr-signer", help="MRSIGNER to accept, 64 hex digits")
+    add.add_argument("--isv-prod-id", type=int, help="ISV product id to accept")
+    add.add_argument(
+        "--min-isv-svn",
+        type=int,
+        help="lowest ISV SVN to accept (default with --from-image: its SVN)",
+    )
     add.add_argument(
         "--debug", action="store_true", help="accept a debug enclave (never in production)"
     )
@@ -73,14 +91,15 @@ def register(subparsers: Any) -> None:
     add.set_defaults(func=_add)
 
     sign = commands.add_parser("sign", help="sign the manifest's exact bytes as one auditor")
-    sign.add_argument("manifest", type=Path)
+    sign.add_argument("manifest", type=Path, help="manifest file to sign")
     sign.add_argument("--key", type=Path, required=True, help="the auditor's private key PEM")
     sign.add_argument("--out-dir", type=Path, required=True, help="signature directory")
+    add_force_flag(sign, "this auditor's signature over other bytes")
     add_json_flag(sign)
     sign.set_defaults(func=_sign)
 
     verify = commands.add_parser("verify", help="verify a manifest as a service would")
-    verify.add_argument("manifest", type=Path)
+    verify.add_argument("manifest", type=Path, help="manifest file to verify")
     verify.add_argument("--trust", type=Path, required=True, help="the trust file")
     verify.add_argument("--signatures", type=Path, required=True, help="signature directory")
     verify.add_argument("--now", help="verify as of this UTC time (ISO 8601)")
@@ -90,29 +109,32 @@ def register(subparsers: Any) -> None:
 
 def _new(args: argparse.Namespace) -> int:
     # Signed with the rest: services never let their clock read earlier than this.
-    issued = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     if args.expires:
         expires = expect_utc_time(args.expires, "--expires")
+        # No service would accept it: refuse rather than hand the auditors a dead manifest.
+        if expires <= now:
+            raise InputError(
+                "--expires", f"{format_utc(expires)} is not in the future (now {format_utc(now)})"
+            )
+    elif args.valid_days < 1:
+        raise InputError("--valid-days", f"must be at least 1, got {args.valid_days}")
     else:
-        expires = issued + dt.timedelta(days=args.valid_days)
+        expires = now + dt.timedelta(days=args.valid_days)
     if args.manifest_version < 0:
         raise InputError("--version", f"must be >= 0, got {args.manifest_version}")
-    if expires <= issued:
-        raise InputError(
-            "--expires", f"{format_utc(expires)} is not after now ({format_utc(issued)})"
-        )
-    manifest = Manifest(version=args.manifest_version, expires=expires, enclaves={}, issued=issued)
+    manifest = Manifest(version=args.manifest_version, expires=expires, enclaves={}, issued=now)
     atomic_write(args.out, manifest.to_bytes(), overwrite=args.force)
     emit(
         args,
         {
             "manifest": str(args.out),
             "version": manifest.version,
-            "issued": format_utc(issued),
+            "issued": format_utc(now),
             "expires": format_utc(expires),
         },
         [
-            f"wrote {args.out}: version {manifest.version}, issued {format_utc(issued)}, "
+            f"wrote {args.out}: version {manifest.version}, issued {format_utc(now)}, "
             f"expires {format_utc(expires)}"
         ],
     )
@@ -168,10 +190,17 @@ def _add(args: argparse.Namespace) -> int:
     service, entry = _identity_from_args(args)
     entry = attrs.evolve(entry, pins=_pins_from_args(args))
     updated = manifest.with_entry(service, entry)
-    atomic_write(args.manifest, updated.to_bytes())
+    changed = updated != manifest
+    if changed:
+        atomic_write(args.manifest, updated.to_bytes())
     emit(
         args,
-        {"manifest": str(args.manifest), "service": service, "entry": entry.to_document()},
+        {
+            "manifest": str(args.manifest),
+            "service": service,
+            "entry": entry.to_document(),
+            "changed": changed,
+        },
         [
             f"{args.manifest}: service {service!r} accepts mr_enclave {entry.mr_enclave.hex()}",
             *(
@@ -179,7 +208,9 @@ def _add(args: argparse.Namespace) -> int:
                 for name, values in (("fmspc", entry.pins.fmspcs), ("ppid", entry.pins.ppids))
                 if values
             ),
-            "  the bytes changed: existing signatures no longer verify; auditors must sign again",
+            "  the bytes changed: existing signatures no longer verify; auditors must sign again"
+            if changed
+            else "  it already did: the file is unchanged and its signatures still apply",
         ],
     )
     return EXIT_OK
@@ -191,13 +222,34 @@ def _sign(args: argparse.Namespace) -> int:
     manifest = parse_manifest(manifest_bytes, str(args.manifest))
     key = AuditorSigningKey.load(args.key)
     signature = sign_manifest(key, manifest_bytes)
-    path = write_signature(args.out_dir, signature)
+    path = signature_path(args.out_dir, signature.key_id)
+    # Ed25519 is deterministic: the same bytes again is this very signature, not a replacement.
+    unchanged = path.is_file() and path.read_bytes() == signature.to_bytes()
+    if not unchanged:
+        refuse_existing(path, args.force)
+        write_signature(args.out_dir, signature)
     emit(
         args,
-        {"signature": str(path), "key_id": signature.key_id, "version": manifest.version},
-        [f"signed manifest v{manifest.version} as {signature.key_id[:16]}...: {path}"],
+        {
+            "signature": str(path),
+            "key_id": signature.key_id,
+            "version": manifest.version,
+            "changed": not unchanged,
+        },
+        [
+            f"signed manifest v{manifest.version} as {signature.key_id[:16]}...: {path}"
+            + (" (already there, unchanged)" if unchanged else "")
+        ],
     )
     return EXIT_OK
+
+
+def _claimed(manifest_bytes: bytes, what: str) -> Manifest | None:
+    """What a rejected manifest says about itself (for the report only, never trusted)."""
+    try:
+        return parse_manifest(manifest_bytes, what)
+    except InputError:
+        return None
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -208,19 +260,25 @@ def _verify(args: argparse.Namespace) -> int:
     try:
         verified = ManifestTrust(trust).check(manifest_bytes, signatures, now)
     except ManifestRejected as exc:
+        claimed = _claimed(manifest_bytes, str(args.manifest))
         emit(
             args,
             {
                 "valid": False,
-                "version": None,
-                "expires": None,
+                "version": claimed.version if claimed else None,
+                "expires": format_utc(claimed.expires) if claimed else None,
                 "signed_by": [],
                 "reasons": [reason.message for reason in exc.reasons],
                 "checks": sorted(exc.checks),
             },
-            ["manifest REJECTED:", *(f"  - {reason.message}" for reason in exc.reasons)],
+            [
+                "manifest REJECTED" + (f" (v{claimed.version}, unverified):" if claimed else ":"),
+                *(f"  - {reason.message}" for reason in exc.reasons),
+            ],
         )
-        return EXIT_REFUSED
+        # Signed but unparsable is a broken file, not a forgery: unusable input, like any
+        # other malformed document.
+        return EXIT_UNUSABLE if exc.checks == {"format"} else EXIT_REFUSED
     manifest = verified.manifest
     emit(
         args,

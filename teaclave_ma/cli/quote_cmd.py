@@ -63,6 +63,8 @@ def register(subparsers: Any) -> None:
         default=[],
         choices=sorted(TCB_STATUSES - {"Revoked"}),
         metavar="STATUS",
+        help="also accept this TCB status (repeat); one of: "
+        + ", ".join(sorted(TCB_STATUSES - {"Revoked"})),
     )
     verify.add_argument(
         "--allow-debug", action="store_true", help="accept debug enclaves (INSECURE)"

@@ -22,7 +22,7 @@ def register(subparsers: Any) -> None:
     seal = subparsers.add_parser(
         "seal", help="seal files of a service and register the key with the kms"
     )
-    seal.add_argument("service_dir", type=Path)
+    seal.add_argument("service_dir", type=Path, help="service source directory to seal files of")
     seal.add_argument(
         "--file", action="append", required=True, dest="files", help="path to seal (repeat)"
     )
@@ -46,9 +46,9 @@ def register(subparsers: Any) -> None:
         usage="teaclave-ma run IMAGE --manifest M --signatures DIR --config runtime.yaml "
         "[--initialize-state]",
     )
-    run.add_argument("image", type=Path)
-    run.add_argument("--manifest", type=Path, required=True)
-    run.add_argument("--signatures", type=Path, required=True)
+    run.add_argument("image", type=Path, help="built enclave image directory")
+    run.add_argument("--manifest", type=Path, required=True, help="the signed manifest")
+    run.add_argument("--signatures", type=Path, required=True, help="its signature directory")
     run.add_argument(
         "--config",
         type=Path,

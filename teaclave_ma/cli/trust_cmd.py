@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from teaclave_ma.cli.output import EXIT_OK, add_json_flag, emit
+from teaclave_ma.cli.output import EXIT_OK, add_force_flag, add_json_flag, emit
 from teaclave_ma.crypto.auditor_key import AuditorPublicKey
 from teaclave_ma.formats.strict import read_bounded
 from teaclave_ma.formats.trust import (
@@ -33,11 +33,12 @@ def register(subparsers: Any) -> None:
         help="an auditor's public key (repeat); the name is the file name before .pub.pem",
     )
     new.add_argument("--threshold", type=int, required=True, help="signatures needed (k of n)")
-    new.add_argument("--out", type=Path, required=True)
+    new.add_argument("--out", type=Path, required=True, help="trust file to write")
+    add_force_flag(new)
     add_json_flag(new)
     new.set_defaults(func=_new)
     show = commands.add_parser("show", help="check and summarise a trust file")
-    show.add_argument("trust_file", type=Path)
+    show.add_argument("trust_file", type=Path, help="trust file to check")
     add_json_flag(show)
     show.set_defaults(func=_show)
 
@@ -58,7 +59,7 @@ def _new(args: argparse.Namespace) -> int:
         for path in args.auditor
     )
     trust = TrustFile(threshold=args.threshold, auditors=auditors)
-    atomic_write(args.out, trust.to_bytes())
+    atomic_write(args.out, trust.to_bytes(), overwrite=args.force)
     return _report(args, trust, f"wrote {args.out}")
 
 

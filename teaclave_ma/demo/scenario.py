@@ -12,7 +12,13 @@ from pathlib import Path
 
 import attrs
 
-from teaclave_ma.demo.processes import ServiceProcess, run_to_exit, serve_command, start_service
+from teaclave_ma.demo.processes import (
+    ChildProcesses,
+    ServiceProcess,
+    run_to_exit,
+    serve_command,
+    start_service,
+)
 from teaclave_ma.enclave.image import EnclaveImage
 from teaclave_ma.errors import TeaclaveMAError
 from teaclave_ma.formats.runtime_config import parse_runtime_config
@@ -38,8 +44,11 @@ class Outcome:
 
 
 class Demo:
-    def __init__(self, root: Path, services_dir: Path, progress: Progress) -> None:
+    def __init__(
+        self, root: Path, services_dir: Path, progress: Progress, children: ChildProcesses
+    ) -> None:
         self.progress = progress
+        self.children = children
         self.ws = SimulatedDeployment.create(root, services_dir, progress)
         self.outcomes: list[Outcome] = []
         self.processes: dict[str, ServiceProcess] = {}
@@ -61,8 +70,7 @@ class Demo:
         finally:
             for runtime in self._runtimes:
                 runtime.stop()
-            for process in self.processes.values():
-                process.stop()
+            self.children.stop_all()
         return self.outcomes
 
     # -- preparation -----------------------------------------------------------------------
@@ -112,7 +120,9 @@ class Demo:
                 config,
                 initialize_state=True,  # each service's first start
             )
-            process = start_service(name, command, self.ws.root / "logs" / f"{name}.log")
+            process = start_service(
+                name, command, self.ws.root / "logs" / f"{name}.log", children=self.children
+            )
             self.processes[name] = process
             self.progress(f"  {name:<15} listening on {process.address[0]}:{process.address[1]}")
 
@@ -234,7 +244,7 @@ class Demo:
             config,
             initialize_state=True,
         )
-        result = run_to_exit(command)
+        result = run_to_exit(command, self.children)
         refused = result.returncode != 0 and "1 of the required 2" in result.stderr
         last_line = (result.stderr.strip().splitlines() or ["(nothing)"])[-1]
         self._record(
@@ -294,7 +304,7 @@ class Demo:
             "--manifest", str(self.ws.manifest_path), "--signatures", str(self.ws.signatures_dir),
             "--config", str(config), "--initialize-state",
         ]  # fmt: skip
-        return run_to_exit(command)
+        return run_to_exit(command, self.children)
 
     def _sealed_job_runs_after_provisioning(self) -> None:
         result = self._run_report("report", self.processes["kms"].address)

@@ -10,6 +10,7 @@ platform's).
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import json
 from collections.abc import Mapping
@@ -86,6 +87,53 @@ def image_content(
     content[ENCLAVE_CONFIG] = enclave_config_bytes(service.enclave)
     content[PROFILE_FILE] = profile.to_bytes()
     return content, service
+
+
+def check_service_code(content: Mapping[str, bytes], service: ServiceConfig) -> None:
+    """Refuse, at build time, code that could never serve: every ``.py`` file must compile,
+    and the entrypoint's module must exist and define its function at top level (the
+    runtime compiles that module from the image and calls the function)."""
+    for relative, data in sorted(content.items()):
+        if relative.endswith(".py"):
+            try:
+                compile(data, relative, "exec", dont_inherit=True)
+            except SyntaxError as exc:
+                raise ImageFormatError(
+                    f"{relative}, line {exc.lineno}", f"does not compile: {exc.msg}"
+                ) from None
+            except ValueError as exc:  # null bytes
+                raise ImageFormatError(relative, f"does not compile: {exc}") from None
+    if service.entrypoint is None:
+        return
+    module_name, function_name = service.entrypoint.split(":")
+    source = content.get(f"{module_name}.py")
+    if source is None:
+        raise ImageFormatError(
+            "entrypoint", f"{service.entrypoint}: there is no {module_name}.py in the service"
+        )
+    if function_name not in _top_level_names(ast.parse(source)):
+        raise ImageFormatError(
+            "entrypoint",
+            f"{service.entrypoint}: {module_name}.py defines no top-level {function_name!r}",
+        )
+
+
+def _top_level_names(module: ast.Module) -> set[str]:
+    names: set[str] = set()
+    for node in module.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(
+                name.id
+                for target in targets
+                for name in ast.walk(target)
+                if isinstance(name, ast.Name)
+            )
+    return names
 
 
 def _identity(measurement: bytes, signer: bytes, enclave: EnclaveConfig) -> SgxIdentity:

@@ -84,7 +84,12 @@ def read_signature_dir(directory: Path) -> list[tuple[str, bytes]]:
     """``(file name, bytes)`` of every ``*.sig`` file, sorted by name; a missing dir is an error."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise SignatureFormatError(str(directory), "signature directory does not exist")
+        problem = (
+            "is not a directory; give the directory that holds the *.sig files"
+            if directory.exists()
+            else "signature directory does not exist"
+        )
+        raise SignatureFormatError(str(directory), problem)
     paths = sorted(path for path in directory.glob(f"*{SIGNATURE_SUFFIX}") if path.is_file())
     if len(paths) > MAX_SIGNATURE_FILES:
         raise SignatureFormatError(

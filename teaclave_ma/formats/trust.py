@@ -126,7 +126,8 @@ def parse_trust_file(data: bytes, what: str = "trust file") -> TrustFile:
             auditors.append(TrustedAuditor(name, public_key))
         threshold = expect_int(mapping["threshold"], "threshold", 0, 1 << 16)
         return TrustFile(threshold=threshold, auditors=tuple(auditors))
-    except TrustFileError:
-        raise
     except (AuditorKeyError, InputError) as exc:
-        raise TrustFileError(exc.field, exc.problem) from exc
+        if exc.field == what:  # unreadable as a whole: the field already names the file
+            raise TrustFileError(exc.field, exc.problem) from exc
+        # A field error names the file too, so a user with several trust files knows which.
+        raise TrustFileError(exc.field, f"{exc.problem} (in {what})") from exc

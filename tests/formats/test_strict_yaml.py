@@ -62,6 +62,12 @@ class StrictFile:
     str_field: str
     str_default: str
     echoes_values: bool = True  # the secrets file never repeats a value in an error
+    names_itself: str = ""  # the trust file's errors end by naming the file
+
+    def problem(self, error: InputError) -> str:
+        """The error's problem, less the file's name (which is asserted to be there)."""
+        assert error.problem.endswith(self.names_itself)
+        return error.problem.removesuffix(self.names_itself)
 
     def document(self, *, int_: str = "1", bool_: str = "true", str_: str | None = None) -> bytes:
         text = str_ if str_ is not None else self.str_default
@@ -102,6 +108,7 @@ FILES = {
         None,
         "auditors[0].name",
         "auditor0",
+        names_itself=" (in trust file)",
     ),
     "service.yaml": StrictFile(
         "name: storage\nentrypoint: m:f\ninbound: [{str}]\n"
@@ -179,7 +186,7 @@ def test_an_integer_or_boolean_field_takes_its_one_spelling_only(
     expected = f"{spelling} {words} ({readings})"
     if spelling in advised:
         expected += f"; {advice}"
-    assert error.problem == expected
+    assert strict.problem(error) == expected
 
 
 @pytest.mark.parametrize("kind", FILES)
@@ -191,15 +198,15 @@ def test_a_string_field_takes_such_a_spelling_only_quoted(kind: str, spelling: s
     if kind == "manifest":
         # A mapping key: the service name itself.
         assert error.field == f"enclaves.{spelling}"
-        assert error.problem == f"this key is not a plain string ({readings}); put it in quotes"
+        assert strict.problem(error) == f"this key is not a plain string ({readings}); put it in quotes"
     elif strict.echoes_values:
         assert error.field == strict.str_field
-        assert error.problem == (
+        assert strict.problem(error) == (
             f"expected a string, got {spelling} ({readings}); put it in quotes"
         )
     else:
         assert error.field == strict.str_field
-        assert error.problem == "expected a string"  # the value is never repeated
+        assert strict.problem(error) == "expected a string"  # the value is never repeated
     if kind in ("runtime.yaml", "secrets file"):  # free text; the others are names
         assert strict.parse(strict.document(str_=f"'{spelling}'")) is not None
 
@@ -218,7 +225,7 @@ def test_other_non_integers_in_an_integer_field(kind: str, value: str, problem: 
     strict = FILES[kind]
     error = refusal(kind, strict.document(int_=value))
     assert error.field == strict.int_field
-    assert error.problem == (
+    assert strict.problem(error) == (
         problem if strict.echoes_values else problem.split(", got ", maxsplit=1)[0]
     )
 
@@ -228,7 +235,7 @@ def test_a_quoted_boolean_is_a_string(kind: str) -> None:
     strict = FILES[kind]
     error = refusal(kind, strict.document(bool_="'true'"))
     assert error.field == strict.bool_field
-    assert error.problem == "expected true or false, got str 'true'"
+    assert strict.problem(error) == "expected true or false, got str 'true'"
 
 
 @given(number=st.integers(-(10**30), 10**30))
