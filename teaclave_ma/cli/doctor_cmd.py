@@ -54,7 +54,7 @@ def _doctor(args: argparse.Namespace) -> int:
         {
             "backend": "simulated",
             "available": True,
-            "reason": "always, but only by explicit choice (backend: simulated + trust_simulated_root: true); "
+            "reason": "always, but only for an image built with --simulated-platform (measured); "
             "its quotes prove nothing about hardware",
         }
     )
@@ -63,13 +63,13 @@ def _doctor(args: argparse.Namespace) -> int:
     )
     emit(
         args,
-        {"backends": backends, "auto_selects": chosen},
+        {"backends": backends, "would_use": chosen},
         [
             *(
                 f"  {'yes' if b['available'] else 'no ':<4} {b['backend']:<10} {b['reason']}"
                 for b in backends
             ),
-            f"backend: auto would use {chosen or 'nothing: no real backend here (auto never picks the simulation)'}",
+            f"an image allowing both real backends would use {chosen or 'nothing: no real backend here'}",
         ],
     )
     return EXIT_OK

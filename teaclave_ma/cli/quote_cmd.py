@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any
+
+from cryptography.hazmat.primitives import serialization
 
 from teaclave_ma.attestation.anchors import INTEL_SGX_ROOT_CA, TrustAnchor
 from teaclave_ma.attestation.collateral import Collateral
@@ -87,12 +90,19 @@ def register(subparsers: Any) -> None:
 
 
 def _platform(quote: Quote) -> dict[str, object]:
-    extension = parse_pck_extension(pck_certificates(quote.certification.pck_chain_pem)[0])
+    chain = pck_certificates(quote.certification.pck_chain_pem)
+    extension = parse_pck_extension(chain[0])
+    # Which root the quote chains to, so an auditor can hold it against the root an image
+    # trusts (`measure`): Intel's, or which simulated platform's. Not verified here.
+    root = chain[-1].public_bytes(serialization.Encoding.DER)
+    root_sha256 = hashlib.sha256(root).digest()
     return {
         "fmspc": extension.fmspc.hex(),
         "pce_id": extension.pce_id.hex(),
         "qe_svn": quote.header.qe_svn,
         "pce_svn": quote.header.pce_svn,
+        "root_sha256": root_sha256.hex(),
+        "root_is_intel": root_sha256 == INTEL_SGX_ROOT_CA.root_sha256,
     }
 
 

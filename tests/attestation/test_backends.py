@@ -232,7 +232,7 @@ def test_auto_selection_and_doctor(
         == 0
     )
     report = json.loads(capsys.readouterr().out)
-    assert report["auto_selects"] == "gramine"
+    assert report["would_use"] == "gramine"
     available = {b["backend"]: b["available"] for b in report["backends"]}
     assert available == {"gramine": True, "tsm": False, "simulated": True}
 

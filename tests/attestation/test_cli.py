@@ -1,12 +1,17 @@
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
 
+from teaclave_ma.attestation.anchors import INTEL_SGX_ROOT_CA
 from teaclave_ma.attestation.sim.platform import SimulatedPlatform, SimulatedPlatformError
 from teaclave_ma.cli.main import main
+from teaclave_ma.identity import SgxIdentity
 from tests.helpers import run_cli
+
+IDENTITY = SgxIdentity(b"\x42" * 32, b"\x43" * 32, isv_prod_id=1, isv_svn=1, debug=False)
 
 
 def test_quote_show_prints_identity_fields(
@@ -18,6 +23,21 @@ def test_quote_show_prints_identity_fields(
     assert data["mr_enclave"] == "33d8736db756ed4997e04ba358d27833188f1932ff7b1d156904d3f560452fbb"
     assert data["fmspc"] == "00a067110000"
     assert str(data["report_data"]).startswith(b"Hello, world!".hex())
+    # which root it chains to, to hold against the root an image trusts (`measure`)
+    assert data["root_sha256"] == INTEL_SGX_ROOT_CA.root_sha256.hex()
+    assert data["root_is_intel"] is True
+
+
+def test_quote_show_names_a_simulated_root(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    platform = SimulatedPlatform.create()
+    quote = tmp_path / "quote.bin"
+    quote.write_bytes(platform.quote(IDENTITY, bytes(64)))
+    code, data = run_cli(capsys, "quote", "show", str(quote), "--json")
+    assert code == 0
+    assert data["root_sha256"] == hashlib.sha256(platform.root_certificate_der).hexdigest()
+    assert data["root_is_intel"] is False
 
 
 def test_quote_verify_real_sample_json(
