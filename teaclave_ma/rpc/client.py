@@ -69,7 +69,7 @@ class MutualTlsClient(Generic[PeerT]):
         self,
         service: str,
         address: tuple[str, int],
-        credentials: CredentialSource,
+        credentials: CredentialSource | None,  # None: present no certificate (one-way)
         verifier: PeerAuthenticator[PeerT],
         *,
         timeout: float = 30.0,
