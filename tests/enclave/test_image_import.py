@@ -85,8 +85,8 @@ def test_a_service_imports_a_sibling_module_and_a_subpackage(
 
 
 def test_two_loads_of_one_service_share_no_module(package_image: Path, tmp_path: Path) -> None:
-    first, one = build_service(package_image, tmp_path)
-    second, two = build_service(package_image, tmp_path)
+    _first, one = build_service(package_image, tmp_path)
+    _second, two = build_service(package_image, tmp_path)
     try:
         assert one.root != two.root
         assert sys.modules[f"{one.root}.helpers"] is not sys.modules[f"{two.root}.helpers"]
@@ -116,9 +116,7 @@ def test_a_module_changed_on_disk_after_load_is_not_what_runs(
         importer.uninstall()
 
 
-def test_a_module_the_image_lacks_is_not_found_on_disk(
-    package_image: Path, tmp_path: Path
-) -> None:
+def test_a_module_the_image_lacks_is_not_found_on_disk(package_image: Path, tmp_path: Path) -> None:
     image = load_image(package_image)
     (image.code_dir / "extra.py").write_text("VALUE = 1\n")  # beside the image, unmeasured
     importer = ImageImporter.install("shelf", image.content, image.code_dir)
