@@ -27,6 +27,7 @@ from OpenSSL import crypto
 from teaclave_ma.attestation.anchors import INTEL_SGX_ROOT_CA, TrustAnchor
 from teaclave_ma.attestation.policy import VerificationPolicy
 from teaclave_ma.attestation.sim.platform import SimulatedPlatform
+from teaclave_ma.errors import InputError
 from teaclave_ma.formats.runtime_config import AttestationConfig, parse_address
 from teaclave_ma.formats.strict import read_bounded
 from teaclave_ma.formats.trust import parse_trust_file
@@ -63,7 +64,9 @@ def _verifier(
     anchor: TrustAnchor
     if simulated_platform is not None:
         if collateral is not None or pccs is not None:
-            raise TypeError("give simulated_platform alone, or collateral or pccs")
+            raise InputError(
+                "simulated_platform", "give it alone: its platform serves the collateral"
+            )
         platform = SimulatedPlatform.load(Path(simulated_platform))
         anchor = TrustAnchor.for_root(
             platform.root_certificate_der, f"simulated platform at {simulated_platform}"

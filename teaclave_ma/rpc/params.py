@@ -48,7 +48,7 @@ def describe(annotation: Any) -> str:
     return str(annotation).replace("typing.", "")
 
 
-def _scalar(kind: type, what: str) -> Check:
+def _scalar(kind: type | tuple[type, ...], what: str) -> Check:
     def check(value: Any, where: str) -> str | None:
         # bool is a subclass of int; a JSON true is not the integer 1.
         if isinstance(value, kind) and not (kind is not bool and isinstance(value, bool)):
@@ -56,12 +56,6 @@ def _scalar(kind: type, what: str) -> Check:
         return f"{where} must be {what}, not {_json_kind(value)}"
 
     return check
-
-
-def _float(value: Any, where: str) -> str | None:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return None
-    return f"{where} must be float, not {_json_kind(value)}"
 
 
 def _anything(value: Any, where: str) -> str | None:
@@ -76,7 +70,7 @@ _SCALARS: dict[Any, Check] = {
     str: _scalar(str, "str"),
     int: _scalar(int, "int"),
     bool: _scalar(bool, "bool"),
-    float: _float,
+    float: _scalar((int, float), "float"),  # a JSON integer is a fine float
     type(None): _none,
     None: _none,
     Any: _anything,
