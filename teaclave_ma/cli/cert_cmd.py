@@ -1,4 +1,6 @@
-"""``teaclave-ma cert inspect``: what an RA-TLS certificate carries."""
+"""``teaclave-ma cert inspect``: what an RA-TLS certificate carries; ``cert fetch``: a
+running service's certificate, written only once it is verified (to pin it in an ordinary
+TLS client: it is self-signed, with the service name as its CN)."""
 
 from __future__ import annotations
 
@@ -6,9 +8,12 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from teaclave_ma.cli.output import EXIT_OK, EXIT_REFUSED, add_json_flag, emit
+from teaclave_ma.caller import fetch_certificate
+from teaclave_ma.cli.call_cmd import add_verification_options, verification
+from teaclave_ma.cli.output import EXIT_OK, EXIT_REFUSED, add_force_flag, add_json_flag, emit
 from teaclave_ma.errors import VerificationError
 from teaclave_ma.formats.strict import format_utc
+from teaclave_ma.fsutil import atomic_write
 from teaclave_ma.transport.evidence import (
     LEGACY_QUOTE_OID,
     TCG_EVIDENCE_OID,
@@ -24,6 +29,36 @@ def register(subparsers: Any) -> None:
     inspect.add_argument("certificate", type=Path, help="certificate file, PEM or DER")
     add_json_flag(inspect)
     inspect.set_defaults(func=_inspect)
+    fetch = commands.add_parser(
+        "fetch", help="verify a running service and write its certificate (PEM)"
+    )
+    add_verification_options(fetch)
+    fetch.add_argument("--out", type=Path, required=True, help="where to write the PEM")
+    add_force_flag(fetch)
+    add_json_flag(fetch)
+    fetch.set_defaults(func=_fetch)
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    verified = verification(args)
+    peer, pem = fetch_certificate(args.address, **verified)  # raises before anything is written
+    atomic_write(args.out, pem, overwrite=args.force)
+    emit(
+        args,
+        {
+            "service": peer.service,
+            "measurement": peer.identity.measurement_text,
+            "certificate_sha256": peer.certificate_sha256.hex(),
+            "not_after": format_utc(peer.certificate_not_after),
+            "out": str(args.out),
+        },
+        [
+            f"{args.address} is the manifest's {peer.service} ({peer.identity.measurement_text})",
+            f"certificate written to {args.out} (valid until "
+            f"{format_utc(peer.certificate_not_after)}; fetch again after it rotates)",
+        ],
+    )
+    return EXIT_OK
 
 
 def _inspect(args: argparse.Namespace) -> int:

@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "teaclave_ma.cli.doctor_cmd",
     "teaclave_ma.cli.cert_cmd",
     "teaclave_ma.cli.serve_cmd",
+    "teaclave_ma.cli.call_cmd",
     "teaclave_ma.cli.secrets_cmd",
     "teaclave_ma.cli.demo_cmd",
 )

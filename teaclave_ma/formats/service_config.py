@@ -116,6 +116,9 @@ class ServiceConfig:
     enclave: EnclaveConfig
     inbound: tuple[str, ...] = ()
     outbound: tuple[str, ...] = ()
+    # ``{callers: any}`` in inbound: callers without a certificate are served too (as
+    # unattested); one that presents a certificate must still pass the inbound check.
+    unattested_callers: bool = False
     tcb: TcbConfig = TcbConfig()
     attestation: BackendConfig = BackendConfig()
     state: StateConfig = StateConfig()
@@ -135,14 +138,33 @@ def parse_enclave_config(value: object, path: str) -> EnclaveConfig:
     )
 
 
-def _names(value: object, path: str) -> tuple[str, ...]:
+UNATTESTED_CALLERS = {"callers": "any"}
+
+
+def _names(value: object, path: str, *, open_entry: bool = False) -> tuple[str, ...]:
+    """Service names; with ``open_entry``, ``{callers: any}`` may stand among them (it is
+    left out of the names: ``_admits_unattested`` reads it)."""
+    items = expect_list(value, path)
     names = tuple(
         expect_str(item, join(path, index), SERVICE_NAME)
-        for index, item in enumerate(expect_list(value, path))
+        for index, item in enumerate(items)
+        if not (open_entry and _is_open_entry(item, join(path, index)))
     )
     if len(set(names)) != len(names):
         raise_duplicate(names, path)
     return names
+
+
+def _is_open_entry(item: object, path: str) -> bool:
+    if not isinstance(item, dict):
+        return False
+    if item != UNATTESTED_CALLERS:
+        raise InputError(path, f"expected a service name or {{callers: any}}, not {item!r}")
+    return True
+
+
+def _admits_unattested(value: object) -> bool:
+    return isinstance(value, list) and UNATTESTED_CALLERS in value
 
 
 def raise_duplicate(names: tuple[str, ...], path: str) -> None:
@@ -241,7 +263,8 @@ def parse_service_config(data: bytes, what: str = "service.yaml") -> ServiceConf
             else None
         ),
         enclave=parse_enclave_config(mapping["enclave"], "enclave"),
-        inbound=_names(mapping.get("inbound", []), "inbound"),
+        inbound=_names(mapping.get("inbound", []), "inbound", open_entry=True),
+        unattested_callers=_admits_unattested(mapping.get("inbound", [])),
         outbound=_names(mapping.get("outbound", []), "outbound"),
         tcb=parse_tcb_config(mapping.get("tcb", {})),
         attestation=parse_backend_config(mapping.get("attestation", {})),

@@ -69,7 +69,7 @@ class MutualTlsClient(Generic[PeerT]):
         self,
         service: str,
         address: tuple[str, int],
-        credentials: CredentialSource,
+        credentials: CredentialSource | None,  # None: present no certificate (one-way)
         verifier: PeerAuthenticator[PeerT],
         *,
         timeout: float = 30.0,
@@ -103,7 +103,9 @@ class MutualTlsClient(Generic[PeerT]):
         self._release(connection, keep=True)
         return connection.channel.peer
 
-    def call(self, method: str, **params: Any) -> Any:
+    def call(self, method: str, /, **params: Any) -> Any:
+        """Call ``method`` with named ``params`` (positional-only, so a param may be
+        called ``method``); its result, or the ``RpcError`` the service answered."""
         request_id = next(self._ids)
         body = encode_request(request_id, method, params)
         connection = self._acquire()

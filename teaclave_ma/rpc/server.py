@@ -27,7 +27,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
 import attrs
@@ -203,9 +203,15 @@ class MutualTlsServer(Generic[PeerT]):
         inbound: Sequence[str],
         address: tuple[str, int],
         limits: ServerLimits | None = None,
+        unattested: Callable[[], PeerT] | None = None,
     ) -> None:
+        """``unattested``: the peer of a client without a certificate, on a service open to
+        them (``rpc.outside``); without it, every client must present one."""
         self.service = service
-        self._contexts = ContextCache(credentials, server=True)
+        self._unattested = unattested
+        self._contexts = ContextCache(
+            credentials, server=True, peer_certificate_required=unattested is None
+        )
         self._verifier = verifier
         self._inbound = tuple(inbound)
         self._limits = limits or ServerLimits()
@@ -298,6 +304,7 @@ class MutualTlsServer(Generic[PeerT]):
                     lambda der: self._verifier.verify(der, self._inbound),
                     server=True,
                     timeout=self._limits.handshake_timeout,
+                    unattested=self._unattested,
                 )
             finally:
                 kept = self.admission.handshake_over(ticket)

@@ -86,6 +86,26 @@ def _from_pccs(url: str, cache: Path, update: str) -> Callable[[Quote], Collater
     return collateral_for
 
 
+def peer_collateral(config: AttestationConfig) -> Callable[[Quote], Collateral]:
+    """Where peers' quote collateral comes from, for Intel-rooted quotes: a file or a PCCS."""
+    if config.collateral_file is not None:
+        return _static(Collateral.from_json(config.collateral_file.read_bytes()))
+    if config.pccs_url is not None and config.pccs_cache is not None:
+        return _from_pccs(config.pccs_url, config.pccs_cache, config.pccs_update)
+    raise ConfigError(
+        "attestation.collateral",
+        "a real image needs collateral for its peers' quotes: {pccs: URL} or {file: PATH}",
+    )
+
+
+def simulated_collateral(platform: SimulatedPlatform) -> Callable[[Quote], Collateral]:
+    """One simulated platform certifies every local enclave and TD: one collateral set per TEE."""
+    collaterals = {
+        tee: Collateral.from_json(platform.collateral_json(tee)) for tee in ("SGX", "TDX")
+    }
+    return lambda quote: collaterals[quote.tee]
+
+
 def setup_attestation(image: EnclaveImage, config: AttestationConfig) -> AttestationSetup:
     if image.profile.simulated:
         return _simulated(image, config)
@@ -96,15 +116,7 @@ def setup_attestation(image: EnclaveImage, config: AttestationConfig) -> Attesta
             f"{image.profile.anchor.name} only, so a simulated platform cannot serve it",
         )
     attester = select_real_backend(image.service.attestation, config)
-    if config.collateral_file is not None:
-        collateral_for = _static(Collateral.from_json(config.collateral_file.read_bytes()))
-    elif config.pccs_url is not None and config.pccs_cache is not None:
-        collateral_for = _from_pccs(config.pccs_url, config.pccs_cache, config.pccs_update)
-    else:
-        raise ConfigError(
-            "attestation.collateral",
-            "a real image needs collateral for its peers' quotes: {pccs: URL} or {file: PATH}",
-        )
+    collateral_for = peer_collateral(config)
     log.info("attestation backend: %s", attester.name)
     return AttestationSetup(attester.name, attester, image.profile.anchor, collateral_for)
 
@@ -130,10 +142,6 @@ def _simulated(image: EnclaveImage, config: AttestationConfig) -> AttestationSet
         "root; nothing here proves that code runs in real SGX hardware",
         image.service.name,
     )
-    # One simulated platform certifies every local enclave and TD: one collateral set per TEE.
-    collaterals = {
-        tee: Collateral.from_json(platform.collateral_json(tee)) for tee in ("SGX", "TDX")
-    }
     attester: Attester = (
         SimulatedTdAttester(platform, simulated_td_identity(image.identity))
         if profile.simulated_tee == "TDX"
@@ -143,5 +151,5 @@ def _simulated(image: EnclaveImage, config: AttestationConfig) -> AttestationSet
         f"simulated {profile.simulated_tee}",
         attester,
         profile.anchor,
-        lambda quote: collaterals[quote.tee],
+        simulated_collateral(platform),
     )

@@ -16,6 +16,9 @@ from teaclave_ma.trust.manifest_trust import VerifiedManifest
 
 @attrs.frozen
 class ServiceContext:
+    """What ``build(context)`` receives: the service's ``name``, its ``state_dir``, the
+    unmeasured ``settings`` of runtime.yaml, and attested clients of its outbound peers."""
+
     name: str
     state_dir: Path
     peers: Mapping[str, PeerClient]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import types
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,10 +25,12 @@ from teaclave_ma.formats.runtime_config import RuntimeConfig
 from teaclave_ma.formats.trust import parse_trust_file
 from teaclave_ma.identity import PeerMeasurement
 from teaclave_ma.rpc.client import PeerClient
-from teaclave_ma.rpc.server import RpcServer
+from teaclave_ma.rpc.outside import Caller, OpenEdge, UnattestedPeer
+from teaclave_ma.rpc.server import MutualTlsServer, RpcServer
 from teaclave_ma.rpc.service import Service
 from teaclave_ma.runtime.attestation_setup import setup_attestation
 from teaclave_ma.runtime.context import ServiceContext
+from teaclave_ma.runtime.image_import import ImageImporter
 from teaclave_ma.transport.credentials import RotatingCredentials, utc_now
 from teaclave_ma.transport.evidence import bound_quote, extract_evidence
 from teaclave_ma.transport.peer_verify import PeerVerifier
@@ -127,23 +128,40 @@ class ServiceRuntime(EnclaveNode):
         super().__init__(
             image, runtime, manifest_path, signatures_dir, initialize_state=initialize_state
         )
-        self.service = load_entrypoint(image)(self.context)
+        self._importer = ImageImporter.install(image.service.name, image.content, image.code_dir)
+        try:
+            self.service = load_entrypoint(image, self._importer)(self.context)
+        except BaseException:
+            self._importer.uninstall()
+            raise
         # The image's measured limits; an embedding program (a test) may pass its own.
         self._limits = limits or image.service.limits
-        self.server: RpcServer | None = None
+        self.server: RpcServer | MutualTlsServer[Caller] | None = None
         self._watcher: threading.Thread | None = None
         self._stop = threading.Event()
 
     def start(self) -> tuple[str, int]:
         """Listen and serve; until then the runtime can still act as a client of its peers."""
-        self.server = RpcServer(
-            self.service,
-            self.credentials,
-            self.verifier,
-            inbound=self.image.service.inbound,
-            address=self.runtime.listen,
-            limits=self._limits,
-        )
+        service = self.image.service
+        if service.unattested_callers:  # measured: `{callers: any}` in inbound
+            self.server = MutualTlsServer[Caller](
+                self.service,
+                self.credentials,
+                OpenEdge(self.verifier),
+                inbound=service.inbound,
+                address=self.runtime.listen,
+                limits=self._limits,
+                unattested=UnattestedPeer,
+            )
+        else:
+            self.server = RpcServer(
+                self.service,
+                self.credentials,
+                self.verifier,
+                inbound=service.inbound,
+                address=self.runtime.listen,
+                limits=self._limits,
+            )
         address = self.server.start()
         self._watcher = threading.Thread(target=self._watch_manifest, daemon=True)
         self._watcher.start()
@@ -154,6 +172,7 @@ class ServiceRuntime(EnclaveNode):
         if self.server is not None:
             self.server.stop()
         self.close()
+        self._importer.uninstall()
 
     def reload_manifest(self) -> bool:
         return self.keeper.reload()
@@ -181,26 +200,26 @@ class ServiceRuntime(EnclaveNode):
                     log.error("%s", exc)
 
 
-def load_entrypoint(image: EnclaveImage) -> Callable[[ServiceContext], Service]:
-    """Run ``module:function``'s module from the image's verified bytes.
+def load_entrypoint(
+    image: EnclaveImage, importer: ImageImporter | None = None
+) -> Callable[[ServiceContext], Service]:
+    """``module:function`` of the image, its module imported from the image's verified bytes.
 
-    The entrypoint module is compiled from the bytes ``load_image`` measured, so a file
-    swapped on disk after verification never runs. A service's code is that one module;
-    its other files are data."""
+    Every module of the service (the entrypoint's siblings and subpackages, imported
+    relatively) is compiled from the bytes ``load_image`` measured, so a file swapped on disk
+    after verification never runs (``image_import``). ``importer``: the one to load through
+    (its owner uninstalls it); a new one otherwise."""
     if image.service.entrypoint is None:
         raise ConfigError(
             "entrypoint",
             f"{image.service.name} has no entrypoint to serve (run it with `teaclave-ma run`)",
         )
     module_name, function_name = image.service.entrypoint.split(":")
-    source = image.content.get(f"{module_name}.py")
-    if source is None:
+    if f"{module_name}.py" not in image.content:
         raise ConfigError("entrypoint", f"{module_name}.py is not in the image")
-    # A name unique per service keeps two services' modules apart in one interpreter.
-    module = types.ModuleType(f"teaclave_service_{image.service.name}_{module_name}")
-    module.__file__ = str(image.code_dir / f"{module_name}.py")
-    code = compile(source, module.__file__, "exec")
-    exec(code, module.__dict__)  # noqa: S102 - the image's own, verified code
+    if importer is None:
+        importer = ImageImporter.install(image.service.name, image.content, image.code_dir)
+    module = importer.import_module(module_name)
     function = getattr(module, function_name, None)
     if not callable(function):
         raise ConfigError("entrypoint", f"{module_name}.py has no function {function_name!r}")

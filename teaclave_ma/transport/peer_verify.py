@@ -79,6 +79,11 @@ class PeerIdentity:
     # The platform its quote's PCK certificate names (None: not made by ``verify``).
     platform: Platform | None = attrs.field(default=None, kw_only=True)
 
+    @property
+    def attested(self) -> bool:
+        """Always True (``rpc.outside.UnattestedPeer`` is the caller that is not)."""
+        return True
+
     def describe(self) -> str:
         return f"{self.service} ({self.identity.measurement_text[:28]}..., tcb {self.tcb_status})"
 

@@ -121,15 +121,20 @@ def _verify_callback(
     return True
 
 
-def make_context(current: TlsCredentials, *, server: bool) -> SSL.Context:
-    """A TLS 1.3-only context that presents ``current`` and demands a peer certificate."""
+def make_context(
+    current: TlsCredentials | None, *, server: bool, peer_certificate_required: bool = True
+) -> SSL.Context:
+    """A TLS 1.3-only context that presents ``current`` (nothing: a one-way client) and
+    demands a peer certificate, or on a server open to unattested callers, asks for one."""
     context = SSL.Context(SSL.TLS_SERVER_METHOD if server else SSL.TLS_CLIENT_METHOD)
     context.set_min_proto_version(SSL.TLS1_3_VERSION)
     context.set_max_proto_version(SSL.TLS1_3_VERSION)
-    context.use_certificate(current.certificate)
-    context.use_privatekey(current.private_key)
-    context.check_privatekey()
-    context.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, _verify_callback)
+    if current is not None:
+        context.use_certificate(current.certificate)
+        context.use_privatekey(current.private_key)
+        context.check_privatekey()
+    mode = SSL.VERIFY_PEER | (SSL.VERIFY_FAIL_IF_NO_PEER_CERT if peer_certificate_required else 0)
+    context.set_verify(mode, _verify_callback)
     # No session resumption: every connection presents and verifies fresh evidence.
     context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
     context.set_options(SSL.OP_NO_TICKET)
@@ -140,18 +145,28 @@ def make_context(current: TlsCredentials, *, server: bool) -> SSL.Context:
 
 
 class ContextCache:
-    """One context per certificate generation: rebuilt only when the credentials rotate."""
+    """One context per certificate generation: rebuilt only when the credentials rotate.
+    Without credentials (a client outside any enclave), one context presenting nothing."""
 
-    def __init__(self, credentials: CredentialSource, *, server: bool) -> None:
+    def __init__(
+        self,
+        credentials: CredentialSource | None,
+        *,
+        server: bool,
+        peer_certificate_required: bool = True,
+    ) -> None:
         self._credentials = credentials
         self._server = server
+        self._required = peer_certificate_required
         self._built_for: TlsCredentials | None = None
         self._context: SSL.Context | None = None
 
     def get(self) -> SSL.Context:
-        current = self._credentials.current()
+        current = self._credentials.current() if self._credentials is not None else None
         if current is not self._built_for or self._context is None:
-            self._context = make_context(current, server=self._server)
+            self._context = make_context(
+                current, server=self._server, peer_certificate_required=self._required
+            )
             self._built_for = current
         return self._context
 
@@ -274,8 +289,12 @@ def handshake(
     server: bool,
     timeout: float,
     server_hostname: str | None = None,
+    unattested: Callable[[], PeerT] | None = None,
 ) -> SecureChannel[PeerT]:
-    """Run the mutual handshake on a connected socket; only a verified peer comes back."""
+    """Run the mutual handshake on a connected socket; only a verified peer comes back.
+
+    ``unattested``: on a server whose context does not require a client certificate, the
+    peer of a client that presented none (one that presented any must pass ``check``)."""
     sock.setblocking(False)
     if sock.family in (socket.AF_INET, socket.AF_INET6):
         # Handshake flights and HTTP messages go out in several small sends; with Nagle's
@@ -315,7 +334,10 @@ def handshake(
         raise TransportError(f"handshake failed: {exc}") from exc
     if state.failure is not None:  # defensive: a failure must never fall through
         raise PeerRejected(side, state.failure)
-    peer = _confirm_same_certificate(conn, state, side)
+    if unattested is not None and conn.get_peer_certificate() is None and state.verified is None:
+        peer = unattested()
+    else:
+        peer = _confirm_same_certificate(conn, state, side)
     if conn.get_protocol_version_name() != "TLSv1.3":
         raise PeerRejected(side, TransportError(f"negotiated {conn.get_protocol_version_name()}"))
     return SecureChannel(conn=conn, sock=sock, peer=peer, timeout=timeout)

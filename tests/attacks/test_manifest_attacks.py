@@ -87,17 +87,17 @@ def test_signature_by_an_unknown_auditor(auditor_panel: AuditorPanel, claims: st
     outsider = AuditorPanel.outsider()
     signature = outsider.sign(data)
     if claims == "a trusted auditor's key id":
-        # The outsider names auditor1 as signer: the key looked up is auditor1's, which did
+        # The outsider names bob as signer: the key looked up is bob's, which did
         # not make this signature.
         signature = DetachedSignature(auditor_panel.auditors[1].key_id, signature.signature)
     signatures = [*auditor_panel.sign(data, by=[0]), ("outsider.sig", signature.to_bytes())]
     error = rejected(lambda: ManifestTrust(auditor_panel.trust).check(data, signatures, NOW))
     assert error.checks == {"threshold", "signature"}
-    assert "1 of the required 2 trusted auditor signatures (valid: auditor0)" in str(error)
+    assert "1 of the required 2 trusted auditor signatures (valid: alice)" in str(error)
     if claims == "its own key id":
         assert f"key {outsider.key_id[:16]}... is not a trusted auditor; ignored" in str(error)
     else:
-        assert "signature by auditor 'auditor1' does not verify over these manifest bytes" in (
+        assert "signature by auditor 'bob' does not verify over these manifest bytes" in (
             str(error)
         )
 
@@ -110,8 +110,8 @@ def test_the_same_auditor_counted_twice_by_two_signature_files(
     copies = [(name, signature), ("second-copy.sig", signature)]
     error = rejected(lambda: ManifestTrust(auditor_panel.trust).check(data, copies, NOW))
     assert error.checks == {"threshold", "signature"}
-    assert "1 of the required 2 trusted auditor signatures (valid: auditor0)" in str(error)
-    assert "second-copy.sig: auditor 'auditor0' already counted; counted once" in str(error)
+    assert "1 of the required 2 trusted auditor signatures (valid: alice)" in str(error)
+    assert "second-copy.sig: auditor 'alice' already counted; counted once" in str(error)
 
 
 @pytest.mark.parametrize("pem_spelling", ["the same PEM", "the PEM wrapped differently"])
@@ -133,7 +133,7 @@ def test_the_same_auditor_counted_twice_under_two_names_in_the_trust_file(
     with pytest.raises(TrustFileError) as caught:
         parse_trust_file(forged)
     assert caught.value.field == "auditors[3].public_key"
-    assert f"key {first.key_id[:16]}... of 'mallory' is already listed for 'auditor0'" in str(
+    assert f"key {first.key_id[:16]}... of 'mallory' is already listed for 'alice'" in str(
         caught.value
     )
     assert "duplicate keys would inflate the threshold" in str(caught.value)
@@ -147,7 +147,7 @@ def test_threshold_not_met(make_auditor_panel: Callable[..., AuditorPanel]) -> N
     )
     assert error.checks == {"threshold"}
     assert (
-        str(error) == "2 of the required 3 trusted auditor signatures (valid: auditor1, auditor4)"
+        str(error) == "2 of the required 3 trusted auditor signatures (valid: bob, auditor4)"
     )
 
 
@@ -301,8 +301,8 @@ def test_mix_and_match_signatures_of_two_manifests(auditor_panel: AuditorPanel) 
     first, second = manifest(version=5), manifest(version=5, storage=FRONTEND)
     signatures = [*auditor_panel.sign(first, by=[0]), *auditor_panel.sign(second, by=[1])]
     error = rejected(lambda: ManifestTrust(auditor_panel.trust).check(first, signatures, NOW))
-    assert "1 of the required 2 trusted auditor signatures (valid: auditor0)" in str(error)
-    assert "signature by auditor 'auditor1' does not verify over these manifest bytes" in str(error)
+    assert "1 of the required 2 trusted auditor signatures (valid: alice)" in str(error)
+    assert "signature by auditor 'bob' does not verify over these manifest bytes" in str(error)
 
 
 def test_mix_and_match_entries_of_two_signed_manifests(auditor_panel: AuditorPanel) -> None:

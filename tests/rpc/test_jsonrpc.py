@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from teaclave_ma.errors import ConfigError
 from teaclave_ma.identity import SgxIdentity
 from teaclave_ma.rpc import jsonrpc
 from teaclave_ma.rpc.jsonrpc import (
@@ -136,7 +137,7 @@ def test_a_handler_name_cannot_be_registered_twice() -> None:
     @service.handler("x")
     def first(peer: PeerIdentity) -> None: ...
 
-    with pytest.raises(ValueError, match="registered twice"):
+    with pytest.raises(ConfigError, match="registered twice"):
 
         @service.handler("x")
         def second(peer: PeerIdentity) -> None: ...

@@ -37,7 +37,7 @@ def test_a_manifest_signed_by_the_threshold_is_accepted(auditor_panel: AuditorPa
     data = manifest(auditor_panel)
     verified = ManifestTrust(auditor_panel.trust).check(data, auditor_panel.sign(data), NOW)
     assert verified.version == 1
-    assert verified.signer_names == ("auditor0", "auditor1")
+    assert verified.signer_names == ("alice", "bob")
     assert verified.expect("storage", STORAGE).mr_enclave == STORAGE.mr_enclave
 
 
