@@ -39,6 +39,7 @@ from teaclave_ma.attestation.sim import pki
 from teaclave_ma.attestation.sim.platform import SimulatedPlatform
 from teaclave_ma.errors import VerificationError
 from teaclave_ma.formats.limits import ServerLimits
+from teaclave_ma.formats.trust import TrustFile
 from teaclave_ma.identity import SgxIdentity
 from teaclave_ma.rpc.client import MutualTlsClient
 from teaclave_ma.rpc.server import MutualTlsServer
@@ -49,10 +50,11 @@ from teaclave_ma.transport.credentials import (
     FixedCredentials,
     RotatingCredentials,
     TlsCredentials,
+    utc_now,
 )
 from teaclave_ma.transport.peer_verify import PeerVerifier
 from teaclave_ma.transport.tls import PeerAuthenticator, make_context
-from teaclave_ma.trust.manifest_trust import ManifestTrust, VerifiedManifest
+from teaclave_ma.trust.manifest_trust import AcceptedVersion, ManifestTrust, VerifiedManifest
 
 T = TypeVar("T")
 Mode = Literal["attested", "plain"]
@@ -180,11 +182,19 @@ def issue(
 
 
 class FixedManifest:
-    def __init__(self, manifest: VerifiedManifest) -> None:
-        self._manifest = manifest
+    """One manifest in force, compared with peers as a service's keeper compares them."""
+
+    def __init__(self, trust: TrustFile, manifest: VerifiedManifest) -> None:
+        self._trust = ManifestTrust(trust)
+        self._trust.commit(manifest)
 
     def current(self, now: dt.datetime | None = None) -> VerifiedManifest:
-        return self._manifest
+        return self._trust.require_current(now or utc_now())
+
+    def check_peer(
+        self, service: str, claimed: AcceptedVersion, now: dt.datetime | None = None
+    ) -> None:
+        self._trust.check_peer(service, claimed, now or utc_now())
 
 
 @attrs.frozen
@@ -192,6 +202,7 @@ class Material:
     """Everything a server or client process needs, in picklable form."""
 
     platform_dir: str
+    trust: TrustFile
     manifest: VerifiedManifest
     ca_key_pem: bytes
     ca_pem: bytes
@@ -203,7 +214,7 @@ class Material:
         panel = AuditorPanel()
         data = panel.manifest({name: [identity] for name, identity in IDENTITIES.items()})
         manifest = ManifestTrust(panel.trust).check(data, panel.sign(data), dt.datetime.now(dt.UTC))
-        return cls(str(directory), manifest, *create_ca())
+        return cls(str(directory), panel.trust, manifest, *create_ca())
 
 
 Side = tuple[CredentialSource, PeerAuthenticator[Any]]
@@ -223,6 +234,7 @@ class Sides:
         credentials = RotatingCredentials(
             SimulatedAttester(self.platform, IDENTITIES[self.role]),
             self.role,
+            manifest=lambda: self.material.manifest.accepted,
             lifetime=CERTIFICATE_LIFETIME,
         )
         credentials.current()
@@ -231,7 +243,9 @@ class Sides:
     def attested_verifier(self) -> PeerVerifier:
         """A new RA-TLS peer check, with an empty verified-certificate cache."""
         anchor = TrustAnchor.for_root(self.platform.root_certificate_der, "simulated root")
-        return PeerVerifier(FixedManifest(self.material.manifest), anchor, self._by_quote)
+        return PeerVerifier(
+            FixedManifest(self.material.trust, self.material.manifest), anchor, self._by_quote
+        )
 
     def _by_quote(self, _quote: object) -> Collateral:
         return self._collateral

@@ -42,6 +42,7 @@ from teaclave_ma.transport.evidence import (
     tcg_claims,
 )
 from teaclave_ma.transport.ratls_cert import create_ratls_certificate
+from teaclave_ma.trust.manifest_trust import AcceptedVersion
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 # Inside both real samples' collateral windows (see ../shared/data/README.md).
@@ -211,6 +212,7 @@ def certificate_seeds() -> dict[str, bytes]:
         common_name="fuzz",
         now=SAMPLE_TIME,
         lifetime=CERTIFICATE_LIFETIME,
+        manifest=AcceptedVersion(1, bytes(32).hex()),  # as teaclave-ma services claim
     )
     spki = HARNESS_KEY.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo

@@ -6,9 +6,11 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
+import shutil
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import cbor2
@@ -188,3 +190,11 @@ def traced_peak_memory() -> Iterator[PeakMemory]:
     finally:
         result.bytes = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
+
+
+def copy_manifest(manifest: Path, signatures: Path, into: Path) -> tuple[Path, Path]:
+    """The same signed manifest in another directory: a second service holds these bytes,
+    and its file watch does not see the first one's files change."""
+    into.mkdir(parents=True)
+    shutil.copytree(signatures, into / signatures.name)
+    return Path(shutil.copy2(manifest, into / manifest.name)), into / signatures.name

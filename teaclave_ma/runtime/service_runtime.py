@@ -76,7 +76,9 @@ class EnclaveNode:
         )
         self.keeper = ManifestKeeper(ManifestTrust(trust), manifest_path, signatures_dir, state)
         self.manifest = self.keeper.load()  # raises: no service without a verified manifest
-        self.credentials = RotatingCredentials(self.attestation.attester, image.service.name)
+        self.credentials = RotatingCredentials(
+            self.attestation.attester, image.service.name, manifest=self.keeper.in_force
+        )
         self.verifier = PeerVerifier(
             self.keeper,
             self.attestation.anchor,

@@ -2,7 +2,8 @@
 carrying a quote that binds it, rotated before it expires.
 
 Rotation never touches open connections: a TLS context captures the certificate it was
-built with, and new connections simply use the newest one.
+built with, and new connections simply use the newest one. The certificate claims the
+manifest in force, so a reload that changes it issues a new certificate at once.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from teaclave_ma.attestation.attester import Attester
 from teaclave_ma.errors import ConfigError
 from teaclave_ma.transport.ratls_cert import create_ratls_certificate
+from teaclave_ma.trust.manifest_trust import AcceptedVersion
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], dt.datetime]
+ManifestInForce = Callable[[], AcceptedVersion]
 
 
 def utc_now() -> dt.datetime:
@@ -63,13 +66,15 @@ class FixedCredentials:
 
 class RotatingCredentials:
     """Issues a new key and certificate once the current one is within ``refresh_before``
-    of expiry; cheap to call on every connection."""
+    of expiry, or once ``manifest()`` (the manifest in force) differs from the one it
+    claims; cheap to call on every connection."""
 
     def __init__(
         self,
         attester: Attester,
         common_name: str,
         *,
+        manifest: ManifestInForce,
         lifetime: dt.timedelta = dt.timedelta(hours=1),
         refresh_before: dt.timedelta = dt.timedelta(minutes=10),
         clock: Clock = utc_now,
@@ -81,21 +86,29 @@ class RotatingCredentials:
             )
         self._attester = attester
         self._common_name = common_name
+        self._manifest = manifest
         self._lifetime = lifetime
         self._refresh_before = refresh_before
         self._clock = clock
         self._lock = threading.Lock()
         self._current: TlsCredentials | None = None
+        self._claimed: AcceptedVersion | None = None
         self.generation = 0
 
     def current(self) -> TlsCredentials:
         with self._lock:
             now = self._clock()
-            if self._current is None or self._current.not_after - now <= self._refresh_before:
-                self._current = self._issue(now)
+            manifest = self._manifest()
+            if (
+                self._current is None
+                or self._current.not_after - now <= self._refresh_before
+                or manifest != self._claimed
+            ):
+                self._current = self._issue(now, manifest)
+                self._claimed = manifest
             return self._current
 
-    def _issue(self, now: dt.datetime) -> TlsCredentials:
+    def _issue(self, now: dt.datetime, manifest: AcceptedVersion) -> TlsCredentials:
         key = ec.generate_private_key(ec.SECP256R1())
         der = create_ratls_certificate(
             key,
@@ -103,12 +116,14 @@ class RotatingCredentials:
             common_name=self._common_name,
             now=now,
             lifetime=self._lifetime,
+            manifest=manifest,
         )
         self.generation += 1
         log.info(
-            "issued RA-TLS certificate #%d for %s, valid %s",
+            "issued RA-TLS certificate #%d for %s, valid %s, claiming manifest v%d",
             self.generation,
             self._common_name,
             self._lifetime,
+            manifest.version,
         )
         return TlsCredentials(key, x509.load_der_x509_certificate(der))

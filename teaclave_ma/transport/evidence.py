@@ -7,7 +7,9 @@ Two evidence extensions exist (see ../shared/data/README.md for the facts):
   0.6.9.42.840.113741.1337.6; both spellings are accepted.
 - The TCG tagged-evidence extension, OID 2.23.133.5.4.9: CBOR tag 60000 over
   [bstr quote, bstr claims], claims = {"pubkey-hash": bstr(CBOR [1, SHA-256(SPKI)])},
-  report_data = SHA-256(claims) followed by 32 zero bytes.
+  report_data = SHA-256(claims) followed by 32 zero bytes. teaclave-ma services add the
+  manifest in force to the claims, {"teaclave-ma/manifest": [version, SHA-256 of its bytes]},
+  so a peer learns which manifest the other side enforces from evidence its quote binds.
 
 The certificate is parsed with the project's DER reader, because pyca/cryptography refuses
 certificates with NULL signature parameters, which Gramine's (mbedTLS) certificates carry.
@@ -40,12 +42,14 @@ from teaclave_ma.attestation.quote import Quote, parse_quote
 from teaclave_ma.formats import der
 from teaclave_ma.formats.der import DerError, Tlv
 from teaclave_ma.transport.errors import CertificateFormatError, EvidenceError
+from teaclave_ma.trust.manifest_trust import AcceptedVersion
 
 LEGACY_QUOTE_OID = "1.2.840.113741.1337.6"
 LEGACY_QUOTE_OID_GRAMINE = "0.6.9.42.840.113741.1337.6"
 TCG_EVIDENCE_OID = "2.23.133.5.4.9"
 TCG_EVIDENCE_TAG = 60000
 PUBKEY_HASH_CLAIM = "pubkey-hash"
+MANIFEST_CLAIM = "teaclave-ma/manifest"
 HASH_ALG_SHA256 = 1
 # Real RA-TLS certificates hold about 10 KiB (two quotes of ~5 KiB); the limits leave ample
 # room while bounding the work an unauthenticated peer can cause before any check.
@@ -79,6 +83,14 @@ class CertificateEvidence:
     legacy_oid: str | None
     tcg_quote: bytes | None
     tcg_claims: bytes | None
+
+
+class MissingClaim(EvidenceError):
+    """A certificate whose bound claims lack one that every teaclave-ma service sends."""
+
+    def __init__(self, claim: str, why: str) -> None:
+        self.claim = claim
+        super().__init__("missing_claim", f"certificate carries no {claim!r} claim ({why})")
 
 
 def _oversized(check: str, what: str, size: int, limit: int) -> EvidenceError:
@@ -399,11 +411,15 @@ def _expect_binding(which: str, report_data: bytes, digest: bytes) -> None:
         )
 
 
-def tcg_claims(spki_der: bytes) -> bytes:
-    """The TCG claims map binding a key: {"pubkey-hash": bstr(CBOR [1, SHA-256(SPKI)])}."""
-    return cbor2.dumps(
-        {PUBKEY_HASH_CLAIM: cbor2.dumps([HASH_ALG_SHA256, hashlib.sha256(spki_der).digest()])}
-    )
+def tcg_claims(spki_der: bytes, manifest: AcceptedVersion | None = None) -> bytes:
+    """The TCG claims map binding a key, {"pubkey-hash": bstr(CBOR [1, SHA-256(SPKI)])}, and
+    with ``manifest`` the manifest in force, {"teaclave-ma/manifest": [version, bstr digest]}."""
+    claims: dict[str, object] = {
+        PUBKEY_HASH_CLAIM: cbor2.dumps([HASH_ALG_SHA256, hashlib.sha256(spki_der).digest()])
+    }
+    if manifest is not None:
+        claims[MANIFEST_CLAIM] = [manifest.version, bytes.fromhex(manifest.sha256)]
+    return cbor2.dumps(claims)
 
 
 def bound_quote(evidence: CertificateEvidence) -> Quote:
@@ -452,9 +468,15 @@ def _expect_same_enclave(legacy: Quote, tcg: Quote) -> None:
         )
 
 
-def _check_tcg_claims(claims: bytes, key_hash: bytes) -> None:
+def _claims_map(claims: bytes) -> dict[Any, Any]:
     decoded = _strict_cbor(claims, "claims")
-    hashed = decoded.get(PUBKEY_HASH_CLAIM) if isinstance(decoded, dict) else None
+    if not isinstance(decoded, dict):
+        raise CertificateFormatError(TCG_EVIDENCE_OID, "claims are not a CBOR map")
+    return decoded
+
+
+def _check_tcg_claims(claims: bytes, key_hash: bytes) -> None:
+    hashed = _claims_map(claims).get(PUBKEY_HASH_CLAIM)
     if not isinstance(hashed, bytes):
         raise CertificateFormatError(
             TCG_EVIDENCE_OID, f"claims are not a CBOR map with a bstr {PUBKEY_HASH_CLAIM!r}"
@@ -473,3 +495,28 @@ def _check_tcg_claims(claims: bytes, key_hash: bytes) -> None:
         raise EvidenceError(
             "report_data_binding", f"{PUBKEY_HASH_CLAIM} does not match this certificate's key"
         )
+
+
+def peer_manifest(evidence: CertificateEvidence) -> AcceptedVersion:
+    """The manifest the peer enforces, from its TCG claims; call it after ``bound_quote``,
+    which checks that the TCG quote binds these claims.
+
+    Every teaclave-ma service sends the claim, so a certificate without it (Gramine's own,
+    or legacy-only evidence) cannot be a teaclave-ma peer and is refused."""
+    if evidence.tcg_claims is None:
+        raise MissingClaim(MANIFEST_CLAIM, "no TCG evidence extension, only the legacy quote")
+    claim = _claims_map(evidence.tcg_claims).get(MANIFEST_CLAIM)
+    if claim is None:
+        raise MissingClaim(MANIFEST_CLAIM, "its TCG claims hold no manifest version")
+    if (
+        not isinstance(claim, list | tuple)
+        or len(claim) != 2
+        or type(claim[0]) is not int  # CBOR true would pass as 1
+        or claim[0] < 0
+        or type(claim[1]) is not bytes
+        or len(claim[1]) != hashlib.sha256().digest_size
+    ):
+        raise CertificateFormatError(
+            MANIFEST_CLAIM, "must be [unsigned version, 32-byte SHA-256 of the manifest]"
+        )
+    return AcceptedVersion(claim[0], claim[1].hex())

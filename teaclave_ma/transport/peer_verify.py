@@ -3,7 +3,10 @@
 In order: a manifest is in force (and not expired: no freeze), the certificate is within
 its validity, it carries a quote whose report_data binds the certificate's key, the quote
 verifies under the trusted root with current collateral and the TCB policy, and the
-attested identity matches a manifest entry of one of the services expected on this edge.
+attested identity matches a manifest entry of one of the services expected on this edge,
+and the manifest the peer's certificate claims to enforce is the one in force here: an older
+or a different one is refused, and a newer one supersedes ours (``ManifestSuperseded``: no
+connection is accepted until this service has reloaded one at least as new).
 
 Collateral may have to be fetched from a PCCS, so nothing a stranger sends may cost a
 fetch: before it, the quote's PCK chain must lead to the trusted root (signatures and
@@ -15,7 +18,9 @@ collateral is fetched once for all (``attestation.pccs``).
 An open connection is worth no more than the evidence it was opened with: before each
 request, ``recheck`` refuses a peer whose certificate or quote collateral has expired
 since the handshake (the peer must reconnect with fresh evidence), and one that the
-manifest in force no longer accepts.
+manifest in force no longer accepts, or every peer once that manifest is superseded: our
+checks are then out of date. A peer left on an older manifest by our reload keeps its open
+connections (its identity is checked against ours), but opens no new one.
 """
 
 from __future__ import annotations
@@ -48,8 +53,9 @@ from teaclave_ma.transport.evidence import (
     bound_quote,
     check_validity,
     extract_evidence,
+    peer_manifest,
 )
-from teaclave_ma.trust.manifest_trust import IdentityNotAccepted, VerifiedManifest
+from teaclave_ma.trust.manifest_trust import AcceptedVersion, IdentityNotAccepted, VerifiedManifest
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +66,10 @@ NO_EVIDENCE = dt.datetime.min.replace(tzinfo=dt.UTC)
 
 class ManifestSource(Protocol):
     def current(self, now: dt.datetime | None = None) -> VerifiedManifest: ...
+
+    def check_peer(
+        self, service: str, claimed: AcceptedVersion, now: dt.datetime | None = None
+    ) -> None: ...
 
 
 @attrs.frozen
@@ -96,11 +106,13 @@ EVERY_POLICY = VerificationPolicy(allowed_tcb_statuses=TCB_STATUSES - {"Revoked"
 @attrs.frozen
 class VerifiedCertificate:
     """What a certificate's check established, short of policy and manifest: its DER's
-    SHA-256, its validity, and its verified quote (bound to its key)."""
+    SHA-256, its validity, its verified quote (bound to its key), and the manifest its
+    claims (bound by the quote's report_data) say the peer enforces."""
 
     sha256: bytes
     not_after: dt.datetime
     quote: VerifiedQuote
+    manifest: AcceptedVersion
 
 
 class PeerVerifier:
@@ -138,12 +150,13 @@ class PeerVerifier:
         evidence = extract_evidence(certificate)
         check_validity(evidence, now)
         quote = bound_quote(evidence)
+        claimed = peer_manifest(evidence)  # a certificate without the claim costs no fetch
         chain = pck_certificates(quote.certification.pck_chain_pem)
         verify_chain(chain, self._anchor, now, "pck_chain")
         pck = parse_pck_extension(chain[0])
         edge.refuse_unacceptable(quote, Platform(pck.fmspc, pck.ppid))
         verified = verify_quote(quote, self._collateral_for(quote), now, EVERY_POLICY, self._anchor)
-        entry = VerifiedCertificate(evidence.sha256, evidence.not_after, verified)
+        entry = VerifiedCertificate(evidence.sha256, evidence.not_after, verified, claimed)
         self._cache.put(
             key, entry, (evidence.not_before, min(evidence.not_after, verified.evidence_expires))
         )
@@ -153,7 +166,7 @@ class PeerVerifier:
         """Before each request on an open connection: does the peer's evidence still hold,
         and does the manifest in force now still accept it? Its certificate or collateral
         may have expired, a newer manifest may have dropped it, or the one in force may
-        have expired; each ends the connection."""
+        have expired or been superseded by a peer's newer one; each ends the connection."""
         now = self._clock()
         if now > peer.certificate_not_after:
             raise EvidenceError(
@@ -188,8 +201,11 @@ class PeerVerifier:
         )
         identity: PeerMeasurement = verified.quote.body.identity()
         platform = Platform(verified.fmspc, verified.ppid)
+        service = edge.accepted_service(identity, platform)
+        # Only now is the claim an accepted enclave's word, fit to supersede our manifest.
+        self._manifests.check_peer(service, attested.manifest, now)
         return PeerIdentity(
-            service=edge.accepted_service(identity, platform),
+            service=service,
             identity=identity,
             tcb_status=verified.tcb_status,
             advisory_ids=verified.advisory_ids,

@@ -1,6 +1,6 @@
 """Creating RA-TLS certificates in Gramine's format: a self-signed P-256 certificate whose
 quote binds its key, under both the legacy quote extension and the TCG tagged-evidence
-extension (see ``evidence`` for the encodings)."""
+extension (see ``evidence`` for the encodings), whose claims name the manifest in force."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from teaclave_ma.transport.evidence import (
     TCG_EVIDENCE_TAG,
     tcg_claims,
 )
+from teaclave_ma.trust.manifest_trust import AcceptedVersion
 
 QuoteFor = Callable[[bytes], bytes]
 CLOCK_SKEW = dt.timedelta(minutes=1)
@@ -32,9 +33,13 @@ def create_ratls_certificate(
     common_name: str,
     now: dt.datetime,
     lifetime: dt.timedelta,
+    manifest: AcceptedVersion | None,
     tcg: bool = True,
 ) -> bytes:
-    """DER of a fresh RA-TLS certificate; ``quote_for(report_data)`` supplies each quote."""
+    """DER of a fresh RA-TLS certificate; ``quote_for(report_data)`` supplies each quote.
+
+    ``manifest``: the manifest in force, claimed in the TCG evidence; teaclave-ma peers
+    refuse a certificate without it (None, or ``tcg=False``: a non-teaclave peer's)."""
     spki = key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
@@ -55,7 +60,7 @@ def create_ratls_certificate(
         )
     )
     if tcg:
-        claims = tcg_claims(spki)
+        claims = tcg_claims(spki, manifest)
         tcg_quote = quote_for(hashlib.sha256(claims).digest() + bytes(32))
         evidence = cbor2.dumps(cbor2.CBORTag(TCG_EVIDENCE_TAG, [tcg_quote, claims]))
         builder = builder.add_extension(

@@ -191,6 +191,21 @@ class ManifestKeeper:
         with self._lock:
             return self._trust.require_current(now)
 
+    def in_force(self) -> AcceptedVersion:
+        """The version and digest of the manifest loaded, for our certificate's claim;
+        unlike ``current`` it holds while that manifest is expired or superseded, so peers
+        still learn which one this service has (and refuse it with that reason)."""
+        with self._lock:
+            return self._trust.loaded().accepted
+
+    def check_peer(
+        self, service: str, claimed: AcceptedVersion, now: dt.datetime | None = None
+    ) -> None:
+        """``ManifestTrust.check_peer`` on the manifest in force."""
+        now = now or self._now()
+        with self._lock:
+            self._trust.check_peer(service, claimed, now)
+
     def fingerprint(self) -> tuple[object, ...]:
         """Changes when the manifest or any signature file changes (cheap: stat only)."""
         paths = [self._manifest_path, *sorted(self._signatures_dir.glob("*.sig"))]

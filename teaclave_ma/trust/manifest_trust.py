@@ -51,12 +51,44 @@ class IdentityNotAccepted(VerificationError):
         super().__init__("manifest_identity", message)
 
 
+class ManifestSuperseded(ManifestRejected):
+    """An attested peer enforces a newer manifest than the one in force here: this service
+    refuses to decide whom to trust under its old one until it has loaded one at least as new."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__([Reason("superseded", message)])
+
+
+class PeerManifestOlder(VerificationError):
+    """A peer that enforces an older manifest than the one in force here."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("peer_manifest_older", message)
+
+
+class PeerManifestDiffers(VerificationError):
+    """A peer whose manifest has this service's version but other bytes: a fork of the
+    auditors' history, which no service may resolve by picking one."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("peer_manifest_differs", message)
+
+
 @attrs.frozen
 class AcceptedVersion:
-    """The highest manifest a service has accepted: version and the digest of its bytes."""
+    """A manifest's version and the digest of its bytes: the highest a service has
+    accepted, or the one a peer's certificate claims it enforces."""
 
     version: int
     sha256: str
+
+
+@attrs.frozen
+class NewerAtPeer:
+    """The newest manifest an attested peer was seen to enforce, and which peer."""
+
+    service: str
+    manifest: AcceptedVersion
 
 
 @attrs.frozen
@@ -116,6 +148,8 @@ class ManifestTrust:
         self._auditors = trust.by_key_id()
         self.highest = highest
         self.current: VerifiedManifest | None = None
+        # Not persisted: after a restart the first newer peer tells it again.
+        self.newer_at_peer: NewerAtPeer | None = None
 
     @property
     def trust(self) -> TrustFile:
@@ -214,21 +248,66 @@ class ManifestTrust:
         if self.highest is None or verified.version >= self.highest.version:
             self.highest = verified.accepted
 
-    def require_current(self, now: dt.datetime) -> VerifiedManifest:
-        """The manifest in force; refuses a missing one and one that expired while in use."""
+    def loaded(self) -> VerifiedManifest:
+        """The manifest last committed, expired or superseded or not; refuses none."""
         if self.current is None:
             raise ManifestRejected([Reason("missing", "no verified manifest is loaded")])
-        if self.current.manifest.expires <= now:
+        return self.current
+
+    def require_current(self, now: dt.datetime) -> VerifiedManifest:
+        """The manifest in force; refuses a missing one, one that expired while in use, and
+        one that an attested peer's newer manifest superseded."""
+        current = self.loaded()
+        if current.manifest.expires <= now:
             raise ManifestRejected(
                 [
                     Reason(
                         "expired",
-                        f"manifest v{self.current.version} expired at "
-                        f"{self.current.manifest.expires:%Y-%m-%dT%H:%M:%SZ} and no newer one was accepted",
+                        f"manifest v{current.version} expired at "
+                        f"{current.manifest.expires:%Y-%m-%dT%H:%M:%SZ} and no newer one was accepted",
                     )
                 ]
             )
-        return self.current
+        self._refuse_if_superseded(current)
+        return current
+
+    def _refuse_if_superseded(self, current: VerifiedManifest) -> None:
+        newer = self.newer_at_peer
+        if newer is not None and current.version < newer.manifest.version:
+            raise ManifestSuperseded(
+                f"manifest v{newer.manifest.version} is in force at {newer.service}; "
+                f"this service has v{current.version}: reload"
+            )
+
+    def check_peer(self, service: str, claimed: AcceptedVersion, now: dt.datetime) -> None:
+        """Compare the manifest an attested, accepted peer of ``service`` claims to enforce
+        with the one in force here: refuse an older or a different one; a newer one
+        supersedes ours (``ManifestSuperseded``, now and on every use until a reload)."""
+        current = self.require_current(now)
+        if claimed.version < current.version:
+            raise PeerManifestOlder(
+                f"{service} runs manifest v{claimed.version}, older than v{current.version} "
+                f"in force here: {service} must reload v{current.version} or newer"
+            )
+        if claimed.version == current.version and claimed.sha256 != current.sha256:
+            raise PeerManifestDiffers(
+                f"{service} runs a manifest v{claimed.version} with sha256 "
+                f"{claimed.sha256[:16]}..., but this service's v{current.version} has "
+                f"{current.sha256[:16]}...: the auditors signed two different v{current.version}"
+            )
+        if claimed.version > current.version:
+            newer = self.newer_at_peer
+            if newer is None or claimed.version > newer.manifest.version:
+                self.newer_at_peer = NewerAtPeer(service, claimed)
+                log.warning(
+                    "%s enforces manifest v%d, newer than v%d in force here: refusing every "
+                    "connection until v%d or newer is loaded (reload)",
+                    service,
+                    claimed.version,
+                    current.version,
+                    claimed.version,
+                )
+            self._refuse_if_superseded(current)
 
     def _count_signatures(
         self, manifest_bytes: bytes, signatures: Iterable[tuple[str, bytes]]

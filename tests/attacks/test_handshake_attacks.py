@@ -28,7 +28,7 @@ from teaclave_ma.identity import SgxIdentity
 from teaclave_ma.rpc.client import PeerClient
 from teaclave_ma.runtime.service_runtime import ServiceRuntime
 from teaclave_ma.testing.deployment import SimulatedDeployment
-from teaclave_ma.transport.credentials import CredentialSource, RotatingCredentials
+from teaclave_ma.transport.credentials import CredentialSource, ManifestInForce, RotatingCredentials
 from teaclave_ma.transport.errors import EvidenceError
 from teaclave_ma.transport.evidence import (
     LEGACY_QUOTE_OID,
@@ -74,9 +74,12 @@ def frontend_identity(deployment: SimulatedDeployment) -> SgxIdentity:  # noqa: 
     return deployment.images["frontend"].identity
 
 
-def enclave(platform: SimulatedPlatform, identity: SgxIdentity) -> RotatingCredentials:
-    """Genuine RA-TLS credentials of an enclave with ``identity`` on the platform."""
-    return RotatingCredentials(SimulatedAttester(platform, identity), "frontend")
+def enclave(
+    platform: SimulatedPlatform, identity: SgxIdentity, manifest: ManifestInForce
+) -> RotatingCredentials:
+    """Genuine RA-TLS credentials of an enclave with ``identity`` on the platform, claiming
+    the manifest ``manifest()`` names."""
+    return RotatingCredentials(SimulatedAttester(platform, identity), "frontend", manifest=manifest)
 
 
 def certificate_der(credentials: CredentialSource) -> bytes:
@@ -101,6 +104,10 @@ class Victim:
     runtime: ServiceRuntime
     address: tuple[str, int]
     refusals: list[Exception]  # what storage's handshakes raised
+
+    @property
+    def in_force(self) -> ManifestInForce:
+        return self.runtime.keeper.in_force
 
     def refusal_of(self, credentials: CredentialSource) -> Exception:
         # The attacker checks storage properly: the refusal must come from storage.
@@ -159,7 +166,7 @@ def test_an_enclave_the_manifest_does_not_accept_is_refused(
     named: str,
 ) -> None:
     impostor = attrs.evolve(frontend_identity, **change)
-    reason = rejected_reason(storage.refusal_of(enclave(platform, impostor)))
+    reason = rejected_reason(storage.refusal_of(enclave(platform, impostor, storage.in_force)))
     assert isinstance(reason, IdentityNotAccepted)
     assert named in str(reason)
     assert requests_read == []
@@ -172,7 +179,7 @@ def test_a_debug_enclave_is_refused(
     requests_read: list[Any],
 ) -> None:
     debug_build = attrs.evolve(frontend_identity, debug=True)
-    reason = rejected_reason(storage.refusal_of(enclave(platform, debug_build)))
+    reason = rejected_reason(storage.refusal_of(enclave(platform, debug_build, storage.in_force)))
     assert isinstance(reason, PolicyRejected)
     assert reason.check == "debug"
     assert requests_read == []
@@ -184,7 +191,7 @@ def test_a_valid_enclave_not_inbound_is_refused_by_the_server(
     deployment: SimulatedDeployment,  # noqa: F811
     requests_read: list[Any],
 ) -> None:
-    client_app = enclave(platform, deployment.images["client"].identity)
+    client_app = enclave(platform, deployment.images["client"].identity, storage.in_force)
     reason = rejected_reason(storage.refusal_of(client_app))
     assert isinstance(reason, IdentityNotAccepted)
     assert "it is the manifest's 'client', which is not allowed on this edge" in str(reason)
@@ -219,7 +226,7 @@ def test_a_quote_replayed_under_another_key_is_refused(
 ) -> None:
     """The attacker copies the evidence of a genuine frontend certificate into a
     certificate of its own key (for TCG, verbatim or with claims naming its key)."""
-    stolen = extract_evidence(certificate_der(enclave(platform, frontend_identity)))
+    stolen = extract_evidence(certificate_der(enclave(platform, frontend_identity, storage.in_force)))
     assert stolen.legacy_quote is not None and stolen.tcg_quote is not None
     assert stolen.tcg_claims is not None
     key = new_key()
@@ -314,6 +321,7 @@ def test_a_certificate_outside_its_validity_is_refused(
         common_name="frontend",
         now=dt.datetime.now(dt.UTC) + shift,
         lifetime=dt.timedelta(hours=1),
+        manifest=storage.in_force(),
     )
     reason = rejected_reason(storage.refusal_of(attacker_credentials(key, certificate)))
     assert isinstance(reason, EvidenceError)
@@ -381,7 +389,7 @@ def test_a_server_certificate_swapped_after_the_check_is_refused(
     (a TLS stack that let the peer change it, simulated at the session's accessor)."""
     checked = certificate_der(storage.runtime.credentials)
     swapped_in = crypto.X509.from_cryptography(
-        enclave(platform, frontend_identity).current().certificate
+        enclave(platform, frontend_identity, storage.in_force).current().certificate
     )
     original = SSL.Connection.get_peer_certificate
 

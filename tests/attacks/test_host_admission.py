@@ -40,7 +40,7 @@ from teaclave_ma.rpc.jsonrpc import RpcError
 from teaclave_ma.runtime.attestation_setup import _from_pccs
 from teaclave_ma.transport.peer_verify import PeerVerifier
 from teaclave_ma.transport.ratls_cert import create_ratls_certificate
-from teaclave_ma.trust.manifest_trust import IdentityNotAccepted
+from teaclave_ma.trust.manifest_trust import AcceptedVersion, IdentityNotAccepted
 from tests.attacks.test_handshake_attacks import enclave, frontend_identity, platform  # noqa: F401
 from tests.attestation.conftest import SAMPLE_TIME
 from tests.attestation.test_pccs import FMSPC, FakePccs, serving
@@ -133,7 +133,7 @@ def test_silent_connections_do_not_keep_attested_peers_out(
     address = storage.start()
     server = storage.server
     assert server is not None
-    credentials = enclave(platform, frontend_identity)
+    credentials = enclave(platform, frontend_identity, storage.keeper.in_force)
     verifier = PeerVerifier(
         storage.keeper, storage.attestation.anchor, storage.attestation.collateral_for
     )
@@ -186,6 +186,7 @@ def peer_certificate(platform: SimulatedPlatform, identity: SgxIdentity) -> byte
         common_name="storage",
         now=dt.datetime.now(dt.UTC),
         lifetime=dt.timedelta(hours=1),
+        manifest=AcceptedVersion(1, bytes(32).hex()),  # compared only once verified
     )
 
 

@@ -129,7 +129,7 @@ def test_a_forged_frontend_from_the_hosts_platform_is_refused_by_storage(
 ) -> None:
     """The host knows frontend's measurement, so a platform of its own can quote it; storage,
     measured to trust the deployment's platform only, refuses the quote's root."""
-    forged = enclave(SimulatedPlatform.create(), frontend_identity)
+    forged = enclave(SimulatedPlatform.create(), frontend_identity, storage.in_force)
     reason = rejected_reason(storage.refusal_of(forged))
     assert isinstance(reason, QuoteVerificationError)
     assert "root" in str(reason)

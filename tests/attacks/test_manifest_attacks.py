@@ -37,6 +37,7 @@ from teaclave_ma.rpc.client import PeerClient
 from teaclave_ma.testing import AuditorPanel
 from teaclave_ma.testing.auditors import accepted
 from teaclave_ma.testing.deployment import SimulatedDeployment
+from teaclave_ma.transport.peer_verify import PeerVerifier
 from teaclave_ma.transport.tls import PeerRejected, RefusedByPeer, TransportError
 from teaclave_ma.trust.keeper import ManifestKeeper
 from teaclave_ma.trust.manifest_trust import IdentityNotAccepted, ManifestRejected, ManifestTrust
@@ -219,8 +220,21 @@ def test_freeze_a_manifest_kept_past_its_expiry_stops_a_running_service(
         "storage", manifest=tmp_path / "manifest.yaml", signatures=tmp_path / "signatures"
     )
     address = storage.start()
-    frontend = runtimes("frontend", storage=address, authentication=address)
-    open_connection = frontend.context.client("storage")
+    frontend = runtimes(
+        "frontend",
+        manifest=tmp_path / "manifest.yaml",
+        signatures=tmp_path / "signatures",
+        storage=address,
+        authentication=address,
+    )
+    # Frontend's own check of storage, held before the expiry: only storage's refusal counts.
+    before_expiry = PeerVerifier(
+        frontend.keeper,
+        frontend.attestation.anchor,
+        frontend.attestation.collateral_for,
+        clock=lambda: expires - dt.timedelta(seconds=1),
+    )
+    open_connection = PeerClient("storage", address, frontend.credentials, before_expiry)
     assert open_connection.call("keys") == []
 
     assert wait_until(lambda: dt.datetime.now(dt.UTC) > expires, timeout=10)
@@ -232,9 +246,10 @@ def test_freeze_a_manifest_kept_past_its_expiry_stops_a_running_service(
         TransportError, match=f"HTTP 403.*attestation no longer accepted: {expired_at}"
     ):
         open_connection.call("keys")
-    fresh = PeerClient("storage", address, frontend.credentials, frontend.verifier, timeout=5)
+    fresh = PeerClient("storage", address, frontend.credentials, before_expiry, timeout=5)
     with fresh, pytest.raises((RefusedByPeer, TransportError)):
         fresh.call("keys")
+    open_connection.close()
     assert wait_until(lambda: refusals)
     (refusal,) = refusals
     assert isinstance(refusal, PeerRejected)

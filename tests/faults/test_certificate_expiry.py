@@ -48,6 +48,7 @@ def credentials(
     return RotatingCredentials(
         node.attestation.attester,
         node.image.service.name,
+        manifest=node.keeper.in_force,
         lifetime=lifetime,
         refresh_before=lifetime / 5,
         clock=clock,

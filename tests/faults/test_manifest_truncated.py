@@ -19,7 +19,7 @@ from teaclave_ma.formats.signature import signature_path
 from teaclave_ma.runtime.service_runtime import ServiceRuntime
 from teaclave_ma.testing.auditors import accepted
 from teaclave_ma.testing.deployment import SimulatedDeployment
-from tests.helpers import wait_until
+from tests.helpers import copy_manifest, wait_until
 from tests.integration.conftest import RuntimeFactory, deployment, runtimes  # noqa: F401
 
 SERVICES = ["frontend", "storage"]
@@ -141,7 +141,16 @@ def test_the_file_watch_skips_a_truncated_manifest_and_picks_up_the_good_one(
 ) -> None:
     storage = serving(runtimes, publisher)
     address = storage.start()
-    frontend = runtimes("frontend", storage=address, authentication=address)
+    manifest, signatures = copy_manifest(
+        publisher.manifest, publisher.signatures, publisher.manifest.parent / "frontend"
+    )  # the same v1 in files of its own, which stay whole
+    frontend = runtimes(
+        "frontend",
+        manifest=manifest,
+        signatures=signatures,
+        storage=address,
+        authentication=address,
+    )
     client = frontend.context.client("storage")
     assert client.call("keys") == []
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 import signal
 import socket
 import time
@@ -20,7 +21,7 @@ from teaclave_ma.testing.auditors import accepted
 from teaclave_ma.testing.deployment import SimulatedDeployment
 from teaclave_ma.transport.credentials import RotatingCredentials
 from teaclave_ma.transport.tls import PeerRejected, RefusedByPeer, TransportError
-from tests.helpers import wait_until
+from tests.helpers import copy_manifest, wait_until
 
 RuntimeFactory = Callable[..., ServiceRuntime]
 
@@ -53,7 +54,15 @@ def test_a_replaced_manifest_takes_effect_and_a_bad_one_is_ignored(
     manifest, signatures = publish(deployment, tmp_path, ALL, 1, ["alice", "bob"])
     storage = runtimes("storage", manifest=manifest, signatures=signatures)
     address = storage.start()
-    frontend = runtimes("frontend", storage=address, authentication=address)
+    # Frontend holds the same v1, in files of its own that it reloads only when told.
+    own_manifest, own_signatures = copy_manifest(manifest, signatures, tmp_path / "frontend")
+    frontend = runtimes(
+        "frontend",
+        manifest=own_manifest,
+        signatures=own_signatures,
+        storage=address,
+        authentication=address,
+    )
     open_connection = frontend.context.client("storage")
     assert open_connection.call("keys") == []
 
@@ -62,6 +71,9 @@ def test_a_replaced_manifest_takes_effect_and_a_bad_one_is_ignored(
     assert storage.keeper.current().version == 2
     with pytest.raises(TransportError, match=r"HTTP 403.*no longer accepted"):
         open_connection.call("keys")  # an open connection is re-checked before every request
+    shutil.rmtree(tmp_path / "frontend")
+    copy_manifest(manifest, signatures, tmp_path / "frontend")
+    assert frontend.reload_manifest() is True  # on v2 too, so that storage is the one to refuse
     fresh = PeerClient("storage", address, frontend.credentials, frontend.verifier)
     with pytest.raises(RefusedByPeer):
         fresh.call("keys")  # frontend is no longer accepted by storage's manifest
@@ -114,6 +126,7 @@ def test_certificates_rotate_without_dropping_open_connections(runtimes: Runtime
     credentials = RotatingCredentials(
         storage.attestation.attester,
         "storage",
+        manifest=storage.keeper.in_force,
         lifetime=dt.timedelta(minutes=2),
         refresh_before=dt.timedelta(seconds=90),
         clock=lambda: start + shift[0],

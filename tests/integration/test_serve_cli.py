@@ -15,6 +15,7 @@ from teaclave_ma.errors import ConfigError, InputError
 from teaclave_ma.identity import SgxIdentity
 from teaclave_ma.testing.deployment import SimulatedDeployment
 from teaclave_ma.transport.credentials import RotatingCredentials
+from teaclave_ma.trust.manifest_trust import AcceptedVersion
 
 
 def serve(deployment: SimulatedDeployment, image: Path, config: Path) -> int:
@@ -57,5 +58,9 @@ def test_rotation_window_must_fit_in_the_lifetime() -> None:
     )
     with pytest.raises(ConfigError, match="shorter than the lifetime"):
         RotatingCredentials(
-            attester, "x", lifetime=dt.timedelta(minutes=5), refresh_before=dt.timedelta(minutes=5)
+            attester,
+            "x",
+            manifest=lambda: AcceptedVersion(1, bytes(32).hex()),
+            lifetime=dt.timedelta(minutes=5),
+            refresh_before=dt.timedelta(minutes=5),
         )

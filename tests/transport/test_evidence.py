@@ -33,6 +33,7 @@ from teaclave_ma.transport.evidence import (
     tcg_claims,
 )
 from teaclave_ma.transport.ratls_cert import create_ratls_certificate
+from teaclave_ma.trust.manifest_trust import AcceptedVersion
 from tests.helpers import (
     craft_certificate,
     legacy_quote,
@@ -43,6 +44,9 @@ from tests.helpers import (
 
 IDENTITY = SgxIdentity(b"\x55" * 32, b"\x66" * 32, isv_prod_id=1, isv_svn=1, debug=False)
 NOW = dt.datetime.now(dt.UTC)
+
+
+MANIFEST = AcceptedVersion(3, hashlib.sha256(b"manifest v3").hexdigest())
 
 
 def new_key() -> ec.EllipticCurvePrivateKey:
@@ -82,6 +86,7 @@ def test_created_certificate_round_trips_with_both_extensions(platform: Simulate
         common_name="storage",
         now=NOW,
         lifetime=dt.timedelta(hours=1),
+        manifest=MANIFEST,
     )
     evidence = extract_evidence(der)  # its basicConstraints is critical, and understood
     assert evidence.legacy_oid == LEGACY_QUOTE_OID

@@ -26,7 +26,12 @@ from teaclave_ma.transport.errors import EvidenceError
 from teaclave_ma.transport.evidence import CertificateEvidence, extract_evidence
 from teaclave_ma.transport.peer_verify import PeerIdentity, PeerVerifier
 from teaclave_ma.transport.ratls_cert import create_ratls_certificate
-from teaclave_ma.trust.manifest_trust import IdentityNotAccepted, ManifestTrust, VerifiedManifest
+from teaclave_ma.trust.manifest_trust import (
+    AcceptedVersion,
+    IdentityNotAccepted,
+    ManifestTrust,
+    VerifiedManifest,
+)
 from tests.helpers import MovableClock
 
 STORAGE = SgxIdentity(b"\x61" * 32, b"\x62" * 32, isv_prod_id=4, isv_svn=1, debug=False)
@@ -34,11 +39,28 @@ NOW = dt.datetime.now(dt.UTC)
 
 
 class Manifests:
+    """The manifest in force is whichever the test last set; peers are compared with it as a
+    service's keeper compares them."""
+
     def __init__(self, manifest: VerifiedManifest) -> None:
+        self.trust = ManifestTrust(AuditorPanel().trust)
         self.manifest = manifest
 
+    @property
+    def manifest(self) -> VerifiedManifest:
+        return self.trust.loaded()
+
+    @manifest.setter
+    def manifest(self, manifest: VerifiedManifest) -> None:
+        self.trust.commit(manifest)
+
     def current(self, now: dt.datetime | None = None) -> VerifiedManifest:
-        return self.manifest
+        return self.trust.require_current(now or utc_now())
+
+    def check_peer(
+        self, service: str, claimed: AcceptedVersion, now: dt.datetime | None = None
+    ) -> None:
+        self.trust.check_peer(service, claimed, now or utc_now())
 
 
 def verified_manifest(services: dict[str, list[SgxIdentity]], version: int = 1) -> VerifiedManifest:
@@ -64,13 +86,23 @@ class Setup:
             self.collateral_for,
             clock=clock or utc_now,
         )
-        self.certificate = create_ratls_certificate(
+        self.certificate = self.peer_certificate(self.manifests.manifest.accepted)
+
+    def peer_certificate(self, manifest: AcceptedVersion | None) -> bytes:
+        """A genuine storage certificate claiming that its service enforces ``manifest``."""
+        return create_ratls_certificate(
             ec.generate_private_key(ec.SECP256R1()),
-            lambda rd: platform.quote(STORAGE, rd),
+            lambda rd: self.platform.quote(STORAGE, rd),
             common_name="storage",
             now=NOW,
             lifetime=dt.timedelta(hours=1),
+            manifest=manifest,
         )
+
+    def both_load(self, manifest: VerifiedManifest) -> None:
+        """``manifest`` is in force here and at the peer, whose certificate now claims it."""
+        self.manifests.manifest = manifest
+        self.certificate = self.peer_certificate(manifest.accepted)
 
     def collateral_for(self, quote: Quote) -> Collateral:
         self.verifications += 1  # called once per DCAP verification actually performed

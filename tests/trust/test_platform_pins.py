@@ -186,7 +186,7 @@ def test_an_entry_pinned_to_the_simulated_platform_admits_its_peers(
 ) -> None:
     setup = Setup(platform)
     own = simulated(platform)
-    setup.manifests.manifest = verified(pinned(ENTRY, fmspcs=(own.fmspc,), ppids=(own.ppid,)))
+    setup.both_load(verified(pinned(ENTRY, fmspcs=(own.fmspc,), ppids=(own.ppid,))))
     peer = setup.verifier.verify(setup.certificate, ["storage"])
     assert peer.service == "storage"
     assert peer.platform == own
