@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "teaclave_ma.cli.serve_cmd",
     "teaclave_ma.cli.secrets_cmd",
     "teaclave_ma.cli.demo_cmd",
+    "teaclave_ma.cli.gramine_cmd",
 )
 
 
