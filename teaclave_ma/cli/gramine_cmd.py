@@ -57,6 +57,11 @@ def register(subparsers: Any) -> None:
     )
     manifest.add_argument("--enclave-size", default="2G", help="sgx.enclave_size")
     manifest.add_argument("--max-threads", type=int, default=64, help="sgx.max_threads")
+    manifest.add_argument(
+        "--initialize-state",
+        action="store_true",
+        help="the first-start build: serve with --initialize-state (its own MRENCLAVE)",
+    )
     add_force_flag(manifest)
     add_json_flag(manifest)
     manifest.set_defaults(func=_manifest)
@@ -96,6 +101,7 @@ def _manifest(args: argparse.Namespace) -> int:
         state_dir=_absolute(args.state_dir, "--state-dir"),
         enclave_size=args.enclave_size,
         max_threads=args.max_threads,
+        initialize_state=args.initialize_state,
     )
     atomic_write(args.out, gramine_manifest(image, layout).encode(), overwrite=args.force)
     emit(

@@ -48,6 +48,10 @@ class GramineLayout:
     state_dir: PurePosixPath = STATE_DIR
     enclave_size: str = "2G"
     max_threads: int = 64
+    # argv is measured, so the first start (which must say so) is its own build: a
+    # different MRENCLAVE, the same MRSIGNER, so with seal_to: mrsigner the normal build
+    # reads the state it created.
+    initialize_state: bool = False
 
 
 def _toml(value: object) -> str:
@@ -85,6 +89,7 @@ def gramine_manifest(image: EnclaveImage, layout: GramineLayout) -> str:
         str(layout.manifest_dir),
         "--config",
         str(layout.runtime_config),
+        *(["--initialize-state"] if layout.initialize_state else []),
     ]
     mounts: list[dict[str, str]] = [
         {"path": "/lib", "uri": "file:{{ gramine.runtimedir() }}"},

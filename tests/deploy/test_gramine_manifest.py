@@ -186,3 +186,14 @@ def test_an_existing_template_is_kept_without_force(
     assert main(["gramine", "manifest", str(kms.root), "--out", str(out), "--force"]) == 0
     capsys.readouterr()
     assert tomllib.loads(out.read_text())["sgx"]["remote_attestation"] == "dcap"
+
+
+def test_the_first_start_build_initializes_the_state(
+    kms: EnclaveImage, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, normal, _ = render(capsys, kms.root, tmp_path / "normal")
+    assert code == 0
+    code, first, err = render(capsys, kms.root, tmp_path / "first", "--initialize-state")
+    assert code == 0, err
+    assert first["loader"]["argv"] == [*normal["loader"]["argv"], "--initialize-state"]
+    assert "--initialize-state" not in normal["loader"]["argv"]
