@@ -74,20 +74,24 @@ def _absolute(value: str, flag: str) -> PurePosixPath:
     return path
 
 
-def _this_interpreter() -> tuple[str, list[str]]:
+def _this_interpreter() -> tuple[str, list[str], list[str]]:
+    """This interpreter, the directories to measure, and those to put on PYTHONPATH."""
     paths = sysconfig.get_paths()
-    # The standard library and where teaclave_ma's dependencies are installed; a venv's
-    # site-packages is its own directory, so both are measured.
-    dirs = [paths["stdlib"], paths["platstdlib"], paths["purelib"], paths["platlib"]]
+    site = list(dict.fromkeys([paths["purelib"], paths["platlib"]]))
+    path = list(site)
+    measured = [paths["stdlib"], paths["platstdlib"], *site]
     library = Path(teaclave_ma.__file__).resolve().parent
-    if not any(library.is_relative_to(directory) for directory in dirs):
-        dirs.append(str(library))  # an editable install: the code is in the checkout
-    return str(Path(sys.executable).resolve()), list(dict.fromkeys(dirs))
+    if not any(library.is_relative_to(directory) for directory in site):
+        # An editable install: the code is in the checkout, found through a .pth file,
+        # which PYTHONPATH does not read.
+        measured.append(str(library))
+        path.append(str(library.parent))
+    return str(Path(sys.executable).resolve()), list(dict.fromkeys(measured)), path
 
 
 def _manifest(args: argparse.Namespace) -> int:
     image = load_image(args.image)
-    python, python_dirs = _this_interpreter()
+    python, python_dirs, python_path = _this_interpreter()
     if args.max_threads < 4:
         raise InputError("--max-threads", f"the server needs at least 4, got {args.max_threads}")
     layout = GramineLayout(
@@ -95,6 +99,7 @@ def _manifest(args: argparse.Namespace) -> int:
         python_dirs=tuple(
             _absolute(directory, "--python-dir") for directory in args.python_dirs or python_dirs
         ),
+        python_path=tuple(map(PurePosixPath, python_path)),
         image=_absolute(args.image_path or str(Path(args.image).resolve()), "--image-path"),
         runtime_config=_absolute(args.runtime_config, "--runtime-config"),
         manifest_dir=_absolute(args.manifest_dir, "--manifest-dir"),

@@ -40,9 +40,12 @@ class GramineLayout:
     """Where things are inside the enclave's file system (the same paths as in the
     container image, since Gramine mounts them through)."""
 
-    python: PurePosixPath  # the interpreter, e.g. /usr/local/bin/python3.12
-    python_dirs: tuple[PurePosixPath, ...]  # stdlib and site-packages (with teaclave_ma)
+    python: PurePosixPath  # the interpreter itself (not a venv's link to it)
+    python_dirs: tuple[PurePosixPath, ...]  # measured: stdlib, site-packages, the library
     image: PurePosixPath  # the built enclave image directory
+    # PYTHONPATH: where teaclave_ma and its dependencies are found without a venv's
+    # pyvenv.cfg beside the interpreter (Gramine runs the interpreter itself).
+    python_path: tuple[PurePosixPath, ...] = ()
     runtime_config: PurePosixPath = RUNTIME_CONFIG
     manifest_dir: PurePosixPath = MANIFEST_DIR
     state_dir: PurePosixPath = STATE_DIR
@@ -112,6 +115,7 @@ def gramine_manifest(image: EnclaveImage, layout: GramineLayout) -> str:
         ("loader.log_level", "error"),
         ("loader.argv", argv),
         ("loader.env.LD_LIBRARY_PATH", "/lib:{{ arch_libdir }}:/usr{{ arch_libdir }}"),
+        ("loader.env.PYTHONPATH", ":".join(map(str, layout.python_path))),
         ("loader.env.PYTHONDONTWRITEBYTECODE", "1"),  # trusted files are read-only
         ("loader.env.PYTHONNOUSERSITE", "1"),
         ("loader.env.PYTHONSAFEPATH", "1"),  # nothing from the working directory
@@ -156,5 +160,5 @@ def gramine_manifest(image: EnclaveImage, layout: GramineLayout) -> str:
 def _outside_usr(layout: GramineLayout) -> list[PurePosixPath]:
     """The interpreter's directories and the image that /usr's mount does not cover."""
     usr = PurePosixPath("/usr")
-    wanted = [*layout.python_dirs, layout.image]
+    wanted = [*layout.python_dirs, *layout.python_path, layout.image]
     return [path for path in dict.fromkeys(wanted) if not path.is_relative_to(usr)]

@@ -71,6 +71,13 @@ def test_interpreter_library_and_image_are_measured_and_runtime_yaml_is_not(
     # The library (in a checkout: the editable install's source) and its dependencies.
     assert any(library.is_relative_to(d) for d in dirs)
     assert any(Path(cryptography.__file__).resolve().is_relative_to(d) for d in dirs)
+    # Gramine runs the interpreter itself, not a venv's link: the code is found by a
+    # measured PYTHONPATH, each entry of it under a measured directory or the library's.
+    python_path = toml["loader"]["env"]["PYTHONPATH"].split(":")
+    assert str(Path(cryptography.__file__).resolve().parents[1]) in python_path
+    assert str(library.parent) in python_path or any(
+        library.is_relative_to(entry) for entry in python_path
+    )
     assert sgx["allowed_files"] == [
         "file:/etc/teaclave/runtime/runtime.yaml",
         "file:/etc/teaclave/manifest/",
