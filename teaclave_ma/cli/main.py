@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "teaclave_ma.cli.call_cmd",
     "teaclave_ma.cli.secrets_cmd",
     "teaclave_ma.cli.demo_cmd",
+    "teaclave_ma.cli.gramine_cmd",
 )
 
 

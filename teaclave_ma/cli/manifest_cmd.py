@@ -9,6 +9,7 @@ from typing import Any
 
 import attrs
 
+from teaclave_ma.attestation.quote import TdReportBody, parse_quote
 from teaclave_ma.cli.output import (
     EXIT_OK,
     EXIT_REFUSED,
@@ -20,11 +21,16 @@ from teaclave_ma.cli.output import (
 )
 from teaclave_ma.crypto.auditor_key import AuditorSigningKey
 from teaclave_ma.enclave.image import load_image
+from teaclave_ma.enclave.sigstruct_reader import SIGSTRUCT_SIZE, parse_sgx_sigstruct
 from teaclave_ma.errors import InputError
 from teaclave_ma.formats.manifest import (
+    _TD_SIZES,
     MAX_MANIFEST_BYTES,
     PIN_FIELDS,
+    TD_FIELDS,
+    Accepted,
     AcceptedIdentity,
+    AcceptedTdIdentity,
     Manifest,
     PlatformPins,
     parse_hex_list,
@@ -34,6 +40,7 @@ from teaclave_ma.formats.signature import read_signature_dir, signature_path, wr
 from teaclave_ma.formats.strict import expect_hex, expect_utc_time, format_utc, read_bounded
 from teaclave_ma.formats.trust import MAX_TRUST_BYTES, parse_trust_file
 from teaclave_ma.fsutil import atomic_write
+from teaclave_ma.identity import SgxIdentity
 from teaclave_ma.trust.manifest_trust import ManifestRejected, ManifestTrust
 from teaclave_ma.trust.signing import sign_manifest
 
@@ -61,7 +68,23 @@ def register(subparsers: Any) -> None:
     add = commands.add_parser("add", help="accept an enclave identity for a service")
     add.add_argument("manifest", type=Path, help="manifest file to update in place")
     add.add_argument("--service", help="service name (default: the image's service)")
-    add.add_argument("--from-image", type=Path, help="take the identity from a built enclave image")
+    source = add.add_mutually_exclusive_group()
+    source.add_argument(
+        "--from-image", type=Path, help="take the identity from a built enclave image"
+    )
+    source.add_argument(
+        "--from-sigstruct",
+        type=Path,
+        metavar="SIG",
+        help="take the identity from a real SGX SIGSTRUCT (gramine-sgx-sign's or the SDK's .sig)",
+    )
+    source.add_argument(
+        "--from-quote",
+        type=Path,
+        metavar="QUOTE",
+        help="take the identity from an SGX or TDX quote (read, not verified: check it first "
+        "with `teaclave-ma quote verify`)",
+    )
     add.add_argument("--mr-enclave", help="MRENCLAVE to accept, 64 hex digits")
     add.add_argument("--mr-signer", help="MRSIGNER to accept, 64 hex digits")
     add.add_argument("--isv-prod-id", type=int, help="ISV product id to accept")
@@ -73,6 +96,12 @@ def register(subparsers: Any) -> None:
     add.add_argument(
         "--debug", action="store_true", help="accept a debug enclave (never in production)"
     )
+    for name in TD_FIELDS:
+        add.add_argument(
+            f"--{name.replace('_', '-')}",
+            metavar="HEX",
+            help=f"a TDX entry's {name} ({_TD_SIZES.get(name, 48)} bytes hex)",
+        )
     add.add_argument(
         "--fmspc",
         action="append",
@@ -141,31 +170,102 @@ def _new(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _identity_from_args(args: argparse.Namespace) -> tuple[str, AcceptedIdentity]:
-    if args.from_image is not None:
-        image = load_image(args.from_image)
-        identity = image.identity
-        entry = AcceptedIdentity(
-            mr_enclave=identity.mr_enclave,
-            mr_signer=identity.mr_signer,
-            isv_prod_id=identity.isv_prod_id,
-            min_isv_svn=identity.isv_svn if args.min_isv_svn is None else args.min_isv_svn,
-            debug=identity.debug,
-        )
-        return args.service or image.service.name, entry
-    missing = [
-        flag
-        for flag, value in (
-            ("--service", args.service),
-            ("--mr-enclave", args.mr_enclave),
-            ("--mr-signer", args.mr_signer),
-            ("--isv-prod-id", args.isv_prod_id),
-            ("--min-isv-svn", args.min_isv_svn),
-        )
-        if value is None
-    ]
+# A quote is a few kB; its certification data is bounded at 64 kB by the parser.
+MAX_QUOTE_FILE_BYTES = 1 << 20
+
+
+def _sgx_entry(identity: SgxIdentity, args: argparse.Namespace) -> AcceptedIdentity:
+    return AcceptedIdentity(
+        mr_enclave=identity.mr_enclave,
+        mr_signer=identity.mr_signer,
+        isv_prod_id=identity.isv_prod_id,
+        min_isv_svn=identity.isv_svn if args.min_isv_svn is None else args.min_isv_svn,
+        debug=identity.debug,
+    )
+
+
+def _td_entry(fields: dict[str, bytes]) -> AcceptedTdIdentity:
+    return AcceptedTdIdentity(**fields, pins=PlatformPins())
+
+
+def _require(flags: dict[str, object], source: str) -> None:
+    missing = [flag for flag, value in flags.items() if value is None]
     if missing:
-        raise InputError("manifest add", f"give --from-image, or all of: {', '.join(missing)}")
+        raise InputError("manifest add", f"give {source}, or all of: {', '.join(missing)}")
+
+
+def _refuse_other_flags(source: str, flags: dict[str, object]) -> None:
+    # A measurement flag beside a file would be silently ignored: refuse the mix instead.
+    given = [flag for flag, value in flags.items() if value not in (None, False)]
+    if given:
+        raise InputError("manifest add", f"{source} gives the identity; drop {', '.join(given)}")
+
+
+def _sgx_flags(args: argparse.Namespace) -> dict[str, object]:
+    return {
+        "--mr-enclave": args.mr_enclave,
+        "--mr-signer": args.mr_signer,
+        "--isv-prod-id": args.isv_prod_id,
+        "--debug": args.debug,
+    }
+
+
+def _td_flags(args: argparse.Namespace) -> dict[str, object]:
+    return {f"--{name.replace('_', '-')}": getattr(args, name) for name in TD_FIELDS}
+
+
+def _identity_from_file(args: argparse.Namespace) -> tuple[str | None, Accepted] | None:
+    """The service name the file gives (if any) and its entry, or None without a file."""
+    if args.from_image is not None:
+        _refuse_other_flags("--from-image", {**_sgx_flags(args), **_td_flags(args)})
+        image = load_image(args.from_image)
+        return image.service.name, _sgx_entry(image.identity, args)
+    if args.from_sigstruct is not None:
+        _refuse_other_flags("--from-sigstruct", {**_sgx_flags(args), **_td_flags(args)})
+        data = read_bounded(args.from_sigstruct, SIGSTRUCT_SIZE)
+        sigstruct = parse_sgx_sigstruct(data, str(args.from_sigstruct))
+        return None, _sgx_entry(sigstruct.identity, args)
+    if args.from_quote is not None:
+        _refuse_other_flags("--from-quote", {**_sgx_flags(args), **_td_flags(args)})
+        quote = parse_quote(read_bounded(args.from_quote, MAX_QUOTE_FILE_BYTES))
+        if isinstance(quote.body, TdReportBody):
+            if args.min_isv_svn is not None:
+                raise InputError("--min-isv-svn", "a TDX entry has no ISV SVN")
+            identity = quote.body.identity()
+            return None, _td_entry({name: getattr(identity, name) for name in TD_FIELDS})
+        return None, _sgx_entry(quote.body.identity(), args)
+    return None
+
+
+def _identity_from_args(args: argparse.Namespace) -> tuple[str, Accepted]:
+    from_file = _identity_from_file(args)
+    if from_file is not None:
+        named, entry = from_file
+        service = args.service or named
+        if service is None:
+            raise InputError("--service", "required: a SIGSTRUCT or a quote names no service")
+        return service, entry
+    if any(value is not None for value in _td_flags(args).values()):
+        _refuse_other_flags("a TDX entry", {**_sgx_flags(args), "--min-isv-svn": args.min_isv_svn})
+        _require({"--service": args.service, **_td_flags(args)}, "--from-quote")
+        return args.service, _td_entry(
+            {
+                name: expect_hex(
+                    getattr(args, name), f"--{name.replace('_', '-')}", _TD_SIZES.get(name, 48)
+                )
+                for name in TD_FIELDS
+            }
+        )
+    _require(
+        {
+            "--service": args.service,
+            "--mr-enclave": args.mr_enclave,
+            "--mr-signer": args.mr_signer,
+            "--isv-prod-id": args.isv_prod_id,
+            "--min-isv-svn": args.min_isv_svn,
+        },
+        "--from-image, --from-sigstruct",
+    )
     return args.service, AcceptedIdentity(
         mr_enclave=expect_hex(args.mr_enclave, "--mr-enclave", 32),
         mr_signer=expect_hex(args.mr_signer, "--mr-signer", 32),
@@ -202,7 +302,12 @@ def _add(args: argparse.Namespace) -> int:
             "changed": changed,
         },
         [
-            f"{args.manifest}: service {service!r} accepts mr_enclave {entry.mr_enclave.hex()}",
+            f"{args.manifest}: service {service!r} accepts "
+            + (
+                f"mr_td {entry.mr_td.hex()}"
+                if isinstance(entry, AcceptedTdIdentity)
+                else f"mr_enclave {entry.mr_enclave.hex()}"
+            ),
             *(
                 f"  only on platforms with {name} {' or '.join(value.hex() for value in values)}"
                 for name, values in (("fmspc", entry.pins.fmspcs), ("ppid", entry.pins.ppids))

@@ -36,6 +36,14 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], dt.datetime]
 
 
+class ManifestFilesChanging(InputError):
+    """The manifest files kept changing while they were read."""
+
+
+# A ConfigMap update settles in milliseconds; a host that keeps swapping only delays a reload.
+_READ_ATTEMPTS = 5
+
+
 class StateFile:
     """A service's sealed state on disk (in the host-chosen state_dir; its content is
     sealed). Every change is sealed and written atomically before it takes effect."""
@@ -149,8 +157,7 @@ class ManifestKeeper:
     def load(self, now: dt.datetime | None = None) -> VerifiedManifest:
         """Read and verify the files; on success make them current. Raises on any failure."""
         now = now or self._now()
-        manifest_bytes = read_bounded(self._manifest_path, MAX_MANIFEST_BYTES)
-        signatures = read_signature_dir(self._signatures_dir)
+        manifest_bytes, signatures = self._read_one_generation()
         with self._lock:
             verified = self._trust.check(manifest_bytes, signatures, now)
             issued = verified.manifest.issued
@@ -168,6 +175,28 @@ class ManifestKeeper:
             verified.manifest.expires.isoformat(),
         )
         return verified
+
+    def _read_one_generation(self) -> tuple[bytes, list[tuple[str, bytes]]]:
+        """The manifest and the signatures as of one state of the files.
+
+        The two are read one after the other, so a replacement in between (a kubelet
+        swapping a ConfigMap's ``..data`` link, an operator copying new files) would pair
+        one generation's manifest with another's signatures: a spurious rejection that the
+        watcher, having seen the new fingerprint, would never retry. The fingerprint stats
+        through the links (a new generation's files are new inodes, written before the
+        old ones go), so equal fingerprints before and after the reads mean one generation."""
+        for _ in range(_READ_ATTEMPTS):
+            before = self.fingerprint()
+            manifest_bytes = read_bounded(self._manifest_path, MAX_MANIFEST_BYTES)
+            signatures = read_signature_dir(self._signatures_dir)
+            if self.fingerprint() == before:
+                return manifest_bytes, signatures
+            log.info("the manifest files changed while being read; reading them again")
+        raise ManifestFilesChanging(
+            str(self._manifest_path),
+            f"the manifest or the signatures in {self._signatures_dir} changed during each of "
+            f"{_READ_ATTEMPTS} reads; no consistent pair to verify",
+        )
 
     def reload(self, now: dt.datetime | None = None) -> bool:
         """Try to replace the manifest; a rejected one never replaces the one in force."""
