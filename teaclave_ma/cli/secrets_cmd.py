@@ -67,13 +67,15 @@ def _seal(args: argparse.Namespace) -> int:
         (args.out / SERVICE_CONFIG).read_bytes(), str(args.out / SERVICE_CONFIG)
     )
     name = sealing_secret_name(service.name)
-    register_secret(args.kms_secrets, name, key, [service.name])
+    register_secret(args.kms_secrets, name, key)
     emit(
         args,
         {"sealed": sealed, "out": str(args.out), "kms_secret": name},
         [
             f"sealed {', '.join(sealed)} into {args.out}",
-            f"  key registered in {args.kms_secrets} as {name!r}, released only to {service.name!r}",
+            f"  key registered in {args.kms_secrets} as {name!r}",
+            f"  the manifest must release it to {service.name!r} only: "
+            f"secrets: {{{name}: {{allow: [{service.name}]}}}}",
             f"  build {args.out} (not {args.service_dir}) and have the auditors review that",
         ],
     )

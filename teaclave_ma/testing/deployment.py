@@ -17,7 +17,7 @@ from teaclave_ma.attestation.sim.platform import SimulatedPlatform
 from teaclave_ma.crypto.author_key import generate_author_key, write_author_key
 from teaclave_ma.enclave.attestation_profile import INTEL_PROFILE, simulated_profile
 from teaclave_ma.enclave.image import EnclaveImage, build_image, review
-from teaclave_ma.formats.manifest import Accepted, Manifest
+from teaclave_ma.formats.manifest import Accepted, Manifest, SecretRelease
 from teaclave_ma.formats.signature import write_signature
 from teaclave_ma.formats.strict import dump_yaml
 from teaclave_ma.fsutil import atomic_write
@@ -45,6 +45,8 @@ class SimulatedDeployment:
     trust_path: Path
     images: dict[str, EnclaveImage] = attrs.field(factory=dict)
     sources: dict[str, Path] = attrs.field(factory=dict)
+    # The release policy the auditors sign into the next manifest published.
+    secret_rules: dict[str, SecretRelease] = attrs.field(factory=dict)
     platform_dir: Path = attrs.field(init=False)
     manifest_path: Path = attrs.field(init=False)
     signatures_dir: Path = attrs.field(init=False)
@@ -101,9 +103,11 @@ class SimulatedDeployment:
     def add_secret(
         self, name: str, allow: list[str], value: SecretValue | None = None
     ) -> SecretValue:
-        """Register a secret (random 32 bytes unless given) with the kms."""
+        """Register a secret (random 32 bytes unless given) with the kms; its release to
+        ``allow`` is part of the next manifest published."""
         value = value or SecretValue(secrets.token_bytes(32))
-        register_secret(self.kms_secrets, name, value, allow)
+        register_secret(self.kms_secrets, name, value)
+        self.secret_rules[name] = SecretRelease(tuple(allow))
         return value
 
     def seal(self, service: str, files: list[str]) -> Path:
@@ -111,7 +115,8 @@ class SimulatedDeployment:
         out = self.root / "sealed" / service
         key = new_key()
         seal_source(self.services_dir / service, files, out, key)
-        register_secret(self.kms_secrets, sealing_secret_name(service), key, [service])
+        register_secret(self.kms_secrets, sealing_secret_name(service), key)
+        self.secret_rules[sealing_secret_name(service)] = SecretRelease((service,))
         return out
 
     def publish_manifest(
@@ -119,7 +124,10 @@ class SimulatedDeployment:
     ) -> Path:
         expires = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=30)
         manifest = Manifest(
-            version=version, expires=expires, enclaves={k: (v,) for k, v in entries.items()}
+            version=version,
+            expires=expires,
+            enclaves={k: (v,) for k, v in entries.items()},
+            secrets=dict(self.secret_rules),
         )
         data = manifest.to_bytes()
         atomic_write(self.manifest_path, data)

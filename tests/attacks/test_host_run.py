@@ -28,6 +28,7 @@ import pytest
 import teaclave_ma.runtime.provision as provision_module
 from teaclave_ma.cli.main import main
 from teaclave_ma.errors import InputError
+from teaclave_ma.formats.manifest import SecretRelease
 from teaclave_ma.formats.runtime_config import parse_runtime_config
 from teaclave_ma.formats.service_config import parse_service_config
 from teaclave_ma.runtime.service_runtime import ServiceRuntime
@@ -134,7 +135,8 @@ def jobs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Jobs]:
     deployment.add_secret("job-token", ["report"], SecretValue(JOB_TOKEN))
     deployment.add_secret("token-key", ["authentication"])
     key = new_key()  # one sealing key for every variant of report
-    register_secret(deployment.kms_secrets, sealing_secret_name("report"), key, ["report"])
+    register_secret(deployment.kms_secrets, sealing_secret_name("report"), key)
+    deployment.secret_rules[sealing_secret_name("report")] = SecretRelease(("report",))
     for variant, document in DOCUMENTS.items():
 
         def edit(source: Path, document: str = document) -> None:
@@ -149,7 +151,9 @@ def jobs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Jobs]:
         deployment.build("report", source=sealed, tag=f"-{variant}")
     kms_image = deployment.build("kms")
     reports = [image.identity for tag, image in deployment.images.items() if tag != "kms"]
-    data = deployment.panel.manifest({"kms": [kms_image.identity], "report": reports})
+    data = deployment.panel.manifest(
+        {"kms": [kms_image.identity], "report": reports}, secrets=deployment.secret_rules
+    )
     deployment.manifest_path.write_bytes(data)
     deployment.panel.write_signatures(deployment.signatures_dir, data, by=["alice", "bob"])
     config_path = deployment.runtime_config(

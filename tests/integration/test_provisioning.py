@@ -71,7 +71,9 @@ def test_sealed_job_runs_after_provisioning(
     # the job's private directory went with the job: the plaintext is nowhere in the deployment
     assert left_in(deployment.root / "run" / "report-ok" / "provisioned") == []
     plaintext = b"discount_rate: 0.125"
-    assert [p for p in deployment.root.rglob("*") if p.is_file() and plaintext in p.read_bytes()] == []
+    assert [
+        p for p in deployment.root.rglob("*") if p.is_file() and plaintext in p.read_bytes()
+    ] == []
 
 
 def test_sealed_job_never_starts_when_the_kms_is_unreachable(
@@ -155,7 +157,7 @@ def test_a_debug_authentication_is_refused_by_the_kms_policy(
         for name in ("kms", "storage", "authentication")
     }
     entries["authentication"].append(accepted(debug.identity))
-    data = deployment.panel.manifest(entries, version=1)
+    data = deployment.panel.manifest(entries, version=1, secrets=deployment.secret_rules)
     manifest, signatures = tmp_path / "manifest.yaml", tmp_path / "signatures"
     manifest.write_bytes(data)
     deployment.panel.write_signatures(signatures, data, by=["alice", "bob"])
