@@ -27,9 +27,7 @@ RuntimeFactory = Callable[..., ServiceRuntime]
 def kms(
     deployment: SimulatedDeployment, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServiceProcess]:
-    config = deployment.runtime_config(
-        "kms-process", settings={"secrets_file": str(deployment.kms_secrets)}
-    )
+    config = deployment.runtime_config("kms-process")
     command = serve_command(
         deployment.images["kms"].root,
         deployment.manifest_path,
@@ -38,6 +36,7 @@ def kms(
         initialize_state=True,
     )
     process = start_service("kms", command, tmp_path_factory.mktemp("logs") / "kms.log")
+    deployment.provision_kms(process.address)
     yield process
     process.stop()
 
@@ -101,6 +100,9 @@ def test_a_kms_of_unknown_identity_gets_nothing(
         "kms", source=deployment.variant_source("kms", "-impostor", one_line), tag="-impostor"
     )
     address = runtimes(impostor).start()
+    # The owner does not put a byte into it: the impostor is no manifest kms.
+    with pytest.raises(PeerRejected, match="is not accepted for service 'kms'"):
+        deployment.provision_kms(address)
     result = run_report(deployment, "report-impostor", address)
     assert result.returncode == 1
     assert "not accepted for service 'kms'" in result.stderr

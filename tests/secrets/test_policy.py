@@ -16,7 +16,6 @@ from teaclave_ma.formats.manifest import (
 )
 from teaclave_ma.identity import SgxIdentity
 from teaclave_ma.secrets.policy import SecretRefused, SecretValue, log_relaxations, release
-from teaclave_ma.secrets.store import SecretsFileError, parse_secret_values
 from teaclave_ma.testing import AuditorPanel
 from teaclave_ma.transport.peer_verify import PeerIdentity
 from teaclave_ma.trust.manifest_trust import ManifestRejected, ManifestTrust, VerifiedManifest
@@ -150,19 +149,7 @@ def test_policy_errors_name_the_field(rule: str, field: str, fragment: str) -> N
     assert caught.value.field == f"secrets.k.{field}"
 
 
-def test_the_host_values_file_cannot_carry_a_policy() -> None:
-    with pytest.raises(SecretsFileError, match="the release policy is signed") as caught:
-        parse_secret_values(b"secrets:\n  k:\n    value: 3q2+7w==\n    allow: [frontend]\n")
-    assert caught.value.field == "secrets.k.allow"
-
-
 def test_secret_values_never_appear_in_errors_or_reprs() -> None:
-    with pytest.raises(SecretsFileError) as caught:
-        parse_secret_values(b"secrets:\n  k:\n    value: 12345\n")
-    assert "12345" not in str(caught.value)
-    with pytest.raises(SecretsFileError, match="not valid base64") as base64_error:
-        parse_secret_values(b"secrets:\n  k:\n    value: 'not base64!'\n")
-    assert "not base64!" not in str(base64_error.value)
     assert VALUE.decode() not in repr(VALUES)
     assert repr(SecretValue(VALUE)) == f"SecretValue(<{len(VALUE)} bytes>)"
     assert VALUE.decode() not in str(SecretValue(VALUE))
