@@ -18,13 +18,15 @@ from teaclave_ma.enclave.attestation_profile import INTEL_PROFILE
 from teaclave_ma.enclave.image import SERVICE_CONFIG, load_image
 from teaclave_ma.errors import InputError
 from teaclave_ma.formats.runtime_config import parse_address, parse_runtime_config
-from teaclave_ma.formats.service_config import parse_service_config
+from teaclave_ma.formats.service_config import SERVICE_NAME, parse_service_config
 from teaclave_ma.formats.signature import read_signature_dir
 from teaclave_ma.formats.trust import parse_trust_file
 from teaclave_ma.runtime.provision import run_job
 from teaclave_ma.secrets.client import KmsOwnerClient, kms_verifier, simulated_anchor
+from teaclave_ma.secrets.direct import provision_secret
 from teaclave_ma.secrets.policy import SecretValue
 from teaclave_ma.secrets.sealing import new_key, seal_source, sealing_secret_name
+from teaclave_ma.transport.peer_verify import PeerVerifier
 
 
 def register(subparsers: Any) -> None:
@@ -82,10 +84,20 @@ def register(subparsers: Any) -> None:
     add_owner_arguments(listing)
     add_json_flag(listing)
     listing.set_defaults(func=_list)
+    direct = commands.add_parser(
+        "provision", help="attest a service and send it a secret directly (no kms)"
+    )
+    direct.add_argument("target", help="SERVICE@HOST:PORT: the service and where it listens")
+    direct.add_argument("name", help="the secret's name")
+    direct.add_argument("--from-file", type=Path, required=True, help="the value's file")
+    add_owner_arguments(direct, kms=False)
+    add_json_flag(direct)
+    direct.set_defaults(func=_provision)
 
 
-def add_owner_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--kms", required=True, help="the kms's HOST:PORT")
+def add_owner_arguments(parser: argparse.ArgumentParser, *, kms: bool = True) -> None:
+    if kms:
+        parser.add_argument("--kms", required=True, help="the kms's HOST:PORT")
     parser.add_argument(
         "--owner-key", type=Path, required=True, help="your owner key (Ed25519 PEM)"
     )
@@ -107,20 +119,45 @@ def add_owner_arguments(parser: argparse.ArgumentParser) -> None:
 
 def owner_client(args: argparse.Namespace) -> KmsOwnerClient:
     """The owner's connection, verifying the kms against the manifest before any byte."""
+    key = AuditorSigningKey.load(args.owner_key)
+    return KmsOwnerClient(parse_address(args.kms, "--kms"), key, owner_verifier(args))
+
+
+def owner_verifier(args: argparse.Namespace) -> PeerVerifier:
+    """Checks a service against the signed manifest, from outside any enclave."""
     if args.simulated_platform is not None:
         anchor, collateral_for = simulated_anchor(SimulatedPlatform.load(args.simulated_platform))
     else:
         collateral = Collateral.from_json(args.collateral.read_bytes())
         anchor, collateral_for = INTEL_PROFILE.anchor, lambda _quote: collateral
-    verifier = kms_verifier(
+    return kms_verifier(
         parse_trust_file(args.trust.read_bytes(), str(args.trust)),
         args.manifest.read_bytes(),
         read_signature_dir(args.signatures),
         anchor,
         collateral_for,
     )
-    key = AuditorSigningKey.load(args.owner_key)
-    return KmsOwnerClient(parse_address(args.kms, "--kms"), key, verifier)
+
+
+def _provision(args: argparse.Namespace) -> int:
+    service, at, where = args.target.partition("@")
+    if not at or not SERVICE_NAME.fullmatch(service):
+        raise InputError("target", f"expected SERVICE@HOST:PORT, got {args.target!r}")
+    address = parse_address(where, "target")
+    provision_secret(
+        address,
+        service,
+        AuditorSigningKey.load(args.owner_key),
+        owner_verifier(args),
+        name=args.name,
+        value=SecretValue(args.from_file.read_bytes()),
+    )
+    emit(
+        args,
+        {"service": service, "secret": args.name},
+        [f"attested {service} at {where} and sent it secret {args.name!r}"],
+    )
+    return EXIT_OK
 
 
 def _change(args: argparse.Namespace) -> int:

@@ -87,8 +87,11 @@ def check_signed(
     signature: bytes,
     owners: Mapping[str, TrustedAuditor],
     store: str,
+    *,
+    operations: Sequence[str] = OPERATIONS,
 ) -> TrustedAuditor:
-    """The owner who signed ``request`` for this store, or ``OwnerRefused``."""
+    """The owner who signed ``request`` for this store (a kms's id, or the scope of a direct
+    provisioning), or ``OwnerRefused``."""
     owner = owners.get(key_id)
     if owner is None:
         raise OwnerRefused(
@@ -103,10 +106,10 @@ def check_signed(
             "owner.store",
             f"the request was signed for kms store {request.store[:16]}..., this is {store[:16]}...",
         )
-    if request.operation not in OPERATIONS:
+    if request.operation not in operations:
         raise OwnerRefused(
             "owner.operation",
-            f"unknown operation {request.operation!r} (known: {', '.join(OPERATIONS)})",
+            f"operation {request.operation!r} is not taken here (known: {', '.join(operations)})",
         )
     return owner
 

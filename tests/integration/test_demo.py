@@ -13,7 +13,6 @@ import pytest
 
 from tests.helpers import wait_until
 
-
 SERVICES_DIR = Path(__file__).resolve().parents[2] / "services"
 
 
