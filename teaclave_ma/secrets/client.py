@@ -53,6 +53,14 @@ def fetch_secret(kms: PeerClient, name: str) -> SecretValue:
 OWNER_REFUSED = -32041
 
 
+def owner_refusal(exc: RpcError, service: str) -> OwnerRefused | None:
+    """The typed refusal an owner's request met (naming the rule); None for other errors."""
+    if exc.code != OWNER_REFUSED:
+        return None
+    rule = exc.data.get("rule") if isinstance(exc.data, dict) else None
+    return OwnerRefused(str(rule or "owner"), f"{service} refused: {exc.message}")
+
+
 class KmsOwnerClient:
     """An owner's connection to the kms, from outside any enclave: the kms is verified as
     the manifest's ``kms`` before a byte is sent (``verifier``), and every change is signed
@@ -80,10 +88,10 @@ class KmsOwnerClient:
         try:
             return self._client.call(method, **params)
         except RpcError as exc:
-            if exc.code == OWNER_REFUSED:
-                rule = exc.data.get("rule") if isinstance(exc.data, dict) else None
-                raise OwnerRefused(str(rule or "owner"), f"kms refused: {exc.message}") from exc
-            raise
+            refusal = owner_refusal(exc, KMS_SERVICE)
+            if refusal is None:
+                raise
+            raise refusal from exc
 
     def listing(self) -> tuple[str, dict[str, int]]:
         """The kms's store id and its secrets' names and versions (never values)."""

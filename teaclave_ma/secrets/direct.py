@@ -22,7 +22,7 @@ from teaclave_ma.formats.trust import TrustedAuditor
 from teaclave_ma.rpc.client import MutualTlsClient
 from teaclave_ma.rpc.jsonrpc import RpcError
 from teaclave_ma.rpc.service import Service
-from teaclave_ma.secrets.client import OWNER_REFUSED
+from teaclave_ma.secrets.client import OWNER_REFUSED, owner_refusal
 from teaclave_ma.secrets.owner import (
     Caller,
     OwnerPeer,
@@ -120,9 +120,9 @@ def provision_secret(
             signature=request.sign(key).hex(),
         )
     except RpcError as exc:
-        if exc.code == OWNER_REFUSED:
-            rule = exc.data.get("rule") if isinstance(exc.data, dict) else None
-            raise OwnerRefused(str(rule or "owner"), f"{service} refused: {exc.message}") from exc
-        raise
+        refusal = owner_refusal(exc, service)
+        if refusal is None:
+            raise
+        raise refusal from exc
     finally:
         client.close()
