@@ -4,6 +4,7 @@ measured owner, over TLS on which the kms was attested, and the kms's files hold
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,9 @@ from teaclave_ma.crypto.auditor_key import AuditorSigningKey
 from teaclave_ma.formats.signature import read_signature_dir
 from teaclave_ma.formats.trust import parse_trust_file
 from teaclave_ma.rpc.client import PeerClient
-from teaclave_ma.secrets.client import KmsOwnerClient, kms_verifier, simulated_anchor
+from teaclave_ma.secrets.client import KmsOwnerClient, fetch_secret, kms_verifier, simulated_anchor
 from teaclave_ma.secrets.owner import OwnerRefused
+from teaclave_ma.secrets.policy import SecretRefused, SecretValue
 from teaclave_ma.testing.deployment import SimulatedDeployment
 from teaclave_ma.transport.tls import RefusedByPeer
 from tests.integration.conftest import RuntimeFactory
@@ -103,3 +105,29 @@ def test_an_owner_cannot_fetch_a_value(
             owner._call("get_secret", name="token-key")
         with pytest.raises(OwnerRefused, match="exists: rotate it instead"):
             owner.change("put", "token-key", deployment.pending["token-key"])
+
+
+def test_a_rotated_secret_reaches_the_next_fetch_and_releases_are_logged_without_values(
+    deployment: SimulatedDeployment,
+    runtimes: RuntimeFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    address = runtimes("kms").start()
+    authentication = runtimes("authentication", storage=address, kms=address)
+    before = authentication.context.secret("token-key")
+    assert before == deployment.pending["token-key"]
+    rotated = SecretValue(b"the rotated token key, 32 bytes!")
+    with deployment.kms_owner(address) as owner:
+        assert owner.change("rotate", "token-key", rotated) == 2
+    assert authentication.context.secret("token-key") == rotated
+    frontend = runtimes("frontend", storage=address, authentication=address)
+    with pytest.raises(SecretRefused, match="not released to service 'frontend'"):
+        fetch_secret(
+            PeerClient("kms", address, frontend.credentials, frontend.verifier), "token-key"
+        )
+    assert "released secret 'token-key' to authentication" in caplog.text
+    assert "refused secret 'token-key' to frontend" in caplog.text
+    assert "rotate of secret 'token-key', version 2, by owner owner" in caplog.text
+    for value in (before, rotated):
+        assert value.reveal().decode(errors="replace") not in caplog.text
