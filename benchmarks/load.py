@@ -244,10 +244,7 @@ def start_services(deployment: SimulatedDeployment) -> dict[str, ServiceProcess]
     processes: dict[str, ServiceProcess] = {}
     try:
         for name, peers in STARTED:
-            settings = {"secrets_file": str(deployment.kms_secrets)} if name == "kms" else None
-            config = deployment.runtime_config(
-                name, peers={p: processes[p].address for p in peers}, settings=settings
-            )
+            config = deployment.runtime_config(name, peers={p: processes[p].address for p in peers})
             command = serve_command(
                 deployment.images[name].root,
                 deployment.manifest_path,
@@ -256,6 +253,8 @@ def start_services(deployment: SimulatedDeployment) -> dict[str, ServiceProcess]
                 initialize_state=True,
             )
             processes[name] = start_service(name, command, deployment.root / "logs" / f"{name}.log")
+            if name == "kms":
+                deployment.provision_kms(processes[name].address)
             progress(
                 f"{name} listening on {processes[name].address[0]}:{processes[name].address[1]}"
             )

@@ -1,21 +1,32 @@
-"""``teaclave-ma seal`` and ``teaclave-ma run``: sealed code and init-time attestation."""
+"""``teaclave-ma seal``, ``teaclave-ma run`` and ``teaclave-ma secrets``: sealed code,
+init-time attestation, and the owners' channel to the kms."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
+from teaclave_ma.attestation.collateral import Collateral
+from teaclave_ma.attestation.sim.platform import SimulatedPlatform
 from teaclave_ma.cli.output import EXIT_OK, add_json_flag, emit
 from teaclave_ma.cli.serve_cmd import add_initialize_state_flag
+from teaclave_ma.crypto.auditor_key import AuditorSigningKey
+from teaclave_ma.enclave.attestation_profile import INTEL_PROFILE
 from teaclave_ma.enclave.image import SERVICE_CONFIG, load_image
 from teaclave_ma.errors import InputError
-from teaclave_ma.formats.runtime_config import parse_runtime_config
-from teaclave_ma.formats.service_config import parse_service_config
+from teaclave_ma.formats.runtime_config import parse_address, parse_runtime_config
+from teaclave_ma.formats.service_config import SERVICE_NAME, parse_service_config
+from teaclave_ma.formats.signature import read_signature_dir
+from teaclave_ma.formats.trust import parse_trust_file
 from teaclave_ma.runtime.provision import run_job
+from teaclave_ma.secrets.client import KmsOwnerClient, kms_verifier, simulated_anchor
+from teaclave_ma.secrets.direct import provision_secret
+from teaclave_ma.secrets.policy import SecretValue
 from teaclave_ma.secrets.sealing import new_key, seal_source, sealing_secret_name
-from teaclave_ma.secrets.store import register_secret
+from teaclave_ma.transport.peer_verify import PeerVerifier
 
 
 def register(subparsers: Any) -> None:
@@ -29,12 +40,7 @@ def register(subparsers: Any) -> None:
     seal.add_argument(
         "--out", type=Path, required=True, help="new directory for the sealed copy (build this)"
     )
-    seal.add_argument(
-        "--kms-secrets",
-        type=Path,
-        required=True,
-        help="the kms secrets file to register the key in",
-    )
+    add_owner_arguments(seal)
     add_json_flag(seal)
     seal.set_defaults(func=_seal)
 
@@ -58,22 +64,152 @@ def register(subparsers: Any) -> None:
     add_initialize_state_flag(run)
     run.set_defaults(func=_run)
 
+    group = subparsers.add_parser(
+        "secrets", help="put, rotate, delete and list the kms's secrets (as an owner)"
+    )
+    commands = group.add_subparsers(dest="secrets_command", required=True)
+    for operation, text in (("put", "store a new secret"), ("rotate", "replace a secret's value")):
+        command = commands.add_parser(operation, help=text)
+        command.add_argument("name", help="the secret's name")
+        command.add_argument("--from-file", type=Path, required=True, help="the value's file")
+        add_owner_arguments(command)
+        add_json_flag(command)
+        command.set_defaults(func=_change, operation=operation)
+    delete = commands.add_parser("delete", help="remove a secret (its version is kept)")
+    delete.add_argument("name", help="the secret's name")
+    add_owner_arguments(delete)
+    add_json_flag(delete)
+    delete.set_defaults(func=_change, operation="delete", from_file=None)
+    listing = commands.add_parser("list", help="the kms's secrets: names and versions only")
+    add_owner_arguments(listing)
+    add_json_flag(listing)
+    listing.set_defaults(func=_list)
+    direct = commands.add_parser(
+        "provision", help="attest a service and send it a secret directly (no kms)"
+    )
+    direct.add_argument("target", help="SERVICE@HOST:PORT: the service and where it listens")
+    direct.add_argument("name", help="the secret's name")
+    direct.add_argument("--from-file", type=Path, required=True, help="the value's file")
+    add_owner_arguments(direct, kms=False)
+    add_json_flag(direct)
+    direct.set_defaults(func=_provision)
+
+
+def add_owner_arguments(parser: argparse.ArgumentParser, *, kms: bool = True) -> None:
+    if kms:
+        parser.add_argument("--kms", required=True, help="the kms's HOST:PORT")
+    parser.add_argument(
+        "--owner-key", type=Path, required=True, help="your owner key (Ed25519 PEM)"
+    )
+    parser.add_argument("--manifest", type=Path, required=True, help="the signed manifest")
+    parser.add_argument("--signatures", type=Path, required=True, help="its signature directory")
+    parser.add_argument(
+        "--trust", type=Path, required=True, help="the trust file measured into the kms"
+    )
+    root = parser.add_mutually_exclusive_group(required=True)
+    root.add_argument(
+        "--collateral", type=Path, help="collateral JSON for the kms's quote (Intel's root)"
+    )
+    root.add_argument(
+        "--simulated-platform",
+        type=Path,
+        help="trust this SIMULATED platform's root instead (development only)",
+    )
+
+
+def owner_client(args: argparse.Namespace) -> KmsOwnerClient:
+    """The owner's connection, verifying the kms against the manifest before any byte."""
+    key = AuditorSigningKey.load(args.owner_key)
+    return KmsOwnerClient(parse_address(args.kms, "--kms"), key, owner_verifier(args))
+
+
+def owner_verifier(args: argparse.Namespace) -> PeerVerifier:
+    """Checks a service against the signed manifest, from outside any enclave."""
+    if args.simulated_platform is not None:
+        anchor, collateral_for = simulated_anchor(SimulatedPlatform.load(args.simulated_platform))
+    else:
+        collateral = Collateral.from_json(args.collateral.read_bytes())
+        anchor, collateral_for = INTEL_PROFILE.anchor, lambda _quote: collateral
+    return kms_verifier(
+        parse_trust_file(args.trust.read_bytes(), str(args.trust)),
+        args.manifest.read_bytes(),
+        read_signature_dir(args.signatures),
+        anchor,
+        collateral_for,
+    )
+
+
+def _provision(args: argparse.Namespace) -> int:
+    service, at, where = args.target.partition("@")
+    if not at or not SERVICE_NAME.fullmatch(service):
+        raise InputError("target", f"expected SERVICE@HOST:PORT, got {args.target!r}")
+    address = parse_address(where, "target")
+    provision_secret(
+        address,
+        service,
+        AuditorSigningKey.load(args.owner_key),
+        owner_verifier(args),
+        name=args.name,
+        value=SecretValue(args.from_file.read_bytes()),
+    )
+    emit(
+        args,
+        {"service": service, "secret": args.name},
+        [f"attested {service} at {where} and sent it secret {args.name!r}"],
+    )
+    return EXIT_OK
+
+
+def _change(args: argparse.Namespace) -> int:
+    value = None if args.from_file is None else SecretValue(args.from_file.read_bytes())
+    with owner_client(args) as owner:
+        version = owner.change(args.operation, args.name, value)
+    done = {"put": "stored", "rotate": "rotated", "delete": "deleted"}[args.operation]
+    emit(
+        args,
+        {"secret": args.name, "operation": args.operation, "version": version},
+        [f"{done} secret {args.name!r} (version {version}) in the kms at {args.kms}"],
+    )
+    return EXIT_OK
+
+
+def _list(args: argparse.Namespace) -> int:
+    with owner_client(args) as owner:
+        store, versions = owner.listing()
+    emit(
+        args,
+        {"store": store, "secrets": versions},
+        [f"kms store {store[:16]}...: {len(versions)} secret(s)"]
+        + [f"  {name}  version {version}" for name, version in versions.items()],
+    )
+    return EXIT_OK
+
 
 def _seal(args: argparse.Namespace) -> int:
     key = new_key()
+    # What seal refuses (links, devices, a bad service.yaml) is refused before the kms is
+    # contacted; the copy is removed again if the kms does not take its key.
     sealed = seal_source(args.service_dir, args.files, args.out, key)
-    # Read from the copy, written from the walked bytes: never through a link of the source.
-    service = parse_service_config(
-        (args.out / SERVICE_CONFIG).read_bytes(), str(args.out / SERVICE_CONFIG)
-    )
-    name = sealing_secret_name(service.name)
-    register_secret(args.kms_secrets, name, key, [service.name])
+    try:
+        # Read from the copy, written from the walked bytes: never through a link.
+        service = parse_service_config(
+            (args.out / SERVICE_CONFIG).read_bytes(), str(args.out / SERVICE_CONFIG)
+        )
+        name = sealing_secret_name(service.name)
+        with owner_client(args) as owner:
+            _, held = owner.listing()
+            version = owner.change("rotate" if name in held else "put", name, key)
+    except BaseException:
+        shutil.rmtree(args.out)
+        raise
     emit(
         args,
-        {"sealed": sealed, "out": str(args.out), "kms_secret": name},
+        {"sealed": sealed, "out": str(args.out), "kms_secret": name, "version": version},
         [
             f"sealed {', '.join(sealed)} into {args.out}",
-            f"  key registered in {args.kms_secrets} as {name!r}, released only to {service.name!r}",
+            f"  key put into the attested kms at {args.kms} as {name!r}",
+            f"  the manifest must release it to {service.name!r} only: "
+            f"secrets: {{{name}: {{allow: [{service.name}]}}}}",
             f"  build {args.out} (not {args.service_dir}) and have the auditors review that",
         ],
     )

@@ -79,10 +79,11 @@ class Demo:
         self.ws.add_secret("token-key", ["authentication"])
         self.ws.add_secret("api-token", ["report"])
         sealed = self.ws.seal("report", ["config.yaml"])
-        self.progress("kms secrets: token-key for authentication, api-token for report")
         self.progress(
-            "sealed report/config.yaml; its key is registered with the kms for report only"
+            "kms release policy (signed in the manifest): token-key for authentication, "
+            "api-token and report's sealing key for report"
         )
+        self.progress("sealed report/config.yaml; its key stays in memory until the kms runs")
         self.progress(
             "building enclave images with the trust file and the SIMULATED platform's root "
             "embedded (quotes prove nothing about hardware):"
@@ -109,9 +110,8 @@ class Demo:
             ("frontend", ("authentication", "storage")),
         ]
         for name, peers in order:
-            settings = {"secrets_file": str(self.ws.kms_secrets)} if name == "kms" else None
             config = self.ws.runtime_config(
-                name, peers={p: self.processes[p].address for p in peers}, settings=settings
+                name, peers={p: self.processes[p].address for p in peers}
             )
             command = serve_command(
                 self.ws.images[name].root,
@@ -125,6 +125,12 @@ class Demo:
             )
             self.processes[name] = process
             self.progress(f"  {name:<15} listening on {process.address[0]}:{process.address[1]}")
+            if name == "kms":
+                self.ws.provision_kms(process.address)
+                self.progress(
+                    "  the owner attested the kms and put its secrets over TLS, signed; "
+                    "the kms keeps them sealed"
+                )
 
     def _frontend(
         self, name: str, image: EnclaveImage | None = None, storage: tuple[str, int] | None = None

@@ -14,6 +14,12 @@
           debug: false                # optional, default false
           fmspcs: [00906ED50000]      # optional: only peers on these platform models
           ppids: [...]                # optional: only peers on these platforms (16 bytes hex)
+    secrets:                          # optional: the kms release policy, signed with the rest
+      token-key:
+        allow: [authentication]       # services that may receive it
+        min_config_svn: 0             # optional
+        relax:                        # optional: checks turned off, each with its reason
+          verify_config_svn: "authentication has no configuration versions yet"
 
 A list per service lets two builds be accepted during a rolling upgrade. The file's exact
 bytes are what auditors sign; this module only parses bytes that were already verified.
@@ -22,6 +28,7 @@ bytes are what auditors sign; this module only parses bytes that were already ve
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Mapping
 
 import attrs
@@ -37,6 +44,7 @@ from teaclave_ma.formats.strict import (
     expect_keys,
     expect_list,
     expect_mapping,
+    expect_str,
     expect_utc_time,
     format_utc,
     join,
@@ -53,6 +61,35 @@ from teaclave_ma.identity import (
 
 class ManifestFormatError(InputError):
     """A manifest document that does not follow the schema."""
+
+
+SECRET_NAME = re.compile(r"[a-z0-9][a-z0-9_./-]{0,127}")
+# The release checks, the same switches as Occlum's RA verify config; all on by default.
+RELEASE_CHECKS = (
+    "verify_mr_enclave",
+    "verify_mr_signer",
+    "verify_isv_prod_id",
+    "verify_isv_svn",
+    "verify_config_svn",
+    "verify_enclave_debuggable",
+)
+
+
+@attrs.frozen
+class SecretRelease:
+    """Who may receive one kms secret: signed by the auditors, so no host file decides it."""
+
+    allow: tuple[str, ...]
+    min_config_svn: int = 0
+    relaxed: Mapping[str, str] = attrs.field(factory=dict)  # check -> reason
+
+    def to_document(self) -> dict[str, object]:
+        document: dict[str, object] = {"allow": list(self.allow)}
+        if self.min_config_svn:
+            document["min_config_svn"] = self.min_config_svn
+        if self.relaxed:
+            document["relax"] = dict(self.relaxed)
+        return document
 
 
 @attrs.frozen
@@ -208,9 +245,13 @@ class Manifest:
     enclaves: Mapping[str, tuple[Accepted, ...]]
     # Optional so that manifests signed before the field existed keep their exact bytes.
     issued: dt.datetime | None = None
+    secrets: Mapping[str, SecretRelease] = attrs.field(factory=dict)
 
     def to_bytes(self) -> bytes:
         issued = {} if self.issued is None else {"issued": format_utc(self.issued)}
+        released = {
+            "secrets": {name: rule.to_document() for name, rule in sorted(self.secrets.items())}
+        }
         return dump_yaml(
             {
                 "version": self.version,
@@ -220,6 +261,7 @@ class Manifest:
                     name: [entry.to_document() for entry in entries]
                     for name, entries in sorted(self.enclaves.items())
                 },
+                **(released if self.secrets else {}),
             }
         )
 
@@ -267,7 +309,7 @@ def parse_manifest(data: bytes, what: str = "manifest") -> Manifest:
     auditors sign, so what they reviewed and what a service enforces cannot differ."""
     try:
         mapping = load_yaml_mapping(decode_document(data, what, MAX_MANIFEST_BYTES), what)
-        expect_keys(mapping, "", ["version", "expires", "enclaves"], ["issued"])
+        expect_keys(mapping, "", ["version", "expires", "enclaves"], ["issued", "secrets"])
         enclaves: dict[str, tuple[Accepted, ...]] = {}
         for name, entries in expect_mapping(mapping["enclaves"], "enclaves").items():
             where = join("enclaves", name)
@@ -290,8 +332,49 @@ def parse_manifest(data: bytes, what: str = "manifest") -> Manifest:
             expires=expires,
             enclaves=enclaves,
             issued=issued,
+            secrets=_parse_secrets(mapping.get("secrets", {})),
         )
     except ManifestFormatError:
         raise
     except InputError as exc:
         raise ManifestFormatError(exc.field, exc.problem) from exc
+
+
+def _parse_secrets(value: object) -> dict[str, SecretRelease]:
+    rules = {}
+    for name, item in expect_mapping(value, "secrets").items():
+        where = join("secrets", name)
+        if not SECRET_NAME.fullmatch(name):
+            raise InputError(where, f"invalid secret name (expected {SECRET_NAME.pattern})")
+        rules[name] = _parse_release(expect_mapping(item, where), where)
+    return rules
+
+
+def _parse_release(item: Mapping[str, object], where: str) -> SecretRelease:
+    expect_keys(item, where, ["allow"], ["min_config_svn", "relax"])
+    allow = tuple(
+        expect_str(service, join(join(where, "allow"), i), SERVICE_NAME)
+        for i, service in enumerate(expect_list(item["allow"], join(where, "allow")))
+    )
+    if not allow:
+        raise InputError(
+            join(where, "allow"), "names no service: the secret could never be released"
+        )
+    if len(set(allow)) != len(allow):
+        raise_duplicate(allow, join(where, "allow"))
+    relaxed = {}
+    for check, reason in expect_mapping(item.get("relax", {}), join(where, "relax")).items():
+        field = join(join(where, "relax"), check)
+        if check not in RELEASE_CHECKS:
+            raise InputError(field, f"unknown check (known: {', '.join(RELEASE_CHECKS)})")
+        text = expect_str(reason, field).strip()
+        if not text:
+            raise InputError(field, "turning a check off needs a reason")
+        relaxed[check] = text
+    return SecretRelease(
+        allow=allow,
+        min_config_svn=expect_int(
+            item.get("min_config_svn", 0), join(where, "min_config_svn"), 0, _U16
+        ),
+        relaxed=relaxed,
+    )

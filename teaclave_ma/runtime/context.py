@@ -8,10 +8,12 @@ from pathlib import Path
 import attrs
 
 from teaclave_ma.errors import ConfigError
+from teaclave_ma.formats.trust import TrustedAuditor
 from teaclave_ma.rpc.client import PeerClient
 from teaclave_ma.secrets.client import KMS_SERVICE, fetch_secret
 from teaclave_ma.secrets.policy import SecretValue
 from teaclave_ma.trust.manifest_trust import VerifiedManifest
+from teaclave_ma.trust.sealed_state import StateSealer
 
 
 @attrs.frozen
@@ -25,6 +27,15 @@ class ServiceContext:
     settings: Mapping[str, str] = attrs.field(factory=dict)  # unmeasured, per deployment
     config_dir: Path = Path()  # relative settings paths are relative to this
     manifest: Callable[[], VerifiedManifest] | None = None  # the manifest in force now
+    # For services that keep sealed data of their own (the kms's secrets).
+    sealer: StateSealer | None = None
+    initialize_state: bool = False  # this is the service's first start
+    owners: tuple[TrustedAuditor, ...] = ()  # the measured secret owners (trust file)
+
+    def state_sealer(self) -> StateSealer:
+        if self.sealer is None:
+            raise ConfigError("state", f"{self.name} runs without a sealing key")
+        return self.sealer
 
     def secret(self, name: str) -> SecretValue:
         """Fetch a secret from the attested key-provisioning service (``kms`` in outbound)."""

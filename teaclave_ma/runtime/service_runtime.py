@@ -14,6 +14,7 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
@@ -31,9 +32,11 @@ from teaclave_ma.rpc.service import Service
 from teaclave_ma.runtime.attestation_setup import setup_attestation
 from teaclave_ma.runtime.context import ServiceContext
 from teaclave_ma.runtime.image_import import ImageImporter
+from teaclave_ma.secrets.owner import OWNERS, OwnerAdmission
 from teaclave_ma.transport.credentials import RotatingCredentials, utc_now
 from teaclave_ma.transport.evidence import bound_quote, extract_evidence
 from teaclave_ma.transport.peer_verify import PeerVerifier
+from teaclave_ma.transport.tls import PeerAuthenticator
 from teaclave_ma.trust.keeper import ManifestKeeper, StateFile
 from teaclave_ma.trust.manifest_trust import ManifestTrust
 from teaclave_ma.trust.sealed_state import StateSealer
@@ -93,6 +96,15 @@ class EnclaveNode:
             settings=runtime.settings,
             config_dir=runtime.config_dir,
             manifest=self.keeper.current,
+            sealer=sealer,
+            initialize_state=initialize_state,
+            owners=trust.owners,
+        )
+        # Owners are admitted only where the measured inbound list names them.
+        self.inbound_verifier: PeerAuthenticator[Any] = (
+            OwnerAdmission(self.verifier, trust.owners)
+            if OWNERS in image.service.inbound
+            else self.verifier
         )
 
     def _client(self, service: str) -> PeerClient:
@@ -159,7 +171,7 @@ class ServiceRuntime(EnclaveNode):
             self.server = RpcServer(
                 self.service,
                 self.credentials,
-                self.verifier,
+                self.inbound_verifier,
                 inbound=service.inbound,
                 address=self.runtime.listen,
                 limits=self._limits,

@@ -1,14 +1,32 @@
-"""Fetching secrets from the key-provisioning service over attested RPC."""
+"""Talking to the key-provisioning service: services fetch secrets, owners change them."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
+import logging
+from collections.abc import Iterable
+from typing import Any
 
+import attrs
+
+from teaclave_ma.attestation.anchors import TrustAnchor
+from teaclave_ma.attestation.collateral import Collateral
+from teaclave_ma.attestation.sim.platform import SimulatedPlatform
+from teaclave_ma.crypto.auditor_key import AuditorSigningKey
 from teaclave_ma.errors import InputError
-from teaclave_ma.rpc.client import PeerClient
+from teaclave_ma.formats.trust import TrustFile
+from teaclave_ma.rpc.client import MutualTlsClient, PeerClient
 from teaclave_ma.rpc.jsonrpc import RpcError
+from teaclave_ma.secrets.owner import OwnerRefused, OwnerRequest, owner_credentials, value_digest
 from teaclave_ma.secrets.policy import SecretRefused, SecretValue
+from teaclave_ma.transport.credentials import FixedCredentials, utc_now
+from teaclave_ma.transport.peer_verify import CollateralFor, PeerIdentity, PeerVerifier
+from teaclave_ma.transport.tls import PeerAuthenticator
+from teaclave_ma.trust.manifest_trust import AcceptedVersion, ManifestTrust, VerifiedManifest
+
+log = logging.getLogger(__name__)
 
 KMS_SERVICE = "kms"
 SECRET_REFUSED = -32040
@@ -30,3 +48,112 @@ def fetch_secret(kms: PeerClient, name: str) -> SecretValue:
         return SecretValue(base64.b64decode(answer["value"], validate=True))
     except (binascii.Error, ValueError):
         raise InputError("get_secret", "the kms answered with a value that is not base64") from None
+
+
+OWNER_REFUSED = -32041
+
+
+def owner_refusal(exc: RpcError, service: str) -> OwnerRefused | None:
+    """The typed refusal an owner's request met (naming the rule); None for other errors."""
+    if exc.code != OWNER_REFUSED:
+        return None
+    rule = exc.data.get("rule") if isinstance(exc.data, dict) else None
+    return OwnerRefused(str(rule or "owner"), f"{service} refused: {exc.message}")
+
+
+class KmsOwnerClient:
+    """An owner's connection to the kms, from outside any enclave: the kms is verified as
+    the manifest's ``kms`` before a byte is sent (``verifier``), and every change is signed
+    for the kms's store and the secret's next version."""
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        key: AuditorSigningKey,
+        verifier: PeerAuthenticator[PeerIdentity],
+        *,
+        name: str = "owner",
+    ) -> None:
+        self._key = key
+        credentials = FixedCredentials(owner_credentials(key, name, utc_now()))
+        self._client = MutualTlsClient(KMS_SERVICE, address, credentials, verifier)
+
+    def __enter__(self) -> KmsOwnerClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._client.close()
+
+    def _call(self, method: str, **params: Any) -> Any:
+        try:
+            return self._client.call(method, **params)
+        except RpcError as exc:
+            refusal = owner_refusal(exc, KMS_SERVICE)
+            if refusal is None:
+                raise
+            raise refusal from exc
+
+    def listing(self) -> tuple[str, dict[str, int]]:
+        """The kms's store id and its secrets' names and versions (never values)."""
+        answer = self._call("list_secrets")
+        if not isinstance(answer, dict) or not isinstance(answer.get("secrets"), dict):
+            raise InputError("list_secrets", "the kms answered without a listing")
+        return str(answer["store"]), dict(answer["secrets"])
+
+    def change(self, operation: str, name: str, value: SecretValue | None = None) -> int:
+        """Put, rotate or delete ``name``; returns the secret's new version."""
+        store, _ = self.listing()
+        version = int(self._call("next_version", name=name))
+        request = OwnerRequest(
+            operation, name, version, value_digest(None if value is None else value.reveal()), store
+        )
+        return int(
+            self._call(
+                "change_secret",
+                operation=operation,
+                name=name,
+                version=version,
+                value=None if value is None else base64.b64encode(value.reveal()).decode(),
+                signature=request.sign(self._key).hex(),
+            )
+        )
+
+
+@attrs.frozen
+class _OneManifest:
+    """The manifest an owner verified from its files, for the one session it runs."""
+
+    trust: ManifestTrust
+
+    def current(self, now: dt.datetime | None = None) -> VerifiedManifest:
+        return self.trust.require_current(now or utc_now())
+
+    def check_peer(
+        self, service: str, claimed: AcceptedVersion, now: dt.datetime | None = None
+    ) -> None:
+        """A kms on another manifest than the owner's files is refused, as between services."""
+        self.trust.check_peer(service, claimed, now or utc_now())
+
+
+def kms_verifier(
+    trust: TrustFile,
+    manifest_bytes: bytes,
+    signatures: Iterable[tuple[str, bytes]],
+    anchor: TrustAnchor,
+    collateral_for: CollateralFor,
+) -> PeerVerifier:
+    """How a party outside any enclave checks the kms (or any service): the manifest must
+    pass the measured trust file's threshold, and the peer must be its entry."""
+    manifests = ManifestTrust(trust)
+    manifests.commit(manifests.check(manifest_bytes, signatures, utc_now()))
+    return PeerVerifier(_OneManifest(manifests), anchor, collateral_for)
+
+
+def simulated_anchor(platform: SimulatedPlatform) -> tuple[TrustAnchor, CollateralFor]:
+    """The root and collateral of a simulated platform, trusted on purpose (development)."""
+    log.warning("verifying against the SIMULATED platform's root: this proves no hardware")
+    anchor = TrustAnchor.for_root(platform.root_certificate_der, "simulated platform root")
+    collaterals = {
+        tee: Collateral.from_json(platform.collateral_json(tee)) for tee in ("SGX", "TDX")
+    }
+    return anchor, lambda quote: collaterals[quote.tee]

@@ -1,64 +1,29 @@
-"""The key-provisioning service's secrets file and its release policy.
+"""The kms release policy and the values it guards.
 
-::
-
-    secrets:
-      token-key:
-        value: 3q2+7w==             # base64
-        allow: [authentication]     # service names; through the manifest, measurements
-        min_config_svn: 0           # optional
-        relax:                      # optional: checks turned off, each with its reason
-          verify_config_svn: "authentication has no configuration versions yet"
-
-A secret is released only to a peer whose service is in ``allow`` and whose attested
-identity matches, in the manifest in force at release time, an entry of that service on
-every check that is on: ``verify_mr_enclave``, ``verify_mr_signer``,
-``verify_isv_prod_id``, ``verify_isv_svn`` (at least the entry's min_isv_svn),
-``verify_config_svn`` (at least ``min_config_svn``) and ``verify_enclave_debuggable``
-(not a debug enclave), the same switches as Occlum's RA verify config, all on by default.
+The policy is the ``secrets:`` section of the manifest in force (see
+``teaclave_ma.formats.manifest``): the auditors sign it with the rest, under the manifest's
+threshold, expiry and rollback rules, so no file of the host decides who gets a secret.
+A secret is released only to a peer whose service is in the rule's ``allow`` and whose
+attested identity matches, in that manifest, an entry of that service on every check that
+is on: ``verify_mr_enclave``, ``verify_mr_signer``, ``verify_isv_prod_id``,
+``verify_isv_svn`` (at least the entry's min_isv_svn), ``verify_config_svn`` (at least
+``min_config_svn``) and ``verify_enclave_debuggable`` (not a debug enclave).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
-import re
 from collections.abc import Mapping
 
 import attrs
 
-from teaclave_ma.errors import InputError, VerificationError
-from teaclave_ma.formats.manifest import Accepted, AcceptedTdIdentity
-from teaclave_ma.formats.service_config import SERVICE_NAME
-from teaclave_ma.formats.strict import (
-    expect_int,
-    expect_keys,
-    expect_list,
-    expect_mapping,
-    expect_str,
-    join,
-    parse_yaml_mapping,
-)
+from teaclave_ma.errors import VerificationError
+from teaclave_ma.formats.manifest import Accepted, AcceptedTdIdentity, Manifest, SecretRelease
 from teaclave_ma.identity import SgxIdentity
 from teaclave_ma.transport.peer_verify import PeerIdentity
 from teaclave_ma.trust.manifest_trust import VerifiedManifest
 
 log = logging.getLogger(__name__)
-
-SECRET_NAME = re.compile(r"[a-z0-9][a-z0-9_./-]{0,127}")
-FLAGS = (
-    "verify_mr_enclave",
-    "verify_mr_signer",
-    "verify_isv_prod_id",
-    "verify_isv_svn",
-    "verify_config_svn",
-    "verify_enclave_debuggable",
-)
-
-
-class SecretsFileError(InputError):
-    """A secrets file that cannot be used."""
 
 
 class SecretRefused(VerificationError):
@@ -83,13 +48,10 @@ class SecretValue:
 @attrs.frozen
 class SecretRule:
     name: str
-    value: SecretValue
-    allow: tuple[str, ...]
-    min_config_svn: int = 0
-    relaxed: Mapping[str, str] = attrs.field(factory=dict)  # flag -> reason
+    release: SecretRelease
 
     def on(self, flag: str) -> bool:
-        return flag not in self.relaxed
+        return flag not in self.release.relaxed
 
     def mismatch(self, entry: Accepted, peer: PeerIdentity) -> str | None:
         identity = peer.identity
@@ -115,8 +77,8 @@ class SecretRule:
             ),
             (
                 "verify_config_svn",
-                identity.config_svn >= self.min_config_svn,
-                f"config_svn below {self.min_config_svn}",
+                identity.config_svn >= self.release.min_config_svn,
+                f"config_svn below {self.release.min_config_svn}",
             ),
             ("verify_enclave_debuggable", not identity.debug, "debug enclave"),
         )
@@ -127,92 +89,48 @@ class SecretRule:
         return "; ".join(failed) or None
 
 
-@attrs.frozen
-class SecretsPolicy:
-    rules: Mapping[str, SecretRule]
+def log_relaxations(manifest: Manifest) -> None:
+    for name, rule in sorted(manifest.secrets.items()):
+        for flag, reason in rule.relaxed.items():
+            log.warning("secret %r: %s is OFF: %s", name, flag, reason)
 
-    def log_relaxations(self) -> None:
-        for rule in self.rules.values():
-            for flag, reason in rule.relaxed.items():
-                log.warning("secret %r: %s is OFF: %s", rule.name, flag, reason)
 
-    def release(self, name: str, peer: PeerIdentity, manifest: VerifiedManifest) -> SecretValue:
-        """The secret for ``peer``, or ``SecretRefused`` naming the rule that stops it."""
-        rule = self.rules.get(name)
-        if rule is None:
-            raise SecretRefused(f"secrets.{name}", f"there is no secret named {name!r}")
-        if peer.service not in rule.allow:
-            raise SecretRefused(
-                f"secrets.{name}.allow",
-                f"secret {name!r} is not released to service {peer.service!r} (allowed: {', '.join(rule.allow)})",
-            )
-        reasons = []
-        for entry in manifest.manifest.enclaves.get(peer.service, ()):
-            why = rule.mismatch(entry, peer)
-            if why is None:
-                log.info("released secret %r to %s", name, peer.describe())
-                return rule.value
-            reasons.append(why)
+def release(
+    name: str,
+    values: Mapping[str, SecretValue],
+    peer: PeerIdentity,
+    manifest: VerifiedManifest,
+) -> SecretValue:
+    """The value of secret ``name`` for ``peer`` under the manifest in force, or
+    ``SecretRefused`` naming the rule that stops it."""
+    signed = manifest.manifest.secrets.get(name)
+    if signed is None:
         raise SecretRefused(
-            f"secrets.{name}.verify",
-            f"secret {name!r}: {peer.describe()} matches no entry of manifest v{manifest.version} "
-            f"for {peer.service!r} ({'; '.join(reasons) or 'no entries'})",
+            f"secrets.{name}",
+            f"manifest v{manifest.version} has no release rule for secret {name!r}",
         )
-
-
-def parse_secrets_file(data: bytes, what: str = "secrets file") -> SecretsPolicy:
-    try:
-        mapping = parse_yaml_mapping(data, what)
-        expect_keys(mapping, "", ["secrets"])
-        rules = {}
-        for name, item in expect_mapping(mapping["secrets"], "secrets").items():
-            where = join("secrets", name)
-            if not SECRET_NAME.fullmatch(name):
-                raise SecretsFileError(
-                    where, f"invalid secret name (expected {SECRET_NAME.pattern})"
-                )
-            rules[name] = _parse_rule(name, expect_mapping(item, where), where)
-        return SecretsPolicy(rules)
-    except SecretsFileError:
-        raise
-    except InputError as exc:
-        # never echo a value back: the problem text names the field, not its content
-        raise SecretsFileError(exc.field, exc.problem.split(", got ")[0]) from exc
-
-
-def _parse_rule(name: str, item: dict[str, object], where: str) -> SecretRule:
-    expect_keys(item, where, ["value", "allow"], ["min_config_svn", "relax"])
-    encoded = expect_str(item["value"], join(where, "value"))
-    try:
-        value = base64.b64decode(encoded, validate=True)
-    except (binascii.Error, ValueError):
-        raise SecretsFileError(join(where, "value"), "not valid base64") from None
-    allow = tuple(
-        expect_str(service, join(join(where, "allow"), i), SERVICE_NAME)
-        for i, service in enumerate(expect_list(item["allow"], join(where, "allow")))
-    )
-    if not allow:
-        raise SecretsFileError(
-            join(where, "allow"), "names no service: the secret could never be released"
+    if peer.service not in signed.allow:
+        raise SecretRefused(
+            f"secrets.{name}.allow",
+            f"secret {name!r} is not released to service {peer.service!r} "
+            f"(allowed: {', '.join(signed.allow)})",
         )
-    relaxed = {}
-    for flag, reason in expect_mapping(item.get("relax", {}), join(where, "relax")).items():
-        if flag not in FLAGS:
-            raise SecretsFileError(
-                join(join(where, "relax"), flag), f"unknown check (known: {', '.join(FLAGS)})"
+    rule = SecretRule(name, signed)
+    reasons = []
+    for entry in manifest.manifest.enclaves.get(peer.service, ()):
+        why = rule.mismatch(entry, peer)
+        if why is not None:
+            reasons.append(why)
+            continue
+        value = values.get(name)
+        if value is None:
+            raise SecretRefused(
+                f"secrets.{name}.value", f"the kms holds no value for secret {name!r}"
             )
-        text = expect_str(reason, join(join(where, "relax"), flag)).strip()
-        if not text:
-            raise SecretsFileError(
-                join(join(where, "relax"), flag), "turning a check off needs a reason"
-            )
-        relaxed[flag] = text
-    return SecretRule(
-        name=name,
-        value=SecretValue(value),
-        allow=allow,
-        min_config_svn=expect_int(
-            item.get("min_config_svn", 0), join(where, "min_config_svn"), 0, 0xFFFF
-        ),
-        relaxed=relaxed,
+        log.info("released secret %r to %s", name, peer.describe())
+        return value
+    raise SecretRefused(
+        f"secrets.{name}.verify",
+        f"secret {name!r}: {peer.describe()} matches no entry of manifest v{manifest.version} "
+        f"for {peer.service!r} ({'; '.join(reasons) or 'no entries'})",
     )

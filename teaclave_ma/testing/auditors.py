@@ -15,6 +15,7 @@ from teaclave_ma.formats.manifest import (
     AcceptedIdentity,
     AcceptedTdIdentity,
     Manifest,
+    SecretRelease,
 )
 from teaclave_ma.formats.signature import DetachedSignature, write_signature
 from teaclave_ma.formats.trust import TrustedAuditor, TrustFile
@@ -87,8 +88,10 @@ class AuditorPanel:
         *,
         version: int = 1,
         expires: dt.datetime | None = None,
+        secrets: Mapping[str, SecretRelease] | None = None,
     ) -> bytes:
-        """Manifest bytes; identities are accepted exactly as given. Expires in 30 days by default."""
+        """Manifest bytes; identities are accepted exactly as given. Expires in 30 days by
+        default. ``secrets``: the kms release policy."""
         expires = expires or dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=30)
         entries = {
             service: tuple(
@@ -97,7 +100,9 @@ class AuditorPanel:
             )
             for service, items in (enclaves or {}).items()
         }
-        return Manifest(version=version, expires=expires, enclaves=entries).to_bytes()
+        return Manifest(
+            version=version, expires=expires, enclaves=entries, secrets=dict(secrets or {})
+        ).to_bytes()
 
     def signers(self, by: Iterable[int | str] | None) -> list[FakeAuditor]:
         if by is None:

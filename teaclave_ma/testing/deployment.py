@@ -14,16 +14,18 @@ from pathlib import Path
 import attrs
 
 from teaclave_ma.attestation.sim.platform import SimulatedPlatform
+from teaclave_ma.crypto.auditor_key import AuditorSigningKey
 from teaclave_ma.crypto.author_key import generate_author_key, write_author_key
 from teaclave_ma.enclave.attestation_profile import INTEL_PROFILE, simulated_profile
 from teaclave_ma.enclave.image import EnclaveImage, build_image, review
-from teaclave_ma.formats.manifest import Accepted, Manifest
-from teaclave_ma.formats.signature import write_signature
+from teaclave_ma.formats.manifest import Accepted, Manifest, SecretRelease
+from teaclave_ma.formats.signature import read_signature_dir, write_signature
 from teaclave_ma.formats.strict import dump_yaml
+from teaclave_ma.formats.trust import TrustedAuditor, parse_trust_file
 from teaclave_ma.fsutil import atomic_write
+from teaclave_ma.secrets.client import KmsOwnerClient, kms_verifier, simulated_anchor
 from teaclave_ma.secrets.policy import SecretValue
 from teaclave_ma.secrets.sealing import new_key, seal_source, sealing_secret_name
-from teaclave_ma.secrets.store import register_secret
 from teaclave_ma.testing.auditors import AuditorPanel, accepted
 
 Progress = Callable[[str], None]
@@ -43,8 +45,13 @@ class SimulatedDeployment:
     panel: AuditorPanel
     author_key: Path
     trust_path: Path
+    owner_key: AuditorSigningKey  # the one secret owner, measured into every image
     images: dict[str, EnclaveImage] = attrs.field(factory=dict)
     sources: dict[str, Path] = attrs.field(factory=dict)
+    # The release policy the auditors sign into the next manifest published.
+    secret_rules: dict[str, SecretRelease] = attrs.field(factory=dict)
+    # Values the owner puts into the kms once it runs (``provision_kms``); never on disk.
+    pending: dict[str, SecretValue] = attrs.field(factory=dict)
     platform_dir: Path = attrs.field(init=False)
     manifest_path: Path = attrs.field(init=False)
     signatures_dir: Path = attrs.field(init=False)
@@ -64,12 +71,16 @@ class SimulatedDeployment:
         panel = AuditorPanel(count=len(AUDITORS), threshold=2, names=AUDITORS)
         for auditor in panel.auditors:
             progress(f"auditor {auditor.name}: key id {auditor.key_id[:16]}...")
-        trust_path = panel.write_trust(root / "keys" / "trust.yaml")
+        owner_key = AuditorSigningKey.generate()
+        trust_path = root / "keys" / "trust.yaml"
+        owners = (TrustedAuditor("owner", owner_key.public_key),)
+        atomic_write(trust_path, attrs.evolve(panel.trust, owners=owners).to_bytes())
         progress(f"trust file {trust_path.relative_to(root)}: 2 of 3 auditors must sign")
+        progress(f"secret owner: key id {owner_key.public_key.key_id[:16]}... (measured)")
         author_key = root / "author" / "author.key.pem"
         write_author_key(generate_author_key(), author_key)
         progress("enclave author key: RSA-3072 (MRSIGNER = SHA-256 of its modulus)")
-        deployment = cls(root, services_dir, panel, author_key, trust_path)
+        deployment = cls(root, services_dir, panel, author_key, trust_path, owner_key)
         SimulatedPlatform.create().save(deployment.platform_dir)
         progress("SIMULATED platform: its root is measured into every image built here")
         return deployment
@@ -94,16 +105,14 @@ class SimulatedDeployment:
         """What an auditor does: rebuild from source and compare before vouching."""
         return accepted(review(self.sources[service], self.trust_path, self.images[service]))
 
-    @property
-    def kms_secrets(self) -> Path:
-        return self.root / "kms" / "secrets.yaml"
-
     def add_secret(
         self, name: str, allow: list[str], value: SecretValue | None = None
     ) -> SecretValue:
-        """Register a secret (random 32 bytes unless given) with the kms."""
+        """A secret (random 32 bytes unless given) for the owner to put into the kms
+        (``provision_kms``); its release to ``allow`` is part of the next manifest published."""
         value = value or SecretValue(secrets.token_bytes(32))
-        register_secret(self.kms_secrets, name, value, allow)
+        self.pending[name] = value
+        self.secret_rules[name] = SecretRelease(tuple(allow))
         return value
 
     def seal(self, service: str, files: list[str]) -> Path:
@@ -111,15 +120,48 @@ class SimulatedDeployment:
         out = self.root / "sealed" / service
         key = new_key()
         seal_source(self.services_dir / service, files, out, key)
-        register_secret(self.kms_secrets, sealing_secret_name(service), key, [service])
+        self.add_secret(sealing_secret_name(service), [service], key)
         return out
+
+    def kms_owner(
+        self,
+        address: tuple[str, int],
+        *,
+        manifest: Path | None = None,
+        signatures: Path | None = None,
+    ) -> KmsOwnerClient:
+        """The owner's attested connection to the kms at ``address``, verified under
+        ``manifest`` (the deployment's unless given)."""
+        verifier = kms_verifier(
+            parse_trust_file(self.trust_path.read_bytes()),
+            (manifest or self.manifest_path).read_bytes(),
+            read_signature_dir(signatures or self.signatures_dir),
+            *simulated_anchor(self.platform()),
+        )
+        return KmsOwnerClient(address, self.owner_key, verifier)
+
+    def provision_kms(
+        self,
+        address: tuple[str, int],
+        *,
+        manifest: Path | None = None,
+        signatures: Path | None = None,
+    ) -> None:
+        """The owner puts (or rotates) every secret added so far into the running kms."""
+        with self.kms_owner(address, manifest=manifest, signatures=signatures) as owner:
+            _, held = owner.listing()
+            for name, value in self.pending.items():
+                owner.change("rotate" if name in held else "put", name, value)
 
     def publish_manifest(
         self, entries: dict[str, Accepted], *, version: int, signers: Iterable[str]
     ) -> Path:
         expires = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=30)
         manifest = Manifest(
-            version=version, expires=expires, enclaves={k: (v,) for k, v in entries.items()}
+            version=version,
+            expires=expires,
+            enclaves={k: (v,) for k, v in entries.items()},
+            secrets=dict(self.secret_rules),
         )
         data = manifest.to_bytes()
         atomic_write(self.manifest_path, data)

@@ -16,7 +16,7 @@ from typing import Protocol
 
 import attrs
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from teaclave_ma.attestation.attester import Attester
 from teaclave_ma.errors import ConfigError
@@ -38,7 +38,8 @@ class TlsCredentials:
     """Our private key and the certificate we present with it (for RA-TLS, one that
     carries a quote binding the key)."""
 
-    private_key: ec.EllipticCurvePrivateKey
+    # Ed25519: a kms owner's own key, outside any enclave (teaclave_ma.secrets.owner).
+    private_key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
     certificate: x509.Certificate
 
     def __repr__(self) -> str:

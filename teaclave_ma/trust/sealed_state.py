@@ -36,6 +36,7 @@ from teaclave_ma.trust.manifest_trust import AcceptedVersion
 
 log = logging.getLogger(__name__)
 
+STATE_KIND = "service state"
 SEALED_FORMAT = "teaclave-ma sealed service state v1"
 UNSEALED_FORMAT = "teaclave-ma unsealed service state v1"
 MAX_STATE_BYTES = 64 << 10
@@ -117,8 +118,14 @@ class ServiceState:
         return cls(accepted, floor)
 
 
-def _associated_data(service: str, policy: SealingPolicy, isv_svn: int) -> bytes:
-    return json.dumps([SEALED_FORMAT, service, policy.value, isv_svn]).encode()
+def _formats(kind: str) -> tuple[str, str]:
+    return f"teaclave-ma sealed {kind} v1", f"teaclave-ma unsealed {kind} v1"
+
+
+def _associated_data(
+    sealed_format: str, service: str, policy: SealingPolicy, isv_svn: int
+) -> bytes:
+    return json.dumps([sealed_format, service, policy.value, isv_svn]).encode()
 
 
 class StateSealer:
@@ -173,16 +180,27 @@ class StateSealer:
         return self._keys[isv_svn]
 
     def seal(self, state: ServiceState) -> bytes:
+        return self.seal_document(STATE_KIND, state.to_document())
+
+    def unseal(self, data: bytes, where: str) -> ServiceState:
+        return self._read(lambda: self.unseal_document(data, where, STATE_KIND), where)
+
+    def seal_document(self, kind: str, document: object) -> bytes:
+        """A JSON document sealed as ``kind`` (the service state, the kms's secrets): the
+        kind is associated data, so one kind's file never unseals as another's."""
+        sealed_format, unsealed_format = _formats(kind)
         if not self.sealed:
-            document = {"format": UNSEALED_FORMAT, "service": self.service}
-            return json.dumps({**document, "state": state.to_document()}).encode() + b"\n"
+            envelope: dict[str, object] = {"format": unsealed_format, "service": self.service}
+            return json.dumps({**envelope, "state": document}).encode() + b"\n"
         nonce = secrets.token_bytes(NONCE_SIZE)
-        plaintext = json.dumps(state.to_document()).encode()
+        plaintext = json.dumps(document).encode()
         ciphertext = self._key(self._isv_svn).encrypt(
-            nonce, plaintext, _associated_data(self.service, self.policy, self._isv_svn)
+            nonce,
+            plaintext,
+            _associated_data(sealed_format, self.service, self.policy, self._isv_svn),
         )
         envelope = {
-            "format": SEALED_FORMAT,
+            "format": sealed_format,
             "service": self.service,
             "policy": self.policy.value,
             "isv_svn": self._isv_svn,
@@ -191,33 +209,42 @@ class StateSealer:
         }
         return json.dumps(envelope).encode() + b"\n"
 
-    def unseal(self, data: bytes, where: str) -> ServiceState:
+    def unseal_document(self, data: bytes, where: str, kind: str) -> object:
+        sealed_format, unsealed_format = _formats(kind)
         try:
             envelope = json.loads(data)
-            kind, service = envelope["format"], envelope["service"]
+            found, service = envelope["format"], envelope["service"]
         except (ValueError, KeyError, TypeError) as exc:
-            raise StateTampered("state_format", f"{where}: not a service state ({exc!r})") from exc
+            raise StateTampered("state_format", f"{where}: not a {kind} ({exc!r})") from exc
         if service != self.service:
             raise StateNotOurs(
                 "state_service", f"{where}: the state of service {service!r}, not {self.service!r}"
             )
-        if kind == UNSEALED_FORMAT and not self.sealed:
-            return self._read(lambda: envelope["state"], where)
-        if kind == UNSEALED_FORMAT:
+        if found == unsealed_format and not self.sealed:
+            try:
+                return envelope["state"]
+            except KeyError as exc:
+                raise StateTampered("state_format", f"{where}: malformed {kind} ({exc!r})") from exc
+        if found == unsealed_format:
             raise StateTampered(
                 "state_unsealed",
                 f"{where}: an unsealed state, but this enclave seals its state; anyone "
                 "outside the enclave could have written it",
             )
-        if kind != SEALED_FORMAT:
-            raise StateTampered("state_format", f"{where}: unknown format {kind!r}")
+        if found != sealed_format:
+            raise StateTampered("state_format", f"{where}: unknown format {found!r}")
         if not self.sealed:
             raise StateNotOurs(
                 "state_sealed", f"{where}: a sealed state, and this backend has no sealing key"
             )
-        return self._read(lambda: self._open(envelope, where), where)
+        try:
+            return self._open(envelope, where, sealed_format)
+        except (KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, StateRefused):
+                raise
+            raise StateTampered("state_format", f"{where}: malformed {kind} ({exc!r})") from exc
 
-    def _open(self, envelope: dict[str, Any], where: str) -> object:
+    def _open(self, envelope: dict[str, Any], where: str, sealed_format: str) -> object:
         policy, isv_svn = envelope["policy"], envelope["isv_svn"]
         if policy != self.policy.value:
             raise StateNotOurs(
@@ -239,7 +266,7 @@ class StateSealer:
             plaintext = self._key(isv_svn).decrypt(
                 bytes.fromhex(envelope["nonce"]),
                 bytes.fromhex(envelope["sealed"]),
-                _associated_data(self.service, self.policy, isv_svn),
+                _associated_data(sealed_format, self.service, self.policy, isv_svn),
             )
         except InvalidTag:
             raise StateTampered(

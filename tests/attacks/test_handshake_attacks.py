@@ -205,6 +205,7 @@ def test_a_client_that_reached_another_service_refuses_it(
     """frontend means to call storage, but its peer address leads to the kms (a valid
     enclave, which would accept frontend): frontend refuses before sending anything."""
     kms_address = runtimes("kms").start()
+    requests_read.clear()  # its owner's requests putting the secrets in
     frontend = runtimes("frontend", storage=kms_address, authentication=kms_address)
     with pytest.raises(PeerRejected) as caught:
         frontend.context.client("storage").call("keys")

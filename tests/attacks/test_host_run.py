@@ -33,7 +33,6 @@ from teaclave_ma.formats.service_config import parse_service_config
 from teaclave_ma.runtime.service_runtime import ServiceRuntime
 from teaclave_ma.secrets.policy import SecretValue
 from teaclave_ma.secrets.sealing import new_key, seal_source, sealing_secret_name
-from teaclave_ma.secrets.store import register_secret
 from teaclave_ma.testing.deployment import SimulatedDeployment
 from tests.integration.conftest import SERVICES_DIR
 
@@ -134,7 +133,7 @@ def jobs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Jobs]:
     deployment.add_secret("job-token", ["report"], SecretValue(JOB_TOKEN))
     deployment.add_secret("token-key", ["authentication"])
     key = new_key()  # one sealing key for every variant of report
-    register_secret(deployment.kms_secrets, sealing_secret_name("report"), key, ["report"])
+    deployment.add_secret(sealing_secret_name("report"), ["report"], key)
     for variant, document in DOCUMENTS.items():
 
         def edit(source: Path, document: str = document) -> None:
@@ -149,12 +148,12 @@ def jobs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Jobs]:
         deployment.build("report", source=sealed, tag=f"-{variant}")
     kms_image = deployment.build("kms")
     reports = [image.identity for tag, image in deployment.images.items() if tag != "kms"]
-    data = deployment.panel.manifest({"kms": [kms_image.identity], "report": reports})
+    data = deployment.panel.manifest(
+        {"kms": [kms_image.identity], "report": reports}, secrets=deployment.secret_rules
+    )
     deployment.manifest_path.write_bytes(data)
     deployment.panel.write_signatures(deployment.signatures_dir, data, by=["alice", "bob"])
-    config_path = deployment.runtime_config(
-        "kms", settings={"secrets_file": str(deployment.kms_secrets)}
-    )
+    config_path = deployment.runtime_config("kms")
     kms = ServiceRuntime(
         kms_image,
         parse_runtime_config(config_path.read_bytes(), config_path.parent),
@@ -162,7 +161,9 @@ def jobs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Jobs]:
         deployment.signatures_dir,
         initialize_state=True,
     )
-    yield Jobs(deployment, kms.start(), api_token)
+    address = kms.start()
+    deployment.provision_kms(address)
+    yield Jobs(deployment, address, api_token)
     kms.stop()
 
 
@@ -475,14 +476,15 @@ def test_seal_refuses_a_planted_link_or_fifo(
     (source / "assets").mkdir()
     (source / planted).unlink(missing_ok=True)
     plant(kind, source / planted, author_key)
-    out, secrets_file = tmp_path / "sealed", tmp_path / "kms" / "secrets.yaml"
+    out, missing = tmp_path / "sealed", tmp_path / "missing"
     code = main(
         [
             "seal", str(source), "--file", "config.yaml", "--out", str(out),
-            "--kms-secrets", str(secrets_file),
+            "--kms", "127.0.0.1:9", "--owner-key", str(missing), "--manifest", str(missing),
+            "--signatures", str(missing), "--trust", str(missing),
+            "--simulated-platform", str(missing),
         ]
     )  # fmt: skip
     assert code == 2
     assert f"error: {planted}: {message}" in capsys.readouterr().err
-    assert not out.exists()
-    assert not secrets_file.exists()  # no key registered for a copy never made
+    assert not out.exists()  # refused before the kms (here, none) is contacted

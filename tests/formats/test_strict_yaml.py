@@ -20,7 +20,6 @@ from teaclave_ma.formats.runtime_config import parse_runtime_config
 from teaclave_ma.formats.service_config import parse_service_config
 from teaclave_ma.formats.strict import UnsettledScalar, dump_yaml, load_yaml_mapping, unsettled
 from teaclave_ma.formats.trust import TrustFileError, parse_trust_file
-from teaclave_ma.secrets.policy import SecretsFileError, parse_secrets_file
 from teaclave_ma.testing import AuditorPanel
 
 # spelling -> how YAML 1.1 and 1.2 read it, and what to write instead
@@ -132,16 +131,16 @@ FILES = {
         "settings.mode",
         "fast",
     ),
-    "secrets file": StrictFile(
-        "secrets:\n  token-key:\n    value: 3q2+7w==\n    allow: [authentication]\n"
+    "manifest secrets": StrictFile(
+        'version: 1\nexpires: "2030-01-01T00:00:00Z"\nenclaves: {{}}\n'
+        "secrets:\n  token-key:\n    allow: [authentication]\n"
         "    min_config_svn: {int}\n    relax: {{verify_mr_signer: {str}}}\n",
-        parse_secrets_file,
-        SecretsFileError,
+        parse_manifest,
+        ManifestFormatError,
         "secrets.token-key.min_config_svn",
         None,
         "secrets.token-key.relax.verify_mr_signer",
         "a reason",
-        echoes_values=False,
     ),
 }
 
@@ -198,7 +197,10 @@ def test_a_string_field_takes_such_a_spelling_only_quoted(kind: str, spelling: s
     if kind == "manifest":
         # A mapping key: the service name itself.
         assert error.field == f"enclaves.{spelling}"
-        assert strict.problem(error) == f"this key is not a plain string ({readings}); put it in quotes"
+        assert (
+            strict.problem(error)
+            == f"this key is not a plain string ({readings}); put it in quotes"
+        )
     elif strict.echoes_values:
         assert error.field == strict.str_field
         assert strict.problem(error) == (

@@ -51,8 +51,6 @@ def runtimes(deployment: SimulatedDeployment) -> Iterator[RuntimeFactory]:
         if isinstance(image, str):
             image = deployment.images[image]
         # A state directory per runtime: accepted manifest versions must not leak across tests.
-        if image.service.name == "kms" and settings is None:
-            settings = {"secrets_file": str(deployment.kms_secrets)}
         config_path = deployment.runtime_config(
             f"{image.service.name}-{next(RUNTIME_IDS)}", peers=peers, settings=settings
         )
@@ -66,6 +64,17 @@ def runtimes(deployment: SimulatedDeployment) -> Iterator[RuntimeFactory]:
             initialize_state=True,  # a new state directory each time
         )
         made.append(runtime)
+        if image is deployment.images["kms"]:
+            # The kms starts empty; its owner puts the secrets in once it listens.
+            serve = runtime.start
+
+            def serve_and_provision() -> tuple[str, int]:
+                address = serve()
+                # The owner verifies the kms under the manifest the kms runs.
+                deployment.provision_kms(address, manifest=manifest, signatures=signatures)
+                return address
+
+            runtime.start = serve_and_provision  # type: ignore[method-assign]
         return runtime
 
     yield make

@@ -13,6 +13,8 @@ import pytest
 
 from tests.helpers import wait_until
 
+SERVICES_DIR = Path(__file__).resolve().parents[2] / "services"
+
 
 def test_demo_runs_end_to_end_and_every_expectation_holds(tmp_path: Path) -> None:
     result = subprocess.run(
@@ -48,6 +50,15 @@ def test_demo_runs_end_to_end_and_every_expectation_holds(tmp_path: Path) -> Non
         "not accepted for service 'kms'"
         in titles["sealed report job pointed at storage posing as the kms"]["detail"]
     )
+    # No secret value and no unsealed file is left on the host's disk: the report's config
+    # exists only sealed, no secrets file exists, and the kms keeps only sealed files.
+    config = (SERVICES_DIR / "report" / "config.yaml").read_bytes()
+    files = [path for path in (tmp_path / "run").rglob("*") if path.is_file()]
+    assert [path for path in files if config in path.read_bytes()] == []
+    assert [path for path in files if path.name in ("secrets.yaml", "api-token")] == []
+    kms_state = [path for path in files if "kms" in path.parts and path.suffix == ".sealed"]
+    assert {path.name for path in kms_state} >= {"kms-secrets.sealed", "kms-store-head.sealed"}
+    assert all(b'"teaclave-ma sealed ' in path.read_bytes() for path in kms_state)
     # the services that refused callers say so in their logs, with the caller's identity
     storage_log = (tmp_path / "run" / "logs" / "storage.log").read_text()
     assert "storage refused client" in storage_log

@@ -177,10 +177,7 @@ class Hosts:
 def _runtime_config(
     deployment: SimulatedDeployment, name: str, peers: dict[str, tuple[str, int]]
 ) -> Path:
-    settings = {"secrets_file": str(deployment.kms_secrets)} if name == "kms" else None
-    path = deployment.runtime_config(
-        f"netns-{name}", listen_port=PORT, peers=peers, settings=settings
-    )
+    path = deployment.runtime_config(f"netns-{name}", listen_port=PORT, peers=peers)
     document = yaml.safe_load(path.read_text())
     # Reachable on every link of its namespace (and only there: the namespace has no other).
     document["listen"] = f"0.0.0.0:{PORT}"
@@ -224,6 +221,11 @@ def hosts(
             processes[name] = start_service(
                 name, ["ip", "netns", "exec", network.ns(name), *command], logs / f"{name}.log"
             )
+            if name == "kms":  # its owner puts the secrets in from a host that reaches it
+                owner = NamespacedThread(network.ns("authentication"))
+                kms = (network.link("authentication", "kms").address("kms"), PORT)
+                owner.run(lambda kms=kms: deployment.provision_kms(kms), bound=60)
+                owner.close()
         config_path = config("client")
         node = EnclaveNode(
             deployment.images["client"],

@@ -27,9 +27,7 @@ RuntimeFactory = Callable[..., ServiceRuntime]
 def kms(
     deployment: SimulatedDeployment, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServiceProcess]:
-    config = deployment.runtime_config(
-        "kms-process", settings={"secrets_file": str(deployment.kms_secrets)}
-    )
+    config = deployment.runtime_config("kms-process")
     command = serve_command(
         deployment.images["kms"].root,
         deployment.manifest_path,
@@ -38,6 +36,7 @@ def kms(
         initialize_state=True,
     )
     process = start_service("kms", command, tmp_path_factory.mktemp("logs") / "kms.log")
+    deployment.provision_kms(process.address)
     yield process
     process.stop()
 
@@ -71,7 +70,9 @@ def test_sealed_job_runs_after_provisioning(
     # the job's private directory went with the job: the plaintext is nowhere in the deployment
     assert left_in(deployment.root / "run" / "report-ok" / "provisioned") == []
     plaintext = b"discount_rate: 0.125"
-    assert [p for p in deployment.root.rglob("*") if p.is_file() and plaintext in p.read_bytes()] == []
+    assert [
+        p for p in deployment.root.rglob("*") if p.is_file() and plaintext in p.read_bytes()
+    ] == []
 
 
 def test_sealed_job_never_starts_when_the_kms_is_unreachable(
@@ -99,6 +100,9 @@ def test_a_kms_of_unknown_identity_gets_nothing(
         "kms", source=deployment.variant_source("kms", "-impostor", one_line), tag="-impostor"
     )
     address = runtimes(impostor).start()
+    # The owner does not put a byte into it: the impostor is no manifest kms.
+    with pytest.raises(PeerRejected, match="is not accepted for service 'kms'"):
+        deployment.provision_kms(address)
     result = run_report(deployment, "report-impostor", address)
     assert result.returncode == 1
     assert "not accepted for service 'kms'" in result.stderr
@@ -155,7 +159,7 @@ def test_a_debug_authentication_is_refused_by_the_kms_policy(
         for name in ("kms", "storage", "authentication")
     }
     entries["authentication"].append(accepted(debug.identity))
-    data = deployment.panel.manifest(entries, version=1)
+    data = deployment.panel.manifest(entries, version=1, secrets=deployment.secret_rules)
     manifest, signatures = tmp_path / "manifest.yaml", tmp_path / "signatures"
     manifest.write_bytes(data)
     deployment.panel.write_signatures(signatures, data, by=["alice", "bob"])

@@ -38,7 +38,9 @@ def manifest_with_tdx_storage(
     entries = {
         "frontend": [images["frontend"].identity],
         "authentication": [images["authentication"].identity],
-        "storage": [simulated_td_identity(images["storage-td"].identity)],  # the manifest's tdx form
+        "storage": [
+            simulated_td_identity(images["storage-td"].identity)
+        ],  # the manifest's tdx form
     }
     data = deployment.panel.manifest(entries, version=1)
     assert b"mr_td:" in data and b"rtmr0:" in data

@@ -11,7 +11,6 @@ import pytest
 from teaclave_ma.enclave.errors import ImageFormatError
 from teaclave_ma.enclave.measurement import read_tree
 from teaclave_ma.errors import InputError
-from teaclave_ma.secrets.policy import parse_secrets_file
 from teaclave_ma.secrets.sealing import (
     MAGIC,
     SealedFileTampered,
@@ -21,7 +20,6 @@ from teaclave_ma.secrets.sealing import (
     seal_source,
     unseal_bytes,
 )
-from teaclave_ma.secrets.store import register_secret
 
 SERVICES = Path(__file__).resolve().parents[2] / "services"
 
@@ -55,14 +53,6 @@ def test_seal_source_never_writes_the_plaintext(tmp_path: Path) -> None:
     for bad in ("service.yaml", "../kms/service.yaml", "missing.txt"):
         with pytest.raises(SealError):
             seal_source(SERVICES / "report", [bad], tmp_path / f"x-{bad.replace('/', '_')}", key)
-
-
-def test_registered_key_is_private_and_valid(tmp_path: Path) -> None:
-    path = tmp_path / "kms" / "secrets.yaml"
-    register_secret(path, "sealing/report", new_key(), ["report"])
-    register_secret(path, "api-token", new_key(), ["report"])
-    assert path.stat().st_mode & 0o777 == 0o600
-    assert set(parse_secrets_file(path.read_bytes()).rules) == {"sealing/report", "api-token"}
 
 
 def test_seal_source_writes_the_copy_from_what_the_image_walker_read(tmp_path: Path) -> None:

@@ -19,10 +19,11 @@ from teaclave_ma.formats.manifest import (
     AcceptedTdIdentity,
     ManifestFormatError,
     PlatformPins,
+    SecretRelease,
     parse_manifest,
 )
 from teaclave_ma.identity import PeerMeasurement, Platform, TdxIdentity
-from teaclave_ma.secrets.policy import SecretRefused, parse_secrets_file
+from teaclave_ma.secrets.policy import SecretRefused, SecretValue, release
 from teaclave_ma.testing import AuditorPanel
 from teaclave_ma.transport.peer_verify import PeerIdentity
 from teaclave_ma.trust.manifest_trust import IdentityNotAccepted, ManifestTrust, VerifiedManifest
@@ -224,18 +225,20 @@ def test_an_open_connection_is_refused_once_a_new_manifest_pins_another_platform
 
 
 def test_the_kms_refuses_a_secret_to_a_peer_on_a_platform_its_entry_does_not_pin() -> None:
-    policy = parse_secrets_file(
-        b"secrets:\n  token-key:\n    value: 3q2+7w==\n    allow: [storage]\n"
-        b"    relax: {verify_config_svn: none yet}\n"
+    values = {"token-key": SecretValue(bytes.fromhex("deadbeef"))}
+    panel = AuditorPanel()
+    data = panel.manifest(
+        {"storage": [pinned(ENTRY, fmspcs=(FMSPC,))]},
+        secrets={"token-key": SecretRelease(("storage",), relaxed={"verify_config_svn": "none"})},
     )
-    manifest = verified(pinned(ENTRY, fmspcs=(FMSPC,)))
+    manifest = ManifestTrust(panel.trust).check(data, panel.sign(data), NOW)
 
     def peer(platform: Platform) -> PeerIdentity:
         return PeerIdentity("storage", STORAGE, "UpToDate", (), 1, bytes(32), platform=platform)
 
-    assert policy.release("token-key", peer(HERE), manifest).reveal() == bytes.fromhex("deadbeef")
+    assert release("token-key", values, peer(HERE), manifest).reveal() == bytes.fromhex("deadbeef")
     with pytest.raises(SecretRefused) as caught:
-        policy.release("token-key", peer(Platform(OTHER_FMSPC, PPID)), manifest)
+        release("token-key", values, peer(Platform(OTHER_FMSPC, PPID)), manifest)
     assert caught.value.check == "secrets.token-key.verify"
     assert "fmspcs: the peer's fmspc 00606a000000 is not listed (expected 00906ed50000)" in str(
         caught.value
