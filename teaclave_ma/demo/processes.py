@@ -119,10 +119,12 @@ def _signal_group(process: subprocess.Popen[str], signum: int) -> None:
 def serve_command(
     image: Path, manifest: Path, signatures: Path, config: Path, *, initialize_state: bool = False
 ) -> list[str]:
+    # One worker: the example services keep their data in memory, which N processes
+    # would split between them.
     return [
         sys.executable, "-m", "teaclave_ma.cli.main", "serve", str(image),
         "--manifest", str(manifest), "--signatures", str(signatures), "--config", str(config),
-        *(["--initialize-state"] if initialize_state else []),
+        "--workers", "1", *(["--initialize-state"] if initialize_state else []),
     ]  # fmt: skip
 
 
