@@ -5,7 +5,7 @@ multiprocess mode is used: each process writes its samples to files in the direc
 by ``PROMETHEUS_MULTIPROC_DIR`` (set by the parent before this module is first imported)
 and the parent's scrape adds them up. Counters and histograms sum over the workers; the
 per-worker gauges carry a ``pid`` label, so an operator sees how connections spread and
-that every worker enforces the same manifest version.
+that every worker enforces the same manifest version and recent collateral.
 
 Nothing here is secret: counts, check names, manifest versions and expiry times. No peer
 address or identity is a label (that would also let a stranger grow the label set).
@@ -77,9 +77,9 @@ class PrometheusObserver:
         )
         self._collateral = Gauge(
             "teaclave_ma_collateral_expiry_timestamp_seconds",
-            "When the collateral of the last peer quote verified expires (Unix time)",
+            "When the collateral of the last peer quote this worker verified expires (Unix time)",
             registry=registry,
-            multiprocess_mode="livemin",
+            multiprocess_mode="liveall",  # a process that verified none has 0: no min over all
         )
 
     def handshake_accepted(self) -> None:

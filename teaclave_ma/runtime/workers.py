@@ -144,6 +144,7 @@ class WorkerPool:
             ended = wait(sentinels, timeout=0.2)
             if ended and not stopped.is_set():
                 dead = next(w for w in self._workers if w.process.sentinel in ended)
+                dead.process.join()  # ended: collects its exit code at once
                 log.error(
                     "%s (pid %s) exited with %s; stopping the service",
                     dead.process.name,
