@@ -81,7 +81,7 @@ class WorkerPool:
     def start(self) -> tuple[str, int]:
         """Fork the workers and wait until each listens; raises ``OSError`` if the port
         cannot be had, ``WorkerFailed`` if a worker does not come up."""
-        self._reservation = _reserve(self.runtime.runtime.listen)
+        self._reservation = reserve_port(self.runtime.runtime.listen)
         address: tuple[str, int] = self._reservation.getsockname()[:2]
         context = multiprocessing.get_context("fork")  # the runtime is built once, here
         for number in range(self.count):
@@ -175,7 +175,7 @@ class WorkerPool:
         self.runtime.stop()
 
 
-def _reserve(address: tuple[str, int]) -> socket.socket:
+def reserve_port(address: tuple[str, int]) -> socket.socket:
     """The port, bound with SO_REUSEPORT but never listening: it gets no connections, and
     a port 0 becomes one definite port that every worker then binds."""
     family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
