@@ -99,8 +99,8 @@ def service(deployment: SimulatedDeployment, tmp_path: Path) -> Iterator[Service
         deployment.signatures_dir,
         config,
         initialize_state=True,
+        workers=2,
     )
-    command[command.index("--workers") + 1] = "2"
     process = start_service("echo", command, tmp_path / "echo.log")
     try:
         yield process
