@@ -18,7 +18,7 @@ from pathlib import Path
 from benchmarks.common import Row
 
 # One module per comparison; each prints its rows as JSON lines (benchmarks.common.run_group).
-GROUPS = ("quote_verification", "manifest_verification", "transport")
+GROUPS = ("quote_verification", "manifest_verification", "transport", "workers")
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -25,5 +25,6 @@ def test_benchmarks_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
         "server with 20 concurrent attested connections",
         "handshakes per second, 1 concurrent client",
         "handshakes per second, 8 concurrent clients",
+        "attested handshakes per second, 2 workers on one port",
     }
     assert all(row["median_ms"] > 0 for row in report["rows"])

@@ -117,12 +117,20 @@ def _signal_group(process: subprocess.Popen[str], signum: int) -> None:
 
 
 def serve_command(
-    image: Path, manifest: Path, signatures: Path, config: Path, *, initialize_state: bool = False
+    image: Path,
+    manifest: Path,
+    signatures: Path,
+    config: Path,
+    *,
+    initialize_state: bool = False,
+    workers: int = 1,
 ) -> list[str]:
+    """One worker unless told: the example services keep their data in memory, which N
+    processes would split between them."""
     return [
         sys.executable, "-m", "teaclave_ma.cli.main", "serve", str(image),
         "--manifest", str(manifest), "--signatures", str(signatures), "--config", str(config),
-        *(["--initialize-state"] if initialize_state else []),
+        "--workers", str(workers), *(["--initialize-state"] if initialize_state else []),
     ]  # fmt: skip
 
 

@@ -12,6 +12,7 @@ service trusts (docs/configuration.md maps every setting).
       simulated_platform: /path/to/sim-platform   # images built with --simulated-platform
       # real images instead: where peers' collateral comes from (it is signed by Intel)
       # collateral: {pccs: https://pccs.example:8081/sgx/certification/v4}   # or {file: ...}
+    health: {listen: 127.0.0.1:9100}  # optional: plain-HTTP liveness, readiness and metrics
 
 Which backends an image may use, which root it trusts and how it judges peers are measured
 (service.yaml and the build); a key here that would change them is refused with
@@ -142,6 +143,20 @@ def parse_attestation(value: object, base: Path) -> AttestationConfig:
 
 
 @attrs.frozen
+class HealthConfig:
+    """Where the plain-HTTP health and metrics endpoint listens (the pod's address or
+    loopback). Host-supplied: it serves no secret and decides nothing about trust."""
+
+    listen: tuple[str, int]
+
+
+def parse_health(value: object) -> HealthConfig:
+    health = expect_mapping(value, "health")
+    expect_keys(health, "health", ["listen"], [])
+    return HealthConfig(listen=parse_address(health["listen"], "health.listen"))
+
+
+@attrs.frozen
 class RuntimeConfig:
     listen: tuple[str, int]
     peers: dict[str, tuple[str, int]]
@@ -152,6 +167,7 @@ class RuntimeConfig:
     provision_dir: Path | None = (
         None  # where `teaclave-ma run` may write secrets and unsealed files
     )
+    health: HealthConfig | None = None
 
 
 def parse_runtime_config(data: bytes, base: Path, what: str = "runtime.yaml") -> RuntimeConfig:
@@ -163,7 +179,7 @@ def parse_runtime_config(data: bytes, base: Path, what: str = "runtime.yaml") ->
             mapping,
             "",
             ["listen", "state_dir"],
-            ["attestation", "peers", "settings", "provision_dir"],
+            ["attestation", "peers", "settings", "provision_dir", "health"],
         )
         settings = {
             key: expect_str(value, join("settings", key))
@@ -188,6 +204,7 @@ def parse_runtime_config(data: bytes, base: Path, what: str = "runtime.yaml") ->
             config_dir=base,
             settings=settings,
             provision_dir=provision_dir,
+            health=parse_health(mapping["health"]) if "health" in mapping else None,
         )
     except ConfigError:
         raise

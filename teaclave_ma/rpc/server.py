@@ -35,9 +35,11 @@ import h11
 
 from teaclave_ma.errors import TeaclaveMAError, VerificationError
 from teaclave_ma.formats.limits import ServerLimits
+from teaclave_ma.observability.events import NO_OBSERVER, Observer
 from teaclave_ma.rpc.http import RPC_PATH, HttpLimitError, read_message, rpc_response, send_message
 from teaclave_ma.rpc.jsonrpc import (
     INVALID_REQUEST,
+    METHOD_NOT_FOUND,
     NOT_ALLOWED,
     RpcError,
     decode_request,
@@ -204,11 +206,16 @@ class MutualTlsServer(Generic[PeerT]):
         address: tuple[str, int],
         limits: ServerLimits | None = None,
         unattested: Callable[[], PeerT] | None = None,
+        observer: Observer = NO_OBSERVER,
+        reuse_port: bool = False,
     ) -> None:
         """``unattested``: the peer of a client without a certificate, on a service open to
-        them (``rpc.outside``); without it, every client must present one."""
+        them (``rpc.outside``); without it, every client must present one. ``reuse_port``:
+        several worker processes listen on the same port (SO_REUSEPORT), and the kernel
+        spreads new connections over them."""
         self.service = service
         self._unattested = unattested
+        self._observer = observer
         self._contexts = ContextCache(
             credentials, server=True, peer_certificate_required=unattested is None
         )
@@ -217,7 +224,7 @@ class MutualTlsServer(Generic[PeerT]):
         self._limits = limits or ServerLimits()
         self.admission = _Admission(self._limits, service.name)
         self._stopping = threading.Event()
-        self._listener = socket.create_server(address, backlog=128)
+        self._listener = socket.create_server(address, backlog=128, reuse_port=reuse_port)
         self.address: tuple[str, int] = self._listener.getsockname()[:2]
         self._thread: threading.Thread | None = None
         self.rejections = 0  # handshakes refused, for operators and tests
@@ -310,6 +317,7 @@ class MutualTlsServer(Generic[PeerT]):
                 kept = self.admission.handshake_over(ticket)
         except PeerRejected as exc:
             self.rejections += 1
+            self._observer.handshake_refused(exc.check)
             log.warning("%s refused client %s: %s", self.service.name, where, exc.reason)
             _close_after_refusal(sock)
         except TeaclaveMAError as exc:
@@ -320,6 +328,7 @@ class MutualTlsServer(Generic[PeerT]):
             sock.close()
         else:
             if kept:
+                self._observer.handshake_accepted()
                 return channel
             # Evicted as it ended: its socket is shut down, nothing can be served on it.
             channel.close()
@@ -350,6 +359,7 @@ class MutualTlsServer(Generic[PeerT]):
                 self._verifier.recheck(peer)
             except VerificationError as exc:
                 self.rejections += 1
+                self._observer.handshake_refused(exc.check)
                 log.warning("%s: no longer serving %s: %s", self.service.name, peer.describe(), exc)
                 answer = encode_error(
                     None, RpcError(NOT_ALLOWED, f"attestation no longer accepted: {exc}")
@@ -367,10 +377,19 @@ class MutualTlsServer(Generic[PeerT]):
             error = RpcError(INVALID_REQUEST, "JSON-RPC is served by POST /rpc only")
             return 404, encode_error(None, error)
         request_id = None
+        started = time.perf_counter()
         try:
             rpc = decode_request(body)
             request_id = rpc.id
-            result = self.service.dispatch(peer, rpc.method, rpc.params)
+            try:
+                result = self.service.dispatch(peer, rpc.method, rpc.params)
+            except RpcError as exc:
+                # Only the service's own methods name a series: a peer's made-up names must
+                # not grow the metrics without bound.
+                if exc.code != METHOD_NOT_FOUND:
+                    self._observer.rpc_served(rpc.method, time.perf_counter() - started)
+                raise
+            self._observer.rpc_served(rpc.method, time.perf_counter() - started)
             answer = encode_result(request_id, result)
         except RpcError as exc:
             return 200, encode_error(request_id, exc)

@@ -25,6 +25,7 @@ from teaclave_ma.formats.limits import ServerLimits
 from teaclave_ma.formats.runtime_config import RuntimeConfig
 from teaclave_ma.formats.trust import parse_trust_file
 from teaclave_ma.identity import PeerMeasurement
+from teaclave_ma.observability.events import NO_OBSERVER, Observer
 from teaclave_ma.rpc.client import PeerClient
 from teaclave_ma.rpc.outside import Caller, OpenEdge, UnattestedPeer
 from teaclave_ma.rpc.server import MutualTlsServer, RpcServer
@@ -58,11 +59,13 @@ class EnclaveNode:
         signatures_dir: Path,
         *,
         initialize_state: bool = False,
+        observer: Observer = NO_OBSERVER,
     ) -> None:
         """``initialize_state``: this is the service's first start (``--initialize-state``).
         How the state is sealed comes from the measured service.yaml (``state:``)."""
         self.image = image
         self.runtime = runtime
+        self.observer = observer
         trust = parse_trust_file(image.trust_bytes, "embedded trust file")
         # First, since the sealed state needs the backend's sealing key.
         self.attestation = setup_attestation(image, runtime.attestation)
@@ -79,6 +82,7 @@ class EnclaveNode:
         )
         self.keeper = ManifestKeeper(ManifestTrust(trust), manifest_path, signatures_dir, state)
         self.manifest = self.keeper.load()  # raises: no service without a verified manifest
+        observer.manifest_in_force(self.manifest.version, self.manifest.manifest.expires)
         self.credentials = RotatingCredentials(
             self.attestation.attester, image.service.name, manifest=self.keeper.in_force
         )
@@ -88,6 +92,7 @@ class EnclaveNode:
             self.attestation.collateral_for,
             image.service.tcb.policy(),
             clock=self.keeper.clock or utc_now,
+            observer=observer,
         )
         self.context = ServiceContext(
             name=image.service.name,
@@ -138,9 +143,15 @@ class ServiceRuntime(EnclaveNode):
         *,
         limits: ServerLimits | None = None,
         initialize_state: bool = False,
+        observer: Observer = NO_OBSERVER,
     ) -> None:
         super().__init__(
-            image, runtime, manifest_path, signatures_dir, initialize_state=initialize_state
+            image,
+            runtime,
+            manifest_path,
+            signatures_dir,
+            initialize_state=initialize_state,
+            observer=observer,
         )
         self._importer = ImageImporter.install(image.service.name, image.content, image.code_dir)
         try:
@@ -153,9 +164,21 @@ class ServiceRuntime(EnclaveNode):
         self.server: RpcServer | MutualTlsServer[Caller] | None = None
         self._watcher: threading.Thread | None = None
         self._stop = threading.Event()
+        # Called after each manifest the keeper accepts on a reload (the worker pool's).
+        self.on_reload: list[Callable[[], None]] = []
 
-    def start(self) -> tuple[str, int]:
-        """Listen and serve; until then the runtime can still act as a client of its peers."""
+    def start(
+        self, *, address: tuple[str, int] | None = None, reuse_port: bool = False
+    ) -> tuple[str, int]:
+        """Listen (on ``address``, runtime.yaml's ``listen`` unless given) and serve, and
+        watch the manifest files; until then the runtime can still act as a client of its
+        peers."""
+        address = self.serve(address or self.runtime.listen, reuse_port=reuse_port)
+        self.watch()
+        return address
+
+    def serve(self, address: tuple[str, int], *, reuse_port: bool = False) -> tuple[str, int]:
+        """Listen and serve without watching the files (a worker: its parent watches)."""
         service = self.image.service
         if service.unattested_callers:  # measured: `{callers: any}` in inbound
             self.server = MutualTlsServer[Caller](
@@ -163,9 +186,11 @@ class ServiceRuntime(EnclaveNode):
                 self.credentials,
                 OpenEdge(self.verifier),
                 inbound=service.inbound,
-                address=self.runtime.listen,
+                address=address,
                 limits=self._limits,
                 unattested=UnattestedPeer,
+                observer=self.observer,
+                reuse_port=reuse_port,
             )
         else:
             self.server = RpcServer(
@@ -173,13 +198,17 @@ class ServiceRuntime(EnclaveNode):
                 self.credentials,
                 self.inbound_verifier,
                 inbound=service.inbound,
-                address=self.runtime.listen,
+                address=address,
                 limits=self._limits,
+                observer=self.observer,
+                reuse_port=reuse_port,
             )
-        address = self.server.start()
+        return self.server.start()
+
+    def watch(self) -> None:
+        """Re-verify the manifest whenever its files change (and notice its expiry)."""
         self._watcher = threading.Thread(target=self._watch_manifest, daemon=True)
         self._watcher.start()
-        return address
 
     def stop(self) -> None:
         self._stop.set()
@@ -189,7 +218,13 @@ class ServiceRuntime(EnclaveNode):
         self._importer.uninstall()
 
     def reload_manifest(self) -> bool:
-        return self.keeper.reload()
+        if not self.keeper.reload():
+            return False
+        manifest = self.keeper.current()
+        self.observer.manifest_in_force(manifest.version, manifest.manifest.expires)
+        for listener in self.on_reload:
+            listener()
+        return True
 
     def _watch_manifest(self, interval: float = 2.0) -> None:
         # Polling the files' fingerprints needs no platform-specific watcher and also
@@ -201,7 +236,7 @@ class ServiceRuntime(EnclaveNode):
             if current != last:
                 last = current
                 try:
-                    self.keeper.reload()
+                    self.reload_manifest()
                 except Exception:  # a bug, not a bad file: keep watching, the old one holds
                     log.exception("reloading the manifest failed; the one in force stays")
             try:

@@ -47,6 +47,7 @@ from teaclave_ma.attestation.verifier import (
     verify_quote,
 )
 from teaclave_ma.identity import PeerMeasurement, Platform
+from teaclave_ma.observability.events import NO_OBSERVER, Observer
 from teaclave_ma.transport.credentials import Clock, utc_now
 from teaclave_ma.transport.errors import EvidenceError
 from teaclave_ma.transport.evidence import (
@@ -125,6 +126,7 @@ class PeerVerifier:
         *,
         clock: Clock = utc_now,
         cache_size: int = 1024,
+        observer: Observer = NO_OBSERVER,
     ) -> None:
         self._manifests = manifests
         self._anchor = anchor
@@ -132,6 +134,7 @@ class PeerVerifier:
         self._policy = policy  # the image's measured TCB policy; debug is per edge
         self._clock = clock
         self._cache: ValidityCache[bytes, VerifiedCertificate] = ValidityCache(cache_size)
+        self._observer = observer
 
     def _attested(self, certificate: bytes, now: dt.datetime, edge: _Edge) -> VerifiedCertificate:
         """The certificate, parsed, within its validity, its quote bound and verified: from
@@ -145,6 +148,7 @@ class PeerVerifier:
         its collateral is looked up."""
         key = hashlib.sha256(certificate).digest()
         cached = self._cache.get(key, now)
+        self._observer.certificate_cache(hit=cached is not None)
         if cached is not None:
             return cached
         evidence = extract_evidence(certificate)
@@ -156,6 +160,7 @@ class PeerVerifier:
         pck = parse_pck_extension(chain[0])
         edge.refuse_unacceptable(quote, Platform(pck.fmspc, pck.ppid))
         verified = verify_quote(quote, self._collateral_for(quote), now, EVERY_POLICY, self._anchor)
+        self._observer.collateral_expiry(verified.evidence_expires)
         entry = VerifiedCertificate(evidence.sha256, evidence.not_after, verified, claimed)
         self._cache.put(
             key, entry, (evidence.not_before, min(evidence.not_after, verified.evidence_expires))

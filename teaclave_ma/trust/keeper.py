@@ -34,6 +34,7 @@ from teaclave_ma.trust.sealed_state import (
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], dt.datetime]
+Signatures = list[tuple[str, bytes]]  # (file name, content), as read_signature_dir gives them
 
 
 class ManifestFilesChanging(InputError):
@@ -53,6 +54,7 @@ class StateFile:
         self._sealer = sealer
         self._state = state
         self._lock = threading.Lock()
+        self._forward: Callable[[dt.datetime], None] | None = None
 
     @classmethod
     def open(cls, path: Path, sealer: StateSealer, *, initialize: bool = False) -> StateFile:
@@ -114,7 +116,19 @@ class StateFile:
                 accepted or self._state.accepted,
                 max(floor, self._state.floor) if floor is not None else self._state.floor,
             )
-            self._write(state)
+            if self._forward is None:
+                self._write(state)
+                return
+            self._state = state
+            if floor is not None:
+                self._forward(state.floor)
+
+    def forward_to(self, owner: Callable[[dt.datetime], None]) -> None:
+        """From now on this copy writes nothing: a worker process hands its time floor to
+        ``owner`` (the parent, which alone writes the file, so N workers never race on it).
+        The accepted version is not forwarded: the parent accepted it before any worker."""
+        with self._lock:
+            self._forward = owner
 
     def _write(self, state: ServiceState) -> None:
         atomic_write(self.path, self._sealer.seal(state), mode=0o600)
@@ -146,18 +160,32 @@ class ManifestKeeper:
         self._signatures_dir = Path(signatures_dir)
         self._state = state
         self._lock = threading.Lock()
+        # The bytes of the manifest in force and its signatures, for the worker processes.
+        self.source: tuple[bytes, Signatures] | None = None
         self.clock: TrustedClock | None = None
         if state is not None:
             trust.highest = state.state.accepted
             self.clock = state.clock(clock_source)
+
+    def forward_state_to(self, owner: Callable[[dt.datetime], None]) -> None:
+        """In a worker process: write no state, hand time floors to ``owner`` (the parent)."""
+        if self._state is not None:
+            self._state.forward_to(owner)
 
     def _now(self) -> dt.datetime:
         return self.clock() if self.clock is not None else dt.datetime.now(dt.UTC)
 
     def load(self, now: dt.datetime | None = None) -> VerifiedManifest:
         """Read and verify the files; on success make them current. Raises on any failure."""
-        now = now or self._now()
         manifest_bytes, signatures = self._read_one_generation()
+        return self.adopt(manifest_bytes, signatures, now)
+
+    def adopt(
+        self, manifest_bytes: bytes, signatures: Signatures, now: dt.datetime | None = None
+    ) -> VerifiedManifest:
+        """Verify a manifest and its signatures given as bytes (read by ``load``, or sent by
+        the parent to a worker); on success make it current. Raises on any failure."""
+        now = now or self._now()
         with self._lock:
             verified = self._trust.check(manifest_bytes, signatures, now)
             issued = verified.manifest.issued
@@ -168,6 +196,7 @@ class ManifestKeeper:
             if self._state is not None and (highest is None or verified.version >= highest.version):
                 self._state.update(accepted=verified.accepted)
             self._trust.commit(verified)
+            self.source = (manifest_bytes, signatures)
         log.info(
             "manifest v%d accepted (signed by %s; expires %s)",
             verified.version,

@@ -100,9 +100,8 @@ def test_runtime_yaml_addresses_each_outbound_peer_by_dns_name(
     overlay: str, service: str, tmp_path: Path
 ) -> None:
     text = runtime_yaml(rendered(overlay), service)
-    # health: is the health endpoint's (added beside this work); the rest must parse today.
-    without_health = "\n".join(line for line in text.splitlines() if not line.startswith("health:"))
-    config = parse_runtime_config(without_health.encode(), tmp_path, "runtime.yaml")
+    config = parse_runtime_config(text.encode(), tmp_path, "runtime.yaml")
+    assert config.health is not None and config.health.listen == ("0.0.0.0", 9100)
     outbound = parse_service_config(
         (PROJECT_ROOT / "services" / service / "service.yaml").read_bytes(), service
     ).outbound

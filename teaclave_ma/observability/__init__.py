@@ -1,0 +1,1 @@
+"""What a running service tells its operators: health and metrics, never secrets."""
