@@ -112,32 +112,30 @@ def test_the_root_fingerprint_is_computed_once_and_other_roots_are_refused(
     assert pki.der_sha256.cache_info().misses == 2
 
 
-# -- a CRL's issuer name, built once for the touch and the signature check -----------------
+# -- a CRL's facts (issuer, TBS), read once for the touch and the signature check ---------
 
 
-def test_a_crl_issuer_is_built_once_and_other_crls_afresh(
-    sgx_quote: bytes, sgx_collateral: bytes
-) -> None:
+def test_a_crl_is_read_once_and_other_crls_afresh(sgx_quote: bytes, sgx_collateral: bytes) -> None:
     document = json.loads(sgx_collateral)
     pck_crl, root_crl = bytes.fromhex(document["pck_crl"]), bytes.fromhex(document["root_ca_crl"])
     platform_ca, root = pck_certificates(parse_quote(sgx_quote).certification.pck_chain_pem)[1:]
     x509_load.load_der_crl(pck_crl, "pck_crl", CollateralError)
     assert pki.crl_signed_by(pck_crl, platform_ca)
-    issuers = x509_load.crl_issuer.cache_info()
+    issuers = x509_load.crl_facts.cache_info()
     assert (issuers.hits, issuers.misses) == (1, 1)
     # the root CRL: read afresh, and not taken for the platform CA's
     assert not pki.crl_signed_by(root_crl, platform_ca)
     assert pki.crl_signed_by(root_crl, root)
-    assert x509_load.crl_issuer.cache_info().misses == 2
+    assert x509_load.crl_facts.cache_info().misses == 2
 
 
 def test_a_crl_that_cannot_be_read_is_refused_every_time() -> None:
     for _ in (1, 2):
         with pytest.raises(CollateralError, match="not a well-formed DER CRL"):
             x509_load.load_der_crl(b"\x30\x03\x02\x01\x00", "pck_crl", CollateralError)
-        with pytest.raises(ValueError):
-            x509_load.crl_issuer(b"\x30\x03\x02\x01\x00")
-    assert x509_load.crl_issuer.cache_info().currsize == 0
+        with pytest.raises(der.DerError):
+            x509_load.crl_facts(b"\x30\x03\x02\x01\x00")
+    assert x509_load.crl_facts.cache_info().currsize == 0
 
 
 # -- the PCK extension: known OIDs by their encoding, any other still decoded ---------------
