@@ -107,43 +107,40 @@ def _read_name(data: bytes) -> NameFacts:
     """The Name whose DER is ``data`` (offsets in errors are within it). Remembered by its
     bytes: a CA's name is every child's issuer. A failure raises and is not kept."""
     what = "name"
-    _, _, start, end = der.single_span(data, what)
+    _, _, pos, end = der.single_span(data, what)
     attributes: list[tuple[str, str]] = []
     common_name: str | None = None
-    for set_tag, set_offset, set_start, set_end in der.spans(data, start, end, what):
-        der.check_tag(set_tag, _TAG_SET, set_offset, what)
-        members = der.spans(data, set_start, set_end, what)
-        if not members:
-            raise DerError(what, f"empty relative distinguished name at offset {set_offset}")
-        for seq_tag, seq_offset, seq_start, seq_end in members:
-            der.check_tag(seq_tag, der.TAG_SEQUENCE, seq_offset, what)
-            pair = der.spans(data, seq_start, seq_end, what)
-            if len(pair) != 2:
-                raise DerError(what, f"expected (OID, value) at offset {seq_offset}")
-            (oid_tag, oid_offset, oid_start, oid_end), (value_tag, value_offset, v_start, v_end) = (
-                pair
-            )
-            der.check_tag(oid_tag, der.TAG_OID, oid_offset, what)
-            oid_bytes = data[oid_start:oid_end]
+    while pos < end:  # SET OF AttributeTypeAndValue, one element at a time
+        tag, set_pos, set_end = der.tlv_at(data, pos, end, what)
+        der.check_tag(tag, _TAG_SET, pos, what)
+        if set_pos == set_end:
+            raise DerError(what, f"empty relative distinguished name at offset {pos}")
+        while set_pos < set_end:
+            tag, oid_pos, pair_end = der.tlv_at(data, set_pos, set_end, what)
+            der.check_tag(tag, der.TAG_SEQUENCE, set_pos, what)
+            tag, oid_start, oid_end = der.tlv_at(data, oid_pos, pair_end, what)
+            der.check_tag(tag, der.TAG_OID, oid_pos, what)
+            value_tag, value_start, value_end = der.tlv_at(data, oid_end, pair_end, what)
+            if value_end != pair_end:
+                raise DerError(what, f"expected (OID, value) at offset {set_pos}")
             codec = _STRING_CODECS.get(value_tag)
             if codec is None:
                 raise DerError(
-                    what, f"attribute value of tag 0x{value_tag:02x} at offset {value_offset}"
+                    what, f"attribute value of tag 0x{value_tag:02x} at offset {oid_end}"
                 )
-            raw = data[v_start:v_end]
+            raw = data[value_start:value_end]
             if value_tag == 0x13 and not _PRINTABLE.issuperset(raw):
-                raise DerError(
-                    what, f"PrintableString with other characters at offset {value_offset}"
-                )
+                raise DerError(what, f"PrintableString with other characters at offset {oid_end}")
             try:
                 value = raw.decode(codec)
             except UnicodeDecodeError as exc:
-                raise DerError(
-                    what, f"undecodable string at offset {value_offset} ({exc})"
-                ) from exc
+                raise DerError(what, f"undecodable string at offset {oid_end} ({exc})") from exc
+            oid_bytes = data[oid_start:oid_end]
             attributes.append((_oid_text(oid_bytes), value))
             if common_name is None and oid_bytes == _COMMON_NAME:
                 common_name = value
+            set_pos = pair_end
+        pos = set_end
     return NameFacts(data, tuple(attributes), common_name)
 
 

@@ -82,7 +82,7 @@ def certificate_agrees(data: bytes) -> None:
             certificate.issuer,
             certificate.subject,
         )
-    except (ValueError, TypeError):
+    except x509_load._MALFORMED:
         return  # refused at load, before any facts are read
     try:
         facts = x509_load.read_certificate_facts(data)
@@ -106,7 +106,7 @@ def crl_agrees(data: bytes) -> None:
             crl.signature_algorithm_oid.dotted_string,
             crl.issuer,
         )
-    except (ValueError, TypeError):
+    except x509_load._MALFORMED:
         return  # refused at load, before any facts are read
     try:
         facts = x509_load.read_crl_facts(data)
