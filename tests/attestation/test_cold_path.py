@@ -221,3 +221,34 @@ def test_the_direct_reader_accepts_exactly_what_the_field_reader_does(
         assert direct is None
     else:
         assert direct == expected
+
+
+# -- typed TCB info and QE identity, built once per distinct JSON text ----------------------
+
+
+def with_crl_number_changed(collateral: bytes) -> bytes:
+    """The same collateral with another root CA CRL text (as after a daily CRL refresh): here
+    an upper-case hex spelling of the same bytes, so that it still verifies."""
+    document = json.loads(collateral)
+    document["root_ca_crl"] = document["root_ca_crl"].upper()
+    return json.dumps(document).encode()
+
+
+def test_a_tcb_info_text_seen_before_is_not_parsed_again(
+    monkeypatch: pytest.MonkeyPatch, sgx_collateral: bytes
+) -> None:
+    parses = Calls(monkeypatch, collateral_module, "parse_tcb_info")
+    first = Collateral.from_json(sgx_collateral)
+    refreshed = Collateral.from_json(with_crl_number_changed(sgx_collateral))
+    assert refreshed is not first and refreshed.sha256 != first.sha256
+    assert refreshed.tcb_info is first.tcb_info and refreshed.qe_identity is first.qe_identity
+    assert parses.count == 1
+    # another text is parsed afresh, and a refused one is refused every time
+    document = json.loads(sgx_collateral)
+    info = json.loads(document["tcb_info"])
+    info["tcbType"] = 1
+    document["tcb_info"] = json.dumps(info)
+    for _ in (1, 2):
+        with pytest.raises(CollateralError, match="unsupported TCB type 1"):
+            Collateral.from_json(json.dumps(document))
+    assert parses.count == 3
