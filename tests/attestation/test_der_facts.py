@@ -7,6 +7,7 @@ are then checked on those raw TBS bytes."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -61,61 +62,71 @@ def samples(
     }
 
 
-def name_agrees(facts: x509_load.NameFacts, name: x509.Name) -> None:
-    assert facts.encoded == name.public_bytes()
-    assert facts.attributes == tuple(
-        (attribute.oid.dotted_string, attribute.value) for attribute in name
-    )
+def name_view(name: x509.Name) -> tuple[object, ...]:
     cns = name.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-    assert facts.common_name == (cns[0].value if cns else None)
+    attributes = tuple((attribute.oid.dotted_string, attribute.value) for attribute in name)
+    return name.public_bytes(), attributes, cns[0].value if cns else None
 
 
-def certificate_agrees(data: bytes) -> None:
+def facts_view(facts: x509_load.NameFacts) -> tuple[object, ...]:
+    return facts.encoded, facts.attributes, facts.common_name
+
+
+def signed_view(signed: x509_load.SignedFacts, *names: x509_load.NameFacts) -> tuple[object, ...]:
+    algorithm = der.decode_oid(signed.signature_algorithm, "test")
+    return signed.tbs, signed.signature, algorithm, *map(facts_view, (signed.issuer, *names))
+
+
+def read_alike(
+    data: bytes, cryptographys: Callable[[bytes], tuple[object, ...]],
+    ours: Callable[[bytes], tuple[object, ...]],
+) -> None:  # fmt: skip
     """``data``, if cryptography reads it, is read alike by both or refused by the DER
     reader; never read differently."""
     try:
-        certificate = x509.load_der_x509_certificate(data)
-        expected = (
-            certificate.tbs_certificate_bytes,
-            certificate.signature,
-            certificate.signature_algorithm_oid.dotted_string,
-            certificate.issuer,
-            certificate.subject,
-        )
+        expected = cryptographys(data)
     except x509_load._MALFORMED:
         return  # refused at load, before any facts are read
     try:
-        facts = x509_load.read_certificate_facts(data)
+        got = ours(data)
     except der.DerError:
         return  # stricter than cryptography (say, a TBS algorithm unlike the outer one)
-    tbs, signature, algorithm, issuer, subject = expected
+    assert got == expected
+
+
+def certificate_by_cryptography(data: bytes) -> tuple[object, ...]:
+    certificate = x509.load_der_x509_certificate(data)
+    return (
+        certificate.tbs_certificate_bytes,
+        certificate.signature,
+        certificate.signature_algorithm_oid.dotted_string,
+        name_view(certificate.issuer),
+        name_view(certificate.subject),
+    )
+
+
+def certificate_by_reader(data: bytes) -> tuple[object, ...]:
+    facts = x509_load.read_certificate_facts(data)
     assert facts.signed.encoded == data
-    assert facts.signed.tbs == tbs
-    assert facts.signed.signature == signature
-    assert der.decode_oid(facts.signed.signature_algorithm, "test") == algorithm
-    name_agrees(facts.signed.issuer, issuer)
-    name_agrees(facts.subject, subject)
+    return signed_view(facts.signed, facts.subject)
+
+
+def crl_by_cryptography(data: bytes) -> tuple[object, ...]:
+    crl = x509.load_der_x509_crl(data)
+    return (
+        crl.tbs_certlist_bytes,
+        crl.signature,
+        crl.signature_algorithm_oid.dotted_string,
+        name_view(crl.issuer),
+    )
+
+
+def certificate_agrees(data: bytes) -> None:
+    read_alike(data, certificate_by_cryptography, certificate_by_reader)
 
 
 def crl_agrees(data: bytes) -> None:
-    try:
-        crl = x509.load_der_x509_crl(data)
-        expected = (
-            crl.tbs_certlist_bytes,
-            crl.signature,
-            crl.signature_algorithm_oid.dotted_string,
-            crl.issuer,
-        )
-    except x509_load._MALFORMED:
-        return  # refused at load, before any facts are read
-    try:
-        facts = x509_load.read_crl_facts(data)
-    except der.DerError:
-        return
-    tbs, signature, algorithm, issuer = expected
-    assert (facts.tbs, facts.signature) == (tbs, signature)
-    assert der.decode_oid(facts.signature_algorithm, "test") == algorithm
-    name_agrees(facts.issuer, issuer)
+    read_alike(data, crl_by_cryptography, lambda crl: signed_view(x509_load.read_crl_facts(crl)))
 
 
 def test_every_sample_is_read_as_cryptography_reads_it(samples: dict[str, list[Any]]) -> None:
