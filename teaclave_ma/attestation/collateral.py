@@ -191,8 +191,8 @@ class Collateral:
             qe_identity_signature=_signature(
                 document["qe_identity_signature"], "qe_identity_signature"
             ),
-            tcb_info=parse_tcb_info(tcb_info_raw),
-            qe_identity=parse_qe_identity(qe_identity_raw),
+            tcb_info=_typed_tcb_info(tcb_info_raw),
+            qe_identity=_typed_qe_identity(qe_identity_raw),
             sha256=hashlib.sha256(data).digest(),
             root_ca_crl_der=root_ca_crl_der,
             pck_crl_der=pck_crl_der,
@@ -516,5 +516,21 @@ def parse_qe_identity(raw: bytes) -> QeIdentity:
     )
 
 
+# Typed views by the exact JSON text: collateral is re-fetched whenever one piece changes
+# (CRLs daily, TCB info and QE identity far less often), so a new collateral set usually
+# carries a TCB info text seen before. Only parsing is remembered (immutable values; a
+# failure raises and is not kept); the signature over the text is checked on every use.
+@functools.lru_cache(maxsize=64)
+def _typed_tcb_info(raw: bytes) -> TcbInfo:
+    return parse_tcb_info(raw)
+
+
+@functools.lru_cache(maxsize=64)
+def _typed_qe_identity(raw: bytes) -> QeIdentity:
+    return parse_qe_identity(raw)
+
+
 def clear_cache() -> None:
     _parse_collateral.cache_clear()
+    _typed_tcb_info.cache_clear()
+    _typed_qe_identity.cache_clear()

@@ -15,10 +15,9 @@ from collections.abc import Sequence
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-from cryptography.x509.oid import NameOID
 
 from teaclave_ma.attestation import x509_load
 from teaclave_ma.attestation.anchors import SIMULATED_MARKER, TrustAnchor
@@ -26,8 +25,7 @@ from teaclave_ma.attestation.errors import QuoteVerificationError
 
 
 def subject_cn(certificate: x509.Certificate) -> str:
-    names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return str(names[0].value) if names else certificate.subject.rfc4514_string()
+    return x509_load.certificate_facts(certificate).subject.describe()
 
 
 _ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())  # immutable; built once, not per signature
@@ -70,22 +68,38 @@ def ec_public_key(certificate: x509.Certificate, check: str) -> ec.EllipticCurve
 
 # Signature checks are pure functions of the certificates' bytes, so their results (either
 # way) are kept: the same Intel chains arrive with every quote and every collateral.
-@functools.lru_cache(maxsize=4096)
-def signed_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
+def _signed_by_key(
+    signed: x509_load.SignedFacts, issuer: x509.Certificate, issuer_name: x509_load.NameFacts
+) -> bool:
+    """``signed`` names ``issuer_name`` as its issuer (byte for byte, as RFC 5280 7.1 allows)
+    and its TBS bytes verify under ``issuer``'s P-256 key with ECDSA-SHA256, the DCAP PKI's
+    only algorithm (any other is refused, not tried)."""
+    key = issuer.public_key()
+    if (
+        signed.issuer.encoded != issuer_name.encoded
+        or signed.signature_algorithm != x509_load.ECDSA_WITH_SHA256
+        or not isinstance(key, ec.EllipticCurvePublicKey)
+        or not isinstance(key.curve, ec.SECP256R1)
+    ):
+        return False
     try:
-        # Also compares the child's issuer name with the issuer's subject, in Rust: far
-        # cheaper than building both as Python Name objects.
-        child.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
+        key.verify(signed.signature, signed.tbs, _ECDSA_SHA256)
+    except InvalidSignature:
         return False
     return True
+
+
+@functools.lru_cache(maxsize=4096)
+def signed_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
+    issuer_subject = x509_load.certificate_facts(issuer).subject
+    return _signed_by_key(x509_load.certificate_facts(child).signed, issuer, issuer_subject)
 
 
 @functools.lru_cache(maxsize=64)
 def der_sha256(certificate: x509.Certificate) -> bytes:
     """SHA-256 of the certificate's DER, what anchors pin; the same root arrives in every
     chain. (cryptography re-encodes the parsed certificate, so equal ones hash alike.)"""
-    return hashlib.sha256(certificate.public_bytes(serialization.Encoding.DER)).digest()
+    return hashlib.sha256(x509_load.certificate_facts(certificate).signed.encoded).digest()
 
 
 def _is_ca(certificate: x509.Certificate) -> bool:
@@ -157,12 +171,8 @@ def signed_by_certificate(certificate: x509.Certificate, raw_signature: bytes, d
 def crl_signed_by(crl_der: bytes, issuer: x509.Certificate) -> bool:
     """Whether the CRL (DER, as CRL objects are not hashable) is issued and signed by
     ``issuer``; remembered by the bytes involved, like ``signed_by``."""
-    key = issuer.public_key()
-    return (
-        x509_load.crl_issuer(crl_der) == issuer.subject
-        and isinstance(key, ec.EllipticCurvePublicKey)
-        and x509_load.parsed_crl(crl_der).is_signature_valid(key)
-    )
+    issuer_subject = x509_load.certificate_facts(issuer).subject
+    return _signed_by_key(x509_load.crl_facts(crl_der), issuer, issuer_subject)
 
 
 def verify_crl(
@@ -178,7 +188,7 @@ def verify_crl(
     if not crl_signed_by(crl_der, issuer):
         raise QuoteVerificationError(
             check,
-            f"CRL issued by {crl.issuer.rfc4514_string()!r} is not signed by {subject_cn(issuer)!r}",
+            f"CRL issued by {x509_load.crl_facts(crl_der).issuer.describe()!r} is not signed by {subject_cn(issuer)!r}",
         )
     next_update = crl.next_update_utc
     if next_update is None:  # RFC 5280 allows it; a verifier could never tell it is stale

@@ -80,6 +80,13 @@ def _header(data: bytes, pos: int, limit: int, what: str, base: int = 0) -> tupl
     return tag, header, length
 
 
+def tlv_at(data: bytes, pos: int, limit: int, what: str) -> tuple[int, int, int]:
+    """Tag, value start and value end of the TLV at ``pos``, which must end by ``limit``:
+    for walks that read one element at a time, building no list."""
+    tag, header, length = _header(data, pos, limit, what)
+    return tag, pos + header, pos + header + length
+
+
 def spans(data: bytes, start: int, end: int, what: str, base: int = 0) -> list[Span]:
     """The TLVs that exactly fill ``data[start:end]``, as positions in ``data``; ``base`` is
     added to offsets shown in errors."""

@@ -112,32 +112,30 @@ def test_the_root_fingerprint_is_computed_once_and_other_roots_are_refused(
     assert pki.der_sha256.cache_info().misses == 2
 
 
-# -- a CRL's issuer name, built once for the touch and the signature check -----------------
+# -- a CRL's facts (issuer, TBS), read once for the touch and the signature check ---------
 
 
-def test_a_crl_issuer_is_built_once_and_other_crls_afresh(
-    sgx_quote: bytes, sgx_collateral: bytes
-) -> None:
+def test_a_crl_is_read_once_and_other_crls_afresh(sgx_quote: bytes, sgx_collateral: bytes) -> None:
     document = json.loads(sgx_collateral)
     pck_crl, root_crl = bytes.fromhex(document["pck_crl"]), bytes.fromhex(document["root_ca_crl"])
     platform_ca, root = pck_certificates(parse_quote(sgx_quote).certification.pck_chain_pem)[1:]
     x509_load.load_der_crl(pck_crl, "pck_crl", CollateralError)
     assert pki.crl_signed_by(pck_crl, platform_ca)
-    issuers = x509_load.crl_issuer.cache_info()
+    issuers = x509_load.crl_facts.cache_info()
     assert (issuers.hits, issuers.misses) == (1, 1)
     # the root CRL: read afresh, and not taken for the platform CA's
     assert not pki.crl_signed_by(root_crl, platform_ca)
     assert pki.crl_signed_by(root_crl, root)
-    assert x509_load.crl_issuer.cache_info().misses == 2
+    assert x509_load.crl_facts.cache_info().misses == 2
 
 
 def test_a_crl_that_cannot_be_read_is_refused_every_time() -> None:
     for _ in (1, 2):
         with pytest.raises(CollateralError, match="not a well-formed DER CRL"):
             x509_load.load_der_crl(b"\x30\x03\x02\x01\x00", "pck_crl", CollateralError)
-        with pytest.raises(ValueError):
-            x509_load.crl_issuer(b"\x30\x03\x02\x01\x00")
-    assert x509_load.crl_issuer.cache_info().currsize == 0
+        with pytest.raises(der.DerError):
+            x509_load.crl_facts(b"\x30\x03\x02\x01\x00")
+    assert x509_load.crl_facts.cache_info().currsize == 0
 
 
 # -- the PCK extension: known OIDs by their encoding, any other still decoded ---------------
@@ -223,3 +221,34 @@ def test_the_direct_reader_accepts_exactly_what_the_field_reader_does(
         assert direct is None
     else:
         assert direct == expected
+
+
+# -- typed TCB info and QE identity, built once per distinct JSON text ----------------------
+
+
+def with_crl_number_changed(collateral: bytes) -> bytes:
+    """The same collateral with another root CA CRL text (as after a daily CRL refresh): here
+    an upper-case hex spelling of the same bytes, so that it still verifies."""
+    document = json.loads(collateral)
+    document["root_ca_crl"] = document["root_ca_crl"].upper()
+    return json.dumps(document).encode()
+
+
+def test_a_tcb_info_text_seen_before_is_not_parsed_again(
+    monkeypatch: pytest.MonkeyPatch, sgx_collateral: bytes
+) -> None:
+    parses = Calls(monkeypatch, collateral_module, "parse_tcb_info")
+    first = Collateral.from_json(sgx_collateral)
+    refreshed = Collateral.from_json(with_crl_number_changed(sgx_collateral))
+    assert refreshed is not first and refreshed.sha256 != first.sha256
+    assert refreshed.tcb_info is first.tcb_info and refreshed.qe_identity is first.qe_identity
+    assert parses.count == 1
+    # another text is parsed afresh, and a refused one is refused every time
+    document = json.loads(sgx_collateral)
+    info = json.loads(document["tcb_info"])
+    info["tcbType"] = 1
+    document["tcb_info"] = json.dumps(info)
+    for _ in (1, 2):
+        with pytest.raises(CollateralError, match="unsupported TCB type 1"):
+            Collateral.from_json(json.dumps(document))
+    assert parses.count == 3
