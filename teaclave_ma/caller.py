@@ -32,7 +32,7 @@ from teaclave_ma.formats.runtime_config import AttestationConfig, parse_address
 from teaclave_ma.formats.strict import read_bounded
 from teaclave_ma.formats.trust import parse_trust_file
 from teaclave_ma.rpc.client import DEFAULT_MAX_CONNECTIONS, MutualTlsClient
-from teaclave_ma.runtime.attestation_setup import peer_collateral, simulated_collateral
+from teaclave_ma.runtime.attestation_setup import peer_collateral
 from teaclave_ma.transport.peer_verify import PeerIdentity, PeerVerifier
 from teaclave_ma.transport.tls import ContextCache, TransportError, handshake
 from teaclave_ma.trust.keeper import ManifestKeeper
@@ -76,7 +76,7 @@ def _verifier(
             "nothing proves that it runs in real SGX hardware",
             simulated_platform,
         )
-        collateral_for = simulated_collateral(platform)
+        collateral_for = platform.collateral_for()
     else:
         anchor = INTEL_SGX_ROOT_CA
         collateral_for = peer_collateral(

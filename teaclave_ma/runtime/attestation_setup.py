@@ -98,14 +98,6 @@ def peer_collateral(config: AttestationConfig) -> Callable[[Quote], Collateral]:
     )
 
 
-def simulated_collateral(platform: SimulatedPlatform) -> Callable[[Quote], Collateral]:
-    """One simulated platform certifies every local enclave and TD: one collateral set per TEE."""
-    collaterals = {
-        tee: Collateral.from_json(platform.collateral_json(tee)) for tee in ("SGX", "TDX")
-    }
-    return lambda quote: collaterals[quote.tee]
-
-
 def setup_attestation(image: EnclaveImage, config: AttestationConfig) -> AttestationSetup:
     if image.profile.simulated:
         return _simulated(image, config)
@@ -151,5 +143,5 @@ def _simulated(image: EnclaveImage, config: AttestationConfig) -> AttestationSet
         f"simulated {profile.simulated_tee}",
         attester,
         profile.anchor,
-        simulated_collateral(platform),
+        platform.collateral_for(),
     )

@@ -12,7 +12,6 @@ from typing import Any
 import attrs
 
 from teaclave_ma.attestation.anchors import TrustAnchor
-from teaclave_ma.attestation.collateral import Collateral
 from teaclave_ma.attestation.sim.platform import SimulatedPlatform
 from teaclave_ma.crypto.auditor_key import AuditorSigningKey
 from teaclave_ma.errors import InputError
@@ -153,7 +152,4 @@ def simulated_anchor(platform: SimulatedPlatform) -> tuple[TrustAnchor, Collater
     """The root and collateral of a simulated platform, trusted on purpose (development)."""
     log.warning("verifying against the SIMULATED platform's root: this proves no hardware")
     anchor = TrustAnchor.for_root(platform.root_certificate_der, "simulated platform root")
-    collaterals = {
-        tee: Collateral.from_json(platform.collateral_json(tee)) for tee in ("SGX", "TDX")
-    }
-    return anchor, lambda quote: collaterals[quote.tee]
+    return anchor, platform.collateral_for()

@@ -9,6 +9,7 @@ import json
 import logging
 import secrets
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from teaclave_ma.attestation.collateral import Collateral
 from teaclave_ma.attestation.errors import CollateralError
+from teaclave_ma.attestation.quote import Quote
 from teaclave_ma.attestation.sim import pki, quoting
 from teaclave_ma.attestation.sim.collateral import QE_ISV_SVN, qe_identity_json, tcb_info_json
 from teaclave_ma.attestation.sim.signing import raw_public_key, sign_raw
@@ -200,6 +203,14 @@ class SimulatedPlatform:
         """The collateral for this platform's SGX or TDX quotes, in dcap-qvl's
         QuoteCollateralV3 JSON layout."""
         return json.dumps(self.collateral[tee], indent=1).encode()
+
+    def collateral_for(self) -> Callable[[Quote], Collateral]:
+        """Collateral for any quote of this platform: it certifies every local enclave and
+        TD, so one collateral set per TEE, parsed once."""
+        collaterals = {
+            tee: Collateral.from_json(self.collateral_json(tee)) for tee in ("SGX", "TDX")
+        }
+        return lambda quote: collaterals[quote.tee]
 
     def revoke_pck(self) -> None:
         """Reissue the PCK CRL with this platform's PCK certificate on it."""
