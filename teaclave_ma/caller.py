@@ -48,16 +48,18 @@ class Client(MutualTlsClient[PeerIdentity]):
     """A verified client of one service; ``call(method, **params)`` as in a service."""
 
 
-def _verifier(
+def outside_verifier(
     *,
     manifest: PathLike,
     signatures: PathLike,
     trust: PathLike,
-    simulated_platform: PathLike | None,
-    collateral: PathLike | None,
-    pccs: str | None,
-    allow_status: Collection[str],
+    simulated_platform: PathLike | None = None,
+    collateral: PathLike | None = None,
+    pccs: str | None = None,
+    allow_status: Collection[str] = (),
 ) -> PeerVerifier:
+    """How a party outside any enclave (a caller, a kms owner) checks a service: the
+    manifest must pass the caller's own trust file, and the server must be its entry."""
     trust_file = parse_trust_file(read_bounded(Path(trust), MAX_TRUST_BYTES), str(trust))
     keeper = ManifestKeeper(ManifestTrust(trust_file), Path(manifest), Path(signatures))
     keeper.load()  # raises: nothing is called under a manifest that does not verify
@@ -116,7 +118,7 @@ def connect(
     development, under the root of ``simulated_platform`` (a directory; logged loudly).
     ``allow_status``: TCB statuses accepted besides UpToDate. Raises a
     ``VerificationError`` if the server is not the manifest's ``service``."""
-    verifier = _verifier(
+    verifier = outside_verifier(
         manifest=manifest,
         signatures=signatures,
         trust=trust,
@@ -150,7 +152,7 @@ def fetch_certificate(
 ) -> tuple[PeerIdentity, bytes]:
     """The server's verified identity and its certificate (PEM), checked as by ``connect``
     (same keyword arguments); nothing is returned for a server that fails the check."""
-    verifier = _verifier(**{"allow_status": (), **verification})
+    verifier = outside_verifier(**{"allow_status": (), **verification})
     host, port = _address(address)
     try:
         sock = socket.create_connection((host, port), timeout=timeout)

@@ -9,20 +9,16 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from teaclave_ma.attestation.collateral import Collateral
-from teaclave_ma.attestation.sim.platform import SimulatedPlatform
+from teaclave_ma.caller import outside_verifier
 from teaclave_ma.cli.output import EXIT_OK, add_json_flag, emit
 from teaclave_ma.cli.serve_cmd import add_initialize_state_flag
 from teaclave_ma.crypto.auditor_key import AuditorSigningKey
-from teaclave_ma.enclave.attestation_profile import INTEL_PROFILE
 from teaclave_ma.enclave.image import SERVICE_CONFIG, load_image
 from teaclave_ma.errors import InputError
 from teaclave_ma.formats.runtime_config import parse_address, parse_runtime_config
 from teaclave_ma.formats.service_config import SERVICE_NAME, parse_service_config
-from teaclave_ma.formats.signature import read_signature_dir
-from teaclave_ma.formats.trust import parse_trust_file
 from teaclave_ma.runtime.provision import run_job
-from teaclave_ma.secrets.client import KmsOwnerClient, kms_verifier, simulated_anchor
+from teaclave_ma.secrets.client import KmsOwnerClient
 from teaclave_ma.secrets.direct import provision_secret
 from teaclave_ma.secrets.policy import SecretValue
 from teaclave_ma.secrets.sealing import new_key, seal_source, sealing_secret_name
@@ -125,17 +121,12 @@ def owner_client(args: argparse.Namespace) -> KmsOwnerClient:
 
 def owner_verifier(args: argparse.Namespace) -> PeerVerifier:
     """Checks a service against the signed manifest, from outside any enclave."""
-    if args.simulated_platform is not None:
-        anchor, collateral_for = simulated_anchor(SimulatedPlatform.load(args.simulated_platform))
-    else:
-        collateral = Collateral.from_json(args.collateral.read_bytes())
-        anchor, collateral_for = INTEL_PROFILE.anchor, lambda _quote: collateral
-    return kms_verifier(
-        parse_trust_file(args.trust.read_bytes(), str(args.trust)),
-        args.manifest.read_bytes(),
-        read_signature_dir(args.signatures),
-        anchor,
-        collateral_for,
+    return outside_verifier(
+        manifest=args.manifest,
+        signatures=args.signatures,
+        trust=args.trust,
+        simulated_platform=args.simulated_platform,
+        collateral=args.collateral,
     )
 
 

@@ -4,28 +4,17 @@ from __future__ import annotations
 
 import base64
 import binascii
-import datetime as dt
-import logging
-from collections.abc import Iterable
 from typing import Any
 
-import attrs
-
-from teaclave_ma.attestation.anchors import TrustAnchor
-from teaclave_ma.attestation.sim.platform import SimulatedPlatform
 from teaclave_ma.crypto.auditor_key import AuditorSigningKey
 from teaclave_ma.errors import InputError
-from teaclave_ma.formats.trust import TrustFile
 from teaclave_ma.rpc.client import MutualTlsClient, PeerClient
 from teaclave_ma.rpc.jsonrpc import RpcError
 from teaclave_ma.secrets.owner import OwnerRefused, OwnerRequest, owner_credentials, value_digest
 from teaclave_ma.secrets.policy import SecretRefused, SecretValue
 from teaclave_ma.transport.credentials import FixedCredentials, utc_now
-from teaclave_ma.transport.peer_verify import CollateralFor, PeerIdentity, PeerVerifier
+from teaclave_ma.transport.peer_verify import PeerIdentity
 from teaclave_ma.transport.tls import PeerAuthenticator
-from teaclave_ma.trust.manifest_trust import AcceptedVersion, ManifestTrust, VerifiedManifest
-
-log = logging.getLogger(__name__)
 
 KMS_SERVICE = "kms"
 SECRET_REFUSED = -32040
@@ -116,40 +105,3 @@ class KmsOwnerClient:
                 signature=request.sign(self._key).hex(),
             )
         )
-
-
-@attrs.frozen
-class _OneManifest:
-    """The manifest an owner verified from its files, for the one session it runs."""
-
-    trust: ManifestTrust
-
-    def current(self, now: dt.datetime | None = None) -> VerifiedManifest:
-        return self.trust.require_current(now or utc_now())
-
-    def check_peer(
-        self, service: str, claimed: AcceptedVersion, now: dt.datetime | None = None
-    ) -> None:
-        """A kms on another manifest than the owner's files is refused, as between services."""
-        self.trust.check_peer(service, claimed, now or utc_now())
-
-
-def kms_verifier(
-    trust: TrustFile,
-    manifest_bytes: bytes,
-    signatures: Iterable[tuple[str, bytes]],
-    anchor: TrustAnchor,
-    collateral_for: CollateralFor,
-) -> PeerVerifier:
-    """How a party outside any enclave checks the kms (or any service): the manifest must
-    pass the measured trust file's threshold, and the peer must be its entry."""
-    manifests = ManifestTrust(trust)
-    manifests.commit(manifests.check(manifest_bytes, signatures, utc_now()))
-    return PeerVerifier(_OneManifest(manifests), anchor, collateral_for)
-
-
-def simulated_anchor(platform: SimulatedPlatform) -> tuple[TrustAnchor, CollateralFor]:
-    """The root and collateral of a simulated platform, trusted on purpose (development)."""
-    log.warning("verifying against the SIMULATED platform's root: this proves no hardware")
-    anchor = TrustAnchor.for_root(platform.root_certificate_der, "simulated platform root")
-    return anchor, platform.collateral_for()

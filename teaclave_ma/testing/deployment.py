@@ -14,16 +14,17 @@ from pathlib import Path
 import attrs
 
 from teaclave_ma.attestation.sim.platform import SimulatedPlatform
+from teaclave_ma.caller import outside_verifier
 from teaclave_ma.crypto.auditor_key import AuditorSigningKey
 from teaclave_ma.crypto.author_key import generate_author_key, write_author_key
 from teaclave_ma.enclave.attestation_profile import INTEL_PROFILE, simulated_profile
 from teaclave_ma.enclave.image import EnclaveImage, build_image, review
 from teaclave_ma.formats.manifest import Accepted, Manifest, SecretRelease
-from teaclave_ma.formats.signature import read_signature_dir, write_signature
+from teaclave_ma.formats.signature import write_signature
 from teaclave_ma.formats.strict import dump_yaml
-from teaclave_ma.formats.trust import TrustedAuditor, parse_trust_file
+from teaclave_ma.formats.trust import TrustedAuditor
 from teaclave_ma.fsutil import atomic_write
-from teaclave_ma.secrets.client import KmsOwnerClient, kms_verifier, simulated_anchor
+from teaclave_ma.secrets.client import KmsOwnerClient
 from teaclave_ma.secrets.policy import SecretValue
 from teaclave_ma.secrets.sealing import new_key, seal_source, sealing_secret_name
 from teaclave_ma.testing.auditors import AuditorPanel, accepted
@@ -132,11 +133,11 @@ class SimulatedDeployment:
     ) -> KmsOwnerClient:
         """The owner's attested connection to the kms at ``address``, verified under
         ``manifest`` (the deployment's unless given)."""
-        verifier = kms_verifier(
-            parse_trust_file(self.trust_path.read_bytes()),
-            (manifest or self.manifest_path).read_bytes(),
-            read_signature_dir(signatures or self.signatures_dir),
-            *simulated_anchor(self.platform()),
+        verifier = outside_verifier(
+            manifest=manifest or self.manifest_path,
+            signatures=signatures or self.signatures_dir,
+            trust=self.trust_path,
+            simulated_platform=self.platform_dir,
         )
         return KmsOwnerClient(address, self.owner_key, verifier)
 

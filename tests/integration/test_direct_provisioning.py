@@ -8,11 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from teaclave_ma.caller import outside_verifier
 from teaclave_ma.cli.main import main
 from teaclave_ma.crypto.auditor_key import AuditorSigningKey
-from teaclave_ma.formats.signature import read_signature_dir
-from teaclave_ma.formats.trust import parse_trust_file
-from teaclave_ma.secrets.client import kms_verifier, simulated_anchor
 from teaclave_ma.secrets.direct import provision_secret
 from teaclave_ma.secrets.owner import OwnerPeer, OwnerRequest, value_digest
 from teaclave_ma.secrets.policy import SecretValue
@@ -62,11 +60,11 @@ def vault(deployment: SimulatedDeployment, tmp_path_factory: pytest.TempPathFact
 
 
 def verifier(deployment: SimulatedDeployment, root: Path) -> PeerVerifier:
-    return kms_verifier(
-        parse_trust_file(deployment.trust_path.read_bytes()),
-        (root / "manifest.yaml").read_bytes(),
-        read_signature_dir(root / "signatures"),
-        *simulated_anchor(deployment.platform()),
+    return outside_verifier(
+        manifest=root / "manifest.yaml",
+        signatures=root / "signatures",
+        trust=deployment.trust_path,
+        simulated_platform=deployment.platform_dir,
     )
 
 

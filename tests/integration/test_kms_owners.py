@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from teaclave_ma.caller import outside_verifier
 from teaclave_ma.cli.main import main
 from teaclave_ma.crypto.auditor_key import AuditorSigningKey
-from teaclave_ma.formats.signature import read_signature_dir
-from teaclave_ma.formats.trust import parse_trust_file
 from teaclave_ma.rpc.client import PeerClient
-from teaclave_ma.secrets.client import KmsOwnerClient, fetch_secret, kms_verifier, simulated_anchor
+from teaclave_ma.secrets.client import KmsOwnerClient, fetch_secret
 from teaclave_ma.secrets.owner import OwnerRefused
 from teaclave_ma.secrets.policy import SecretRefused, SecretValue
 from teaclave_ma.testing.deployment import SimulatedDeployment
@@ -74,11 +73,11 @@ def test_a_key_that_is_no_measured_owner_is_refused_by_the_kms(
     deployment: SimulatedDeployment, runtimes: RuntimeFactory, tmp_path: Path
 ) -> None:
     address = runtimes("kms").start()
-    verifier = kms_verifier(
-        parse_trust_file(deployment.trust_path.read_bytes()),
-        deployment.manifest_path.read_bytes(),
-        read_signature_dir(deployment.signatures_dir),
-        *simulated_anchor(deployment.platform()),
+    verifier = outside_verifier(
+        manifest=deployment.manifest_path,
+        signatures=deployment.signatures_dir,
+        trust=deployment.trust_path,
+        simulated_platform=deployment.platform_dir,
     )
     host = KmsOwnerClient(address, AuditorSigningKey.generate(), verifier)
     with host, pytest.raises(RefusedByPeer):
