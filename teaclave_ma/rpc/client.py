@@ -97,6 +97,13 @@ class MutualTlsClient(Generic[PeerT]):
         with self._pool:
             return self._idle[-1].channel.peer if self._idle else None
 
+    def prepare(self) -> None:
+        """Build the TLS context for our current certificate now (issuing it if due), so
+        that the next connection does not: a context is built once per certificate
+        generation, and doing it at start keeps it off the first call's path."""
+        with self._pool:
+            self._contexts.get()
+
     def connect(self) -> PeerT:
         """Connect and verify now (calls do this on demand); the connection is kept."""
         connection = self._acquire()

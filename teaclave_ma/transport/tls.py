@@ -5,10 +5,15 @@ Why pyOpenSSL and not the stdlib ``ssl`` module: a server must accept an unknown
 client certificate and decide about it during the handshake, which ``ssl`` cannot do, and
 ``ssl`` loads private keys only from files, while our RA-TLS keys never leave memory.
 
-The verify callback runs the whole peer check on the leaf certificate; a refusal aborts the
-handshake, so no application byte is read or written on an unverified connection. After
-the handshake the certificate the connection ended up with is compared with the one that
-was verified, and nothing is trusted if they differ.
+A server runs the whole peer check on the client's leaf certificate inside the handshake
+(the verify callback); a refusal aborts it. A client takes note of the server's certificate
+in the callback and checks it right after the handshake, before any application byte is
+read or written: in TLS 1.3 the server receives the client's certificate only once the
+client has finished, so this lets both ends verify at the same time instead of in turn (a
+first contact, where both verify a new quote, waits for one check instead of two). A
+client's refusal closes the connection unused. Either way, the certificate the connection
+ended up with is compared with the one that was verified, and nothing is trusted if they
+differ.
 
 The check is pluggable (``PeerAuthenticator``): the services use the RA-TLS check of
 ``peer_verify`` (quote, binding, manifest); the benchmarks plug in an ordinary CA check to
@@ -91,9 +96,11 @@ PeerCheck = Callable[[bytes], PeerT]
 @attrs.define
 class _HandshakeState(Generic[PeerT]):
     check: PeerCheck[PeerT]
+    deferred: bool  # a client's: check after the handshake (see the module's docstring)
     verified: PeerT | None = None
     verified_sha256: bytes = b""
     failure: Exception | None = None
+    presented: bytes | None = None  # the leaf a deferred check is still to judge
 
 
 def _verify_callback(
@@ -111,6 +118,11 @@ def _verify_callback(
     if state.verified is not None and sha256 == state.verified_sha256:
         # OpenSSL calls back for the leaf once per chain error it sees and once more at the
         # end; these very bytes passed the check a moment ago in this handshake.
+        return True
+    if state.deferred:
+        if state.presented is not None and state.presented != der:
+            return False  # one leaf per handshake; a second one is never judged
+        state.presented = der
         return True
     try:
         state.verified = state.check(der)
@@ -301,7 +313,7 @@ def handshake(
         # algorithm each waits for the peer's delayed ACK (tens of milliseconds).
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     conn = SSL.Connection(context, sock)
-    state: _HandshakeState[PeerT] = _HandshakeState(check)
+    state: _HandshakeState[PeerT] = _HandshakeState(check, deferred=not server)
     conn.set_app_data(state)
     if server:
         conn.set_accept_state()
@@ -314,6 +326,8 @@ def handshake(
     try:
         with single_flight.deadline(deadline):  # the peer check's waits end with the handshake
             _io(conn, sock, deadline, conn.do_handshake)
+            if state.presented is not None:
+                _deferred_check(state)
     except (SSL.SysCallError, SSL.ZeroReturnError) as exc:
         # The socket failed, or the peer closed it cleanly: nobody judged anybody.
         if state.failure is not None:
@@ -332,8 +346,8 @@ def handshake(
         raise
     except OSError as exc:
         raise TransportError(f"handshake failed: {exc}") from exc
-    if state.failure is not None:  # defensive: a failure must never fall through
-        raise PeerRejected(side, state.failure)
+    if state.failure is not None:  # a client's deferred refusal (and never a fall-through)
+        raise PeerRejected(side, state.failure) from state.failure
     if unattested is not None and conn.get_peer_certificate() is None and state.verified is None:
         peer = unattested()
     else:
@@ -341,6 +355,18 @@ def handshake(
     if conn.get_protocol_version_name() != "TLSv1.3":
         raise PeerRejected(side, TransportError(f"negotiated {conn.get_protocol_version_name()}"))
     return SecureChannel(conn=conn, sock=sock, peer=peer, timeout=timeout)
+
+
+def _deferred_check(state: _HandshakeState[PeerT]) -> None:
+    """A client's check of the server's leaf, run once the handshake is over; a refusal is
+    recorded as inside the handshake, so the connection is never used."""
+    assert state.presented is not None
+    try:
+        state.verified = state.check(state.presented)
+    except Exception as exc:  # every refusal must end the connection, whatever its type
+        state.failure = exc
+        return
+    state.verified_sha256 = hashlib.sha256(state.presented).digest()
 
 
 def _confirm_same_certificate(
