@@ -9,6 +9,8 @@
 - ``make_deployment(services_dir)``: a ``SimulatedDeployment`` in a fresh temporary
   directory (the same auditors, trust file, author key, simulated platform); build and run
   your services on it.
+- ``interop_certificates``: the three CCC interoperability RA-TLS certificates (Gramine,
+  Intel SGX SDK, rats-tls) by name; ``interop_certificate(name)``: one of them.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import attrs
 import pytest
 
 from teaclave_ma.caller import connect
+from teaclave_ma.errors import InputError
 from teaclave_ma.formats.runtime_config import RuntimeConfig, parse_runtime_config
 from teaclave_ma.formats.service_config import parse_service_config
 from teaclave_ma.formats.strict import dump_yaml
@@ -32,6 +36,48 @@ from teaclave_ma.transport.peer_verify import PeerIdentity
 
 # The caller enclave ``running_service`` builds for a service without open inbound.
 TEST_CALLER_PROD_ID = 0xFFF0
+INTEROP_DIR = Path(__file__).resolve().parent / "data" / "interop"
+# name -> producer; each file is ``<name>-cert.pem`` (data/interop/README.md says what each is).
+INTEROP_PRODUCERS = {"gramine": "Gramine", "intel-sgxsdk": "Intel SGX SDK", "rats-tls": "rats-tls"}
+
+
+@attrs.frozen
+class InteropCertificate:
+    """One of the CCC interoperability RA-TLS certificates, as its producer wrote it."""
+
+    name: str  # "gramine", "intel-sgxsdk" or "rats-tls"
+    producer: str
+    tee: str  # the TEE its quote comes from
+    path: Path
+    pem: bytes
+
+
+def load_interop_certificate(name: str) -> InteropCertificate:
+    """The certificate ``name`` from the package data; ``InputError`` for any other name."""
+    producer = INTEROP_PRODUCERS.get(name)
+    if producer is None:
+        raise InputError(
+            "interop_certificate",
+            f"no certificate {name!r} (known: {', '.join(INTEROP_PRODUCERS)})",
+        )
+    path = INTEROP_DIR / f"{name}-cert.pem"
+    return InteropCertificate(name, producer, "SGX", path, path.read_bytes())
+
+
+@pytest.fixture(scope="session")
+def interop_certificates() -> dict[str, InteropCertificate]:
+    """The three RA-TLS certificates of the CCC interoperability tests (Gramine, Intel SGX
+    SDK, rats-tls; real SGX quotes of debug enclaves), by name: ``"gramine"``,
+    ``"intel-sgxsdk"``, ``"rats-tls"``. Each gives ``producer``, ``tee``, ``path`` and the
+    upstream ``pem`` bytes, unmodified (provenance in teaclave_ma/testing/data/interop)."""
+    return {name: load_interop_certificate(name) for name in INTEROP_PRODUCERS}
+
+
+@pytest.fixture
+def interop_certificate() -> Callable[[str], InteropCertificate]:
+    """``get(name)``: one certificate of ``interop_certificates``; an unknown name raises
+    ``InputError`` listing the known ones."""
+    return load_interop_certificate
 
 
 def auditor_names(count: int) -> list[str]:

@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,18 @@ def test_the_installed_wheel_runs_the_demo_outside_the_checkout(
     report = json.loads(result.stdout)
     assert report["ok"] is True
     assert all(outcome["held"] for outcome in report["outcomes"])
+
+
+def test_the_wheel_ships_the_interop_certificates_byte_for_byte(wheel: Path) -> None:
+    source = ROOT / "teaclave_ma" / "testing" / "data" / "interop"
+    expected = {
+        f"teaclave_ma/testing/data/interop/{p.name}": p.read_bytes() for p in source.iterdir()
+    }
+    assert {"LICENSE", "README.md", "gramine-cert.pem", "intel-sgxsdk-cert.pem",
+            "rats-tls-cert.pem"} <= {Path(name).name for name in expected}  # fmt: skip
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = {name: archive.read(name) for name in expected if name in archive.namelist()}
+    assert shipped == expected
 
 
 def test_the_lowest_allowed_dependency_versions_work(wheel: Path, tmp_path: Path) -> None:
