@@ -83,7 +83,7 @@ def test_the_installed_wheel_runs_the_demo_outside_the_checkout(
 
 def test_the_lowest_allowed_dependency_versions_work(wheel: Path, tmp_path: Path) -> None:
     lowest = floors()
-    assert len(lowest) == 9
+    assert len(lowest) == 10
     constraints = tmp_path / "floors.txt"
     constraints.write_text("".join(f"{name}=={version}\n" for name, version in lowest.items()))
     bin_dir = fresh_venv(tmp_path / "venv")
