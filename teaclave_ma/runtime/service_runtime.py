@@ -23,6 +23,7 @@ from teaclave_ma.enclave.image import EnclaveImage
 from teaclave_ma.errors import ConfigError
 from teaclave_ma.formats.limits import ServerLimits
 from teaclave_ma.formats.runtime_config import RuntimeConfig
+from teaclave_ma.formats.service_config import ServiceConfig
 from teaclave_ma.formats.trust import parse_trust_file
 from teaclave_ma.identity import PeerMeasurement
 from teaclave_ma.observability.events import NO_OBSERVER, Observer
@@ -156,7 +157,9 @@ class ServiceRuntime(EnclaveNode):
         )
         self._importer = ImageImporter.install(image.service.name, image.content, image.code_dir)
         try:
-            self.service = answering(image, load_entrypoint(image, self._importer)(self.context))
+            self.service = answering(
+                image.service, load_entrypoint(image, self._importer)(self.context)
+            )
         except BaseException:
             self._importer.uninstall()
             raise
@@ -250,11 +253,10 @@ class ServiceRuntime(EnclaveNode):
                     log.error("%s", exc)
 
 
-def answering(image: EnclaveImage, built: object) -> Service | WsgiResponder:
+def answering(config: ServiceConfig, built: object) -> Service | WsgiResponder:
     """What serves the requests: the ``Service`` or web application the entrypoint built,
     as the measured ``app:`` of service.yaml declares it; a ``ConfigError`` naming both when
     the entrypoint returned something else (the server never guesses)."""
-    config = image.service
     if config.app == "rpc":
         if not isinstance(built, Service):
             raise ConfigError(
