@@ -304,7 +304,7 @@ def _drain(pending: list[bytes]) -> Iterator[bytes]:
 
 class _PeerInScope:
     """Puts the peer of a2wsgi's environ (``scope["wsgi_environ"]``) where an ASGI application
-    looks for extensions."""
+    looks for extensions, and logs what the application raises."""
 
     def __init__(self, app: Any) -> None:
         self._app = app
@@ -313,7 +313,15 @@ class _PeerInScope:
         extensions = scope.get("extensions") or {}
         extensions[PEER_KEY] = scope["wsgi_environ"][PEER_KEY]
         scope["extensions"] = extensions
-        await self._app(scope, receive, send)
+        try:
+            await self._app(scope, receive, send)
+        except Exception:
+            # Logged here: a2wsgi drops an exception raised after the response was sent
+            # (Starlette answers 500, then re-raises), and the operator must still see it.
+            log.exception(
+                "the ASGI application failed (caller %s)", extensions[PEER_KEY].describe()
+            )
+            raise
 
 
 def _asgi(name: str, app: object) -> WsgiResponder:
