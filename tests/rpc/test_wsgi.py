@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
+import re
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import h11
@@ -313,3 +317,31 @@ def test_an_asgi_app_sees_the_peer_in_its_scope_extensions(
     finally:
         responder.close()
     assert seen == [peer]
+
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "api.md"
+
+
+def documented(path: str) -> str:
+    found = re.findall(r"^<!-- file: (\S+) -->\n```\w+\n(.*?)^```", DOCS.read_text(), re.M | re.S)
+    return dict(found)[path]
+
+
+def test_the_documented_flask_service_answers_as_documented(
+    fake_peer: Callable[..., Caller],
+) -> None:
+    config = parse_service_config(documented("hello-web/service.yaml").encode(), "service.yaml")
+    assert config.app == "wsgi" and config.unattested_callers
+    namespace: dict[str, Any] = {}
+    exec(compile(documented("hello-web/app.py"), "app.py", "exec"), namespace)
+    context = SimpleNamespace(name=config.name)
+    responder = answering(config, namespace["build"](context))
+    assert isinstance(responder, WsgiResponder)
+    for peer, caller in (
+        (fake_peer("frontend"), "frontend"),
+        (fake_peer(attested=False), "stranger"),
+    ):
+        reply = responder.respond(exchange(peer, b"/hello?name=ann"))
+        assert reply.head.status_code == 200
+        assert json.loads(body_of(reply.body)) == {"greeting": "hello ann", "caller": caller}
+        reply.close()
