@@ -31,6 +31,8 @@ from teaclave_ma.formats.strict import (
 
 SERVICE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 ENTRYPOINT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*:[A-Za-z_][A-Za-z0-9_]*")
+# What the entrypoint returns: a JSON-RPC ``Service`` (rpc), a WSGI or an ASGI application.
+APP_KINDS = ("rpc", "wsgi", "asgi")
 # Revoked is not listed: no configuration may accept a revoked platform.
 _TCB_STATUS = re.compile("|".join(sorted(TCB_STATUSES - {"Revoked"})))
 
@@ -114,6 +116,7 @@ class ServiceConfig:
     name: str
     entrypoint: str | None
     enclave: EnclaveConfig
+    app: str = "rpc"  # one of APP_KINDS; measured, so the host cannot change how requests are read
     inbound: tuple[str, ...] = ()
     outbound: tuple[str, ...] = ()
     # ``{callers: any}`` in inbound: callers without a certificate are served too (as
@@ -245,6 +248,7 @@ def parse_service_config(data: bytes, what: str = "service.yaml") -> ServiceConf
         ["name", "enclave"],
         [
             "entrypoint",
+            "app",
             "inbound",
             "outbound",
             "tcb",
@@ -263,6 +267,7 @@ def parse_service_config(data: bytes, what: str = "service.yaml") -> ServiceConf
             else None
         ),
         enclave=parse_enclave_config(mapping["enclave"], "enclave"),
+        app=_app_kind(mapping.get("app", "rpc")),
         inbound=_names(mapping.get("inbound", []), "inbound", open_entry=True),
         unattested_callers=_admits_unattested(mapping.get("inbound", [])),
         outbound=_names(mapping.get("outbound", []), "outbound"),
@@ -273,6 +278,13 @@ def parse_service_config(data: bytes, what: str = "service.yaml") -> ServiceConf
         provision=_provision(mapping.get("provision", {})),
         run=parse_run_config(mapping["run"]) if "run" in mapping else None,
     )
+
+
+def _app_kind(value: object) -> str:
+    kind = expect_str(value, "app")
+    if kind not in APP_KINDS:
+        raise InputError("app", f"expected one of {', '.join(APP_KINDS)}, got {kind!r}")
+    return kind
 
 
 _SECRET_NAME = re.compile(r"[a-z0-9][a-z0-9_./-]{0,127}")

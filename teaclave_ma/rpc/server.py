@@ -15,7 +15,9 @@ as a legitimate peer, whose handshake is over within milliseconds. Established
 connections are never evicted: they are attested.
 
 ``MutualTlsServer`` takes its peer check as a parameter; ``RpcServer`` is it with the RA-TLS
-check that services use. The benchmarks run the same code with a plain CA check.
+check that services use. The benchmarks run the same code with a plain CA check. What
+answers requests is a ``Responder`` (``rpc.http``): JSON-RPC for a ``Service``
+(``RpcResponder``), or a web application (``rpc.wsgi``).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol
 
 import attrs
 import h11
@@ -36,7 +38,17 @@ import h11
 from teaclave_ma.errors import TeaclaveMAError, VerificationError
 from teaclave_ma.formats.limits import ServerLimits
 from teaclave_ma.observability.events import NO_OBSERVER, Observer
-from teaclave_ma.rpc.http import RPC_PATH, HttpLimitError, read_message, rpc_response, send_message
+from teaclave_ma.rpc.http import (
+    RPC_PATH,
+    Exchange,
+    HttpLimitError,
+    PeerT_contra,
+    Reply,
+    Responder,
+    read_message,
+    rpc_response,
+    send_reply,
+)
 from teaclave_ma.rpc.jsonrpc import (
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
@@ -50,7 +62,6 @@ from teaclave_ma.transport.credentials import CredentialSource
 from teaclave_ma.transport.peer_verify import PeerIdentity
 from teaclave_ma.transport.tls import (
     ContextCache,
-    Peer,
     PeerAuthenticator,
     PeerRejected,
     PeerT,
@@ -183,9 +194,6 @@ def _close_after_refusal(sock: socket.socket) -> None:
     sock.close()
 
 
-PeerT_contra = TypeVar("PeerT_contra", bound=Peer, contravariant=True)
-
-
 class Dispatcher(Protocol[PeerT_contra]):
     """What the server serves (``rpc.service.Service``): handlers called with the verified peer."""
 
@@ -195,10 +203,55 @@ class Dispatcher(Protocol[PeerT_contra]):
     def dispatch(self, peer: PeerT_contra, method: str, params: dict[str, Any]) -> Any: ...
 
 
+class RpcResponder(Responder[PeerT]):
+    """JSON-RPC 2.0 on ``POST /rpc``, answered by a ``Dispatcher``."""
+
+    def __init__(self, service: Dispatcher[PeerT], observer: Observer = NO_OBSERVER) -> None:
+        self.name = service.name
+        self._service = service
+        self._observer = observer
+
+    def respond(self, exchange: Exchange[PeerT]) -> Reply:
+        status, answer = self._answer(exchange.request, exchange.body, exchange.peer)
+        return Reply(rpc_response(status, answer), [answer])
+
+    def refusal(self, status: int, message: str) -> Reply:
+        code = NOT_ALLOWED if status == 403 else INVALID_REQUEST
+        answer = encode_error(None, RpcError(code, message))
+        return Reply(rpc_response(status, answer, close=True), [answer])
+
+    def _answer(self, request: h11.Request, body: bytes, peer: PeerT) -> tuple[int, bytes]:
+        if request.method != b"POST" or request.target != RPC_PATH:
+            error = RpcError(INVALID_REQUEST, "JSON-RPC is served by POST /rpc only")
+            return 404, encode_error(None, error)
+        request_id = None
+        started = time.perf_counter()
+        try:
+            rpc = decode_request(body)
+            request_id = rpc.id
+            try:
+                result = self._service.dispatch(peer, rpc.method, rpc.params)
+            except RpcError as exc:
+                # Only the service's own methods name a series: a peer's made-up names must
+                # not grow the metrics without bound.
+                if exc.code != METHOD_NOT_FOUND:
+                    self._observer.rpc_served(rpc.method, time.perf_counter() - started)
+                raise
+            self._observer.rpc_served(rpc.method, time.perf_counter() - started)
+            answer = encode_result(request_id, result)
+        except RpcError as exc:
+            return 200, encode_error(request_id, exc)
+        # A handler returned something JSON cannot carry (or nested too deep to encode).
+        except (TypeError, ValueError, RecursionError) as exc:
+            log.error("%s: unserialisable result: %s", self.name, exc)
+            return 200, encode_error(request_id, RpcError(-32603, "result could not be encoded"))
+        return 200, answer
+
+
 class MutualTlsServer(Generic[PeerT]):
     def __init__(
         self,
-        service: Dispatcher[PeerT],
+        service: Dispatcher[PeerT] | Responder[PeerT],
         credentials: CredentialSource,
         verifier: PeerAuthenticator[PeerT],
         *,
@@ -212,8 +265,11 @@ class MutualTlsServer(Generic[PeerT]):
         """``unattested``: the peer of a client without a certificate, on a service open to
         them (``rpc.outside``); without it, every client must present one. ``reuse_port``:
         several worker processes listen on the same port (SO_REUSEPORT), and the kernel
-        spreads new connections over them."""
-        self.service = service
+        spreads new connections over them. ``service``: a ``Responder``, or a
+        ``Dispatcher`` (a JSON-RPC ``Service``) to answer through ``RpcResponder``."""
+        self.service: Responder[PeerT] = (
+            service if isinstance(service, Responder) else RpcResponder(service, observer)
+        )
         self._unattested = unattested
         self._observer = observer
         self._contexts = ContextCache(
@@ -222,7 +278,7 @@ class MutualTlsServer(Generic[PeerT]):
         self._verifier = verifier
         self._inbound = tuple(inbound)
         self._limits = limits or ServerLimits()
-        self.admission = _Admission(self._limits, service.name)
+        self.admission = _Admission(self._limits, self.service.name)
         self._stopping = threading.Event()
         self._listener = socket.create_server(address, backlog=128, reuse_port=reuse_port)
         self.address: tuple[str, int] = self._listener.getsockname()[:2]
@@ -252,6 +308,7 @@ class MutualTlsServer(Generic[PeerT]):
             self._listener.close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        self.service.close()
 
     def _accept_loop(self) -> None:
         while not self._stopping.is_set():
@@ -286,7 +343,7 @@ class MutualTlsServer(Generic[PeerT]):
             peer = channel.peer
             log.info("%s accepted %s from %s", self.service.name, peer.describe(), where)
             try:
-                self._serve_requests(channel, peer)
+                self._serve_requests(channel, peer, peer_address)
             except TeaclaveMAError as exc:
                 log.info("%s: connection from %s ended: %s", self.service.name, where, exc)
             except Exception:  # a bug: this connection ends, logged, and the server serves on
@@ -334,7 +391,9 @@ class MutualTlsServer(Generic[PeerT]):
             channel.close()
         return None
 
-    def _serve_requests(self, channel: SecureChannel[PeerT], peer: PeerT) -> None:
+    def _serve_requests(
+        self, channel: SecureChannel[PeerT], peer: PeerT, remote: tuple[str, int]
+    ) -> None:
         http = h11.Connection(h11.SERVER, max_incomplete_event_size=16 * 1024)
         while not self._stopping.is_set():
             try:
@@ -346,9 +405,8 @@ class MutualTlsServer(Generic[PeerT]):
                 )
             except (h11.RemoteProtocolError, HttpLimitError) as exc:
                 status = 413 if isinstance(exc, HttpLimitError) else 400
-                answer = encode_error(None, RpcError(INVALID_REQUEST, str(exc)))
                 with contextlib.suppress(TeaclaveMAError, h11.LocalProtocolError):
-                    send_message(channel, http, rpc_response(status, answer, close=True), answer)
+                    send_reply(channel, http, self.service.refusal(status, str(exc)))
                 log.info("%s: dropping %s: %s", self.service.name, peer.describe(), exc)
                 return
             if message is None:
@@ -361,43 +419,15 @@ class MutualTlsServer(Generic[PeerT]):
                 self.rejections += 1
                 self._observer.handshake_refused(exc.check)
                 log.warning("%s: no longer serving %s: %s", self.service.name, peer.describe(), exc)
-                answer = encode_error(
-                    None, RpcError(NOT_ALLOWED, f"attestation no longer accepted: {exc}")
-                )
-                send_message(channel, http, rpc_response(403, answer, close=True), answer)
+                refusal = self.service.refusal(403, f"attestation no longer accepted: {exc}")
+                send_reply(channel, http, refusal)
                 return
-            status, answer = self._answer(request, body, peer)
-            send_message(channel, http, rpc_response(status, answer), answer)
+            exchange = Exchange(request, body, peer, self.address, (remote[0], remote[1]))
+            reply = self.service.respond(exchange)
+            send_reply(channel, http, reply, head_only=request.method == b"HEAD")
             if http.our_state is h11.MUST_CLOSE or http.their_state is h11.MUST_CLOSE:
                 return
             http.start_next_cycle()
-
-    def _answer(self, request: h11.Request, body: bytes, peer: PeerT) -> tuple[int, bytes]:
-        if request.method != b"POST" or request.target != RPC_PATH:
-            error = RpcError(INVALID_REQUEST, "JSON-RPC is served by POST /rpc only")
-            return 404, encode_error(None, error)
-        request_id = None
-        started = time.perf_counter()
-        try:
-            rpc = decode_request(body)
-            request_id = rpc.id
-            try:
-                result = self.service.dispatch(peer, rpc.method, rpc.params)
-            except RpcError as exc:
-                # Only the service's own methods name a series: a peer's made-up names must
-                # not grow the metrics without bound.
-                if exc.code != METHOD_NOT_FOUND:
-                    self._observer.rpc_served(rpc.method, time.perf_counter() - started)
-                raise
-            self._observer.rpc_served(rpc.method, time.perf_counter() - started)
-            answer = encode_result(request_id, result)
-        except RpcError as exc:
-            return 200, encode_error(request_id, exc)
-        # A handler returned something JSON cannot carry (or nested too deep to encode).
-        except (TypeError, ValueError, RecursionError) as exc:
-            log.error("%s: unserialisable result: %s", self.service.name, exc)
-            return 200, encode_error(request_id, RpcError(-32603, "result could not be encoded"))
-        return 200, answer
 
 
 class RpcServer(MutualTlsServer[PeerIdentity]):

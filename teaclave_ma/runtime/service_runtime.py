@@ -23,6 +23,7 @@ from teaclave_ma.enclave.image import EnclaveImage
 from teaclave_ma.errors import ConfigError
 from teaclave_ma.formats.limits import ServerLimits
 from teaclave_ma.formats.runtime_config import RuntimeConfig
+from teaclave_ma.formats.service_config import ServiceConfig
 from teaclave_ma.formats.trust import parse_trust_file
 from teaclave_ma.identity import PeerMeasurement
 from teaclave_ma.observability.events import NO_OBSERVER, Observer
@@ -30,6 +31,7 @@ from teaclave_ma.rpc.client import PeerClient
 from teaclave_ma.rpc.outside import Caller, OpenEdge, UnattestedPeer
 from teaclave_ma.rpc.server import MutualTlsServer, RpcServer
 from teaclave_ma.rpc.service import Service
+from teaclave_ma.rpc.wsgi import WsgiResponder
 from teaclave_ma.runtime.attestation_setup import setup_attestation
 from teaclave_ma.runtime.context import ServiceContext
 from teaclave_ma.runtime.image_import import ImageImporter
@@ -155,7 +157,9 @@ class ServiceRuntime(EnclaveNode):
         )
         self._importer = ImageImporter.install(image.service.name, image.content, image.code_dir)
         try:
-            self.service = load_entrypoint(image, self._importer)(self.context)
+            self.service = answering(
+                image.service, load_entrypoint(image, self._importer)(self.context)
+            )
         except BaseException:
             self._importer.uninstall()
             raise
@@ -249,9 +253,31 @@ class ServiceRuntime(EnclaveNode):
                     log.error("%s", exc)
 
 
+def answering(config: ServiceConfig, built: object) -> Service | WsgiResponder:
+    """What serves the requests: the ``Service`` or web application the entrypoint built,
+    as the measured ``app:`` of service.yaml declares it; a ``ConfigError`` naming both when
+    the entrypoint returned something else (the server never guesses)."""
+    if config.app == "rpc":
+        if not isinstance(built, Service):
+            raise ConfigError(
+                "app",
+                f"{config.name}'s entrypoint returned {type(built).__name__}, not a Service; "
+                f"service.yaml says app: rpc (the default); a web application needs app: wsgi "
+                f"or app: asgi",
+            )
+        return built
+    if isinstance(built, Service):
+        raise ConfigError(
+            "app",
+            f"{config.name}'s entrypoint returned a JSON-RPC Service; service.yaml says "
+            f"app: {config.app} (remove it to serve JSON-RPC)",
+        )
+    return WsgiResponder.for_app(config.app, built, config.name)
+
+
 def load_entrypoint(
     image: EnclaveImage, importer: ImageImporter | None = None
-) -> Callable[[ServiceContext], Service]:
+) -> Callable[[ServiceContext], object]:
     """``module:function`` of the image, its module imported from the image's verified bytes.
 
     Every module of the service (the entrypoint's siblings and subpackages, imported

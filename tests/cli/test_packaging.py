@@ -96,7 +96,7 @@ def test_the_wheel_ships_the_interop_certificates_byte_for_byte(wheel: Path) -> 
 
 def test_the_lowest_allowed_dependency_versions_work(wheel: Path, tmp_path: Path) -> None:
     lowest = floors()
-    assert len(lowest) == 9
+    assert len(lowest) == 10
     constraints = tmp_path / "floors.txt"
     constraints.write_text("".join(f"{name}=={version}\n" for name, version in lowest.items()))
     bin_dir = fresh_venv(tmp_path / "venv")
