@@ -20,7 +20,7 @@ def test_benchmarks_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
         "quote verification, warm",
         "manifest verification, 1,000 services, 3-of-5",
         "mutual RA-TLS handshake to first RPC answered",
-        "mutual RA-TLS handshake, peer certificate cache cold",
+        "mutual RA-TLS handshake, first contact (peer certificate caches cold)",
         "RPC round trips on an established connection",
         "server with 20 concurrent attested connections",
         "handshakes per second, 1 concurrent client",
