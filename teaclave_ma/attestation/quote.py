@@ -242,25 +242,31 @@ def _parse_header(reader: _Reader) -> QuoteHeader:
     )
 
 
+# Fixed layouts, read in one call each: a report body is only ever handed over as a slice
+# of exactly its size (``_Reader.take`` names any shortfall), so the sizes are checked once.
+_SGX_REPORT_BODY = struct.Struct(
+    "<16s I 12x 16s 16s 32s 32x 32s 32x 64s H H H 42x 16s 64s"
+)  # cpu_svn .. report_data; x: reserved
+_TD_REPORT_FIELDS = (
+    "tee_tcb_svn", "mr_seam", "mr_signer_seam", "seam_attributes", "td_attributes", "xfam",
+    "mr_td", "mr_config_id", "mr_owner", "mr_owner_config", "rtmr0", "rtmr1", "rtmr2", "rtmr3",
+    "report_data",
+)  # fmt: skip
+_TD_REPORT_BODY = struct.Struct("<16s 48s 48s 8s 8s 8s 48s 48s 48s 48s 48s 48s 48s 48s 64s")
+_TD15_EXTRA = struct.Struct("<16s 48s")  # tee_tcb_svn2, mr_service_td
+
+
+def _expect_size(raw: bytes, size: int, field: str, base: int) -> None:
+    if len(raw) != size:
+        raise QuoteFormatError(field, f"is {size} bytes, got {len(raw)} at offset {base}")
+
+
 def parse_sgx_report_body(raw: bytes, field: str = "report_body", base: int = 0) -> SgxReportBody:
-    reader = _Reader(raw, base)
-    cpu_svn = reader.take(16, f"{field}.cpu_svn")
-    misc_select = reader.u32(f"{field}.misc_select")
-    reader.take(12, f"{field}.reserved1")
-    isv_ext_prod_id = reader.take(16, f"{field}.isv_ext_prod_id")
-    attributes = reader.take(16, f"{field}.attributes")
-    mr_enclave = reader.take(32, f"{field}.mr_enclave")
-    reader.take(32, f"{field}.reserved2")
-    mr_signer = reader.take(32, f"{field}.mr_signer")
-    reader.take(32, f"{field}.reserved3")
-    config_id = reader.take(64, f"{field}.config_id")
-    isv_prod_id = reader.u16(f"{field}.isv_prod_id")
-    isv_svn = reader.u16(f"{field}.isv_svn")
-    config_svn = reader.u16(f"{field}.config_svn")
-    reader.take(42, f"{field}.reserved4")
-    isv_family_id = reader.take(16, f"{field}.isv_family_id")
-    report_data = reader.take(64, f"{field}.report_data")
-    reader.expect_end(field)
+    _expect_size(raw, SGX_REPORT_SIZE, field, base)
+    (
+        cpu_svn, misc_select, isv_ext_prod_id, attributes, mr_enclave, mr_signer, config_id,
+        isv_prod_id, isv_svn, config_svn, isv_family_id, report_data,
+    ) = _SGX_REPORT_BODY.unpack(raw)  # fmt: skip
     return SgxReportBody(
         cpu_svn, misc_select, isv_ext_prod_id, attributes, mr_enclave, mr_signer, config_id,
         isv_prod_id, isv_svn, config_svn, isv_family_id, report_data, raw,
@@ -268,18 +274,14 @@ def parse_sgx_report_body(raw: bytes, field: str = "report_body", base: int = 0)
 
 
 def _parse_td_report_body(raw: bytes, base: int, *, td15: bool = False) -> TdReportBody:
-    reader = _Reader(raw, base)
-    sizes = (
-        ("tee_tcb_svn", 16), ("mr_seam", 48), ("mr_signer_seam", 48), ("seam_attributes", 8),
-        ("td_attributes", 8), ("xfam", 8), ("mr_td", 48), ("mr_config_id", 48), ("mr_owner", 48),
-        ("mr_owner_config", 48), ("rtmr0", 48), ("rtmr1", 48), ("rtmr2", 48), ("rtmr3", 48),
-        ("report_data", 64),
-    )  # fmt: skip
-    fields = {name: reader.take(size, f"td_report_body.{name}") for name, size in sizes}
+    extra = _TD15_EXTRA.size if td15 else 0
+    _expect_size(raw, TD_REPORT_SIZE + extra, "td_report_body", base)
+    fields = dict(zip(_TD_REPORT_FIELDS, _TD_REPORT_BODY.unpack_from(raw), strict=True))
     if td15:
-        fields["tee_tcb_svn2"] = reader.take(16, "td_report_body.tee_tcb_svn2")
-        fields["mr_service_td"] = reader.take(48, "td_report_body.mr_service_td")
-    reader.expect_end("td_report_body")
+        tee_tcb_svn2, mr_service_td = _TD15_EXTRA.unpack_from(raw, TD_REPORT_SIZE)
+        return TdReportBody(
+            **fields, raw=raw, tee_tcb_svn2=tee_tcb_svn2, mr_service_td=mr_service_td
+        )
     return TdReportBody(**fields, raw=raw)
 
 

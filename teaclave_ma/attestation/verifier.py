@@ -158,7 +158,7 @@ class ValidityCache(Generic[K, V]):
 
 
 @attrs.frozen
-class _PckChain:
+class VerifiedPckChain:
     """A PCK chain whose signatures up to the anchor have been checked."""
 
     certificates: tuple[x509.Certificate, ...]
@@ -178,7 +178,7 @@ class _CheckedCollateral:
 
 # Collateral by (SHA-256 of its JSON, anchor); PCK chains by (PEM bytes, anchor).
 collateral_cache: ValidityCache[tuple[bytes, TrustAnchor], _CheckedCollateral] = ValidityCache(64)
-pck_chain_cache: ValidityCache[tuple[bytes, TrustAnchor], _PckChain] = ValidityCache(256)
+pck_chain_cache: ValidityCache[tuple[bytes, TrustAnchor], VerifiedPckChain] = ValidityCache(256)
 
 
 def clear_caches(*, collateral: bool = True, pck_chains: bool = True) -> None:
@@ -206,7 +206,7 @@ def verify_quote(
     """Verify ``quote`` as of ``now``; raises a ``QuoteVerificationError`` naming the check."""
     if not isinstance(quote, Quote):
         quote = parse_quote(quote)
-    pck = _verified_pck_chain(quote, anchor, now)
+    pck = verified_pck_chain(quote, anchor, now)
     collateral_until = _check_collateral(collateral, pck.certificates[-1], now, anchor)
     pck_crl_until = _check_pck_revocation(pck.certificates, collateral, now)
     _check_signatures(quote, pck.key)
@@ -236,15 +236,16 @@ def verify_quote(
     return result
 
 
-def _verified_pck_chain(quote: Quote, anchor: TrustAnchor, now: dt.datetime) -> _PckChain:
-    """The quote's PCK chain up to the anchor, each certificate valid now."""
+def verified_pck_chain(quote: Quote, anchor: TrustAnchor, now: dt.datetime) -> VerifiedPckChain:
+    """The quote's PCK chain up to the anchor, each certificate valid now, with its SGX
+    extension read: from the cache, or checked now and cached."""
     pem = quote.certification.pck_chain_pem
     cached = pck_chain_cache.get((pem, anchor), now)
     if cached is not None:
         return cached
     chain = pck_certificates(pem)
     verify_chain(chain, anchor, now, "pck_chain")
-    verified = _PckChain(
+    verified = VerifiedPckChain(
         tuple(chain),
         parse_pck_extension(chain[0]),
         ec_public_key(chain[0], "pck_chain"),

@@ -133,21 +133,26 @@ _GENERALIZED_TIME = re.compile(rb"[0-9]{14}Z")
 
 
 def _time(item: Tlv) -> dt.datetime:
-    text = item.value.decode("ascii", errors="replace")
+    value = item.value
+    text = value.decode("ascii", errors="replace")
     try:
-        if item.tag == 0x17 and _UTC_TIME.fullmatch(item.value):  # YYMMDDHHMMSSZ
+        if item.tag == 0x17 and _UTC_TIME.fullmatch(value):  # YYMMDDHHMMSSZ
             # RFC 5280's window, 1950-2049 (strptime's %y pivots at 1969).
-            century = 1900 if int(text[:2]) >= 50 else 2000
-            moment = dt.datetime.strptime(f"{century + int(text[:2])}{text[2:]}", "%Y%m%d%H%M%SZ")
-        elif item.tag == 0x18 and _GENERALIZED_TIME.fullmatch(item.value):  # YYYYMMDDHHMMSSZ
-            moment = dt.datetime.strptime(text, "%Y%m%d%H%M%SZ")
+            year = int(value[:2])
+            digits = b"%d" % (year + (1900 if year >= 50 else 2000)) + value[2:12]
+        elif item.tag == 0x18 and _GENERALIZED_TIME.fullmatch(value):  # YYYYMMDDHHMMSSZ
+            digits = value[:14]
         elif item.tag in (0x17, 0x18):
             raise ValueError("not in DER's fixed form")
         else:
             raise CertificateFormatError("validity", f"unexpected time tag 0x{item.tag:02x}")
+        # The digits are checked above; datetime checks the ranges (month 13, Feb 30, ...).
+        return dt.datetime(
+            int(digits[0:4]), int(digits[4:6]), int(digits[6:8]),
+            int(digits[8:10]), int(digits[10:12]), int(digits[12:14]), tzinfo=dt.UTC,
+        )  # fmt: skip
     except ValueError as exc:
         raise CertificateFormatError("validity", f"bad time {text!r}") from exc
-    return moment.replace(tzinfo=dt.UTC)
 
 
 def _strict_cbor(data: bytes, what: str) -> Any:

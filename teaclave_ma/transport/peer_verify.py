@@ -36,14 +36,13 @@ import attrs
 from teaclave_ma.attestation.anchors import TrustAnchor
 from teaclave_ma.attestation.collateral import Collateral
 from teaclave_ma.attestation.errors import PolicyRejected, QuoteVerificationError
-from teaclave_ma.attestation.pck_extension import parse_pck_extension
-from teaclave_ma.attestation.pki import verify_chain
 from teaclave_ma.attestation.policy import TCB_STATUSES, VerificationPolicy
-from teaclave_ma.attestation.quote import Quote, pck_certificates
+from teaclave_ma.attestation.quote import Quote
 from teaclave_ma.attestation.verifier import (
     ValidityCache,
     VerifiedQuote,
     apply_policy,
+    verified_pck_chain,
     verify_quote,
 )
 from teaclave_ma.identity import PeerMeasurement, Platform
@@ -155,9 +154,7 @@ class PeerVerifier:
         check_validity(evidence, now)
         quote = bound_quote(evidence)
         claimed = peer_manifest(evidence)  # a certificate without the claim costs no fetch
-        chain = pck_certificates(quote.certification.pck_chain_pem)
-        verify_chain(chain, self._anchor, now, "pck_chain")
-        pck = parse_pck_extension(chain[0])
+        pck = verified_pck_chain(quote, self._anchor, now).extension
         edge.refuse_unacceptable(quote, Platform(pck.fmspc, pck.ppid))
         verified = verify_quote(quote, self._collateral_for(quote), now, EVERY_POLICY, self._anchor)
         self._observer.collateral_expiry(verified.evidence_expires)

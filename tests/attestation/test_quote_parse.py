@@ -7,7 +7,13 @@ import pytest
 
 from teaclave_ma.attestation.errors import PckExtensionError, QuoteFormatError
 from teaclave_ma.attestation.pck_extension import parse_pck_extension, parse_pck_extension_value
-from teaclave_ma.attestation.quote import SgxReportBody, TdReportBody, parse_quote, pck_certificates
+from teaclave_ma.attestation.quote import (
+    SgxReportBody,
+    TdReportBody,
+    parse_quote,
+    parse_sgx_report_body,
+    pck_certificates,
+)
 from teaclave_ma.attestation.sim.platform import SimulatedPlatform
 from teaclave_ma.attestation.td_identity import simulated_td_identity
 from teaclave_ma.formats import der
@@ -74,6 +80,13 @@ def test_every_truncation_is_a_typed_error_naming_an_offset(sgx_quote: bytes) ->
         with pytest.raises(QuoteFormatError) as caught:
             parse_quote(sgx_quote[:length])
         assert "offset" in str(caught.value) or "bytes" in str(caught.value)
+
+
+def test_a_report_body_of_the_wrong_size_is_named() -> None:
+    with pytest.raises(QuoteFormatError) as caught:
+        parse_sgx_report_body(bytes(383), "qe_report", base=500)
+    assert caught.value.field == "qe_report"
+    assert "384 bytes, got 383 at offset 500" in str(caught.value)
 
 
 @pytest.mark.parametrize(
