@@ -47,8 +47,11 @@ def ecdsa_p256_verify(
     return True
 
 
+@functools.lru_cache(maxsize=1024)
 def p256_key_from_raw(raw: bytes) -> ec.EllipticCurvePublicKey:
-    """A P-256 public key from Intel's 64-byte x||y encoding."""
+    """A P-256 public key from Intel's 64-byte x||y encoding; remembered, as a platform's
+    attestation key signs every quote it makes (a point that is not on the curve raises
+    and is not kept)."""
     try:
         return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b"\x04" + raw)
     except ValueError as exc:

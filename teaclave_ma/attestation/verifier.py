@@ -21,7 +21,6 @@ from typing import Generic, TypeVar
 
 import attrs
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from teaclave_ma.attestation import collateral as collateral_module
 from teaclave_ma.attestation import pki, x509_load
@@ -163,7 +162,6 @@ class VerifiedPckChain:
 
     certificates: tuple[x509.Certificate, ...]
     extension: PckExtension
-    key: ec.EllipticCurvePublicKey
     window: Window  # in which every certificate of the chain is valid
 
 
@@ -186,6 +184,7 @@ def clear_caches(*, collateral: bool = True, pck_chains: bool = True) -> None:
     bytes below them (parsed chains and collateral, signature checks): for measurements."""
     pki.signed_by.cache_clear()
     pki.signed_by_certificate.cache_clear()
+    pki.p256_key_from_raw.cache_clear()
     pki.crl_signed_by.cache_clear()
     pki.der_sha256.cache_clear()
     x509_load.clear_cache()
@@ -209,7 +208,7 @@ def verify_quote(
     pck = verified_pck_chain(quote, anchor, now)
     collateral_until = _check_collateral(collateral, pck.certificates[-1], now, anchor)
     pck_crl_until = _check_pck_revocation(pck.certificates, collateral, now)
-    _check_signatures(quote, pck.key)
+    _check_signatures(quote, pck.certificates[0])
     qe_level = _check_qe_identity(quote, collateral)
     tcb = _evaluate_tcb(quote, collateral, pck.extension, qe_level)
     # Whoever remembers this result must not outlive anything it rests on: a collateral
@@ -245,12 +244,8 @@ def verified_pck_chain(quote: Quote, anchor: TrustAnchor, now: dt.datetime) -> V
         return cached
     chain = pck_certificates(pem)
     verify_chain(chain, anchor, now, "pck_chain")
-    verified = VerifiedPckChain(
-        tuple(chain),
-        parse_pck_extension(chain[0]),
-        ec_public_key(chain[0], "pck_chain"),
-        chain_window(chain),
-    )
+    ec_public_key(chain[0], "pck_chain")  # a clear error for a key of another kind
+    verified = VerifiedPckChain(tuple(chain), parse_pck_extension(chain[0]), chain_window(chain))
     pck_chain_cache.put((pem, anchor), verified, verified.window)
     return verified
 
@@ -316,11 +311,14 @@ def _check_pck_revocation(
     return pck_crl_until
 
 
-def _check_signatures(quote: Quote, pck_key: ec.EllipticCurvePublicKey) -> None:
-    """The QE report is signed by the PCK key and binds the attestation key, which signed the quote."""
+def _check_signatures(quote: Quote, pck: x509.Certificate) -> None:
+    """The QE report is signed by the PCK key and binds the attestation key, which signed the quote.
+
+    The QE signs one report per attestation key, so every quote of a platform carries the
+    same report and signature: that check is remembered by its bytes (``pki``)."""
     certification = quote.certification
     qe_report = certification.qe_report
-    if not ecdsa_p256_verify(pck_key, certification.qe_report_signature, qe_report.raw):
+    if not signed_by_certificate(pck, certification.qe_report_signature, qe_report.raw):
         raise QuoteVerificationError(
             "qe_report_signature", "QE report signature does not verify under the PCK key"
         )

@@ -31,6 +31,7 @@ from tests.attestation.test_verify import (
     ANY_STATUS,
     IDENTITY,
     QE_REPORT,
+    QE_REPORT_SIGNATURE,
     QUOTE_BODY,
     REPORT_DATA,
     anchor_of,
@@ -269,6 +270,22 @@ def test_signature_memos_remember_results_by_bytes(platform: SimulatedPlatform) 
     for _attempt in range(2):
         assert not pki.signed_by(stranger.certs["platform_ca"], root)
         assert not pki.crl_signed_by(forged_crl, ca)
+
+
+def test_a_platforms_qe_report_is_checked_once_and_a_tampered_one_every_time(
+    platform: SimulatedPlatform,
+) -> None:
+    # Every quote of a platform carries the QE's one report for its attestation key.
+    verify(platform)
+    before = pki.signed_by_certificate.cache_info()
+    verify(platform, quote=platform.quote(IDENTITY, b"\x07" * 64))
+    after = pki.signed_by_certificate.cache_info()
+    assert (after.hits - before.hits, after.misses - before.misses) == (1, 0)
+    tampered = flip(platform.quote(IDENTITY, REPORT_DATA), QE_REPORT_SIGNATURE + 3)
+    for _attempt in range(2):
+        with pytest.raises(QuoteVerificationError) as caught:
+            verify(platform, quote=tampered)
+        assert caught.value.check == "qe_report_signature"
 
 
 def test_a_tampered_certificate_signature_is_refused(platform: SimulatedPlatform) -> None:
