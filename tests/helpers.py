@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 import cbor2
 import pytest
 from cryptography import x509
@@ -91,7 +92,7 @@ def craft_certificate(
         .not_valid_after(not_after or now + CRAFTED_LIFETIME)
         .sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
     )  # fmt: skip
-    outer = der.read_single(base, "certificate")
+    outer = read_single(base)
     tbs, algorithm = outer.children()[:2]
     fields = [f.encoded() for f in tbs.children()]
     items = [_extension_der(*extension) for extension in extensions]
@@ -198,3 +199,30 @@ def copy_manifest(manifest: Path, signatures: Path, into: Path) -> tuple[Path, P
     into.mkdir(parents=True)
     shutil.copytree(signatures, into / signatures.name)
     return Path(shutil.copy2(manifest, into / manifest.name)), into / signatures.name
+
+
+@attrs.frozen
+class Tlv:
+    """A DER element, for tests that take encodings apart and put them back together."""
+
+    tag: int
+    value: bytes
+
+    def encoded(self) -> bytes:
+        return der.encode_tlv(self.tag, self.value)
+
+    def children(self) -> list[Tlv]:
+        return read_all(self.value)
+
+
+def read_all(data: bytes) -> list[Tlv]:
+    """The elements that exactly fill ``data``."""
+    return [
+        Tlv(tag, data[start:end]) for tag, _, start, end in der.spans(data, 0, len(data), "test")
+    ]
+
+
+def read_single(data: bytes) -> Tlv:
+    """The one element filling all of ``data``."""
+    tag, _, start, end = der.single_span(data, "test")
+    return Tlv(tag, data[start:end])

@@ -9,8 +9,6 @@ bounds-checked and failures raise ``DerError`` naming the offset.
 
 from __future__ import annotations
 
-import attrs
-
 from teaclave_ma.errors import InputError
 
 TAG_INTEGER = 0x02
@@ -27,25 +25,7 @@ class DerError(InputError):
     """Malformed DER."""
 
 
-@attrs.frozen
-class Tlv:
-    tag: int
-    offset: int  # where the tag byte is, within the outermost buffer
-    header_len: int
-    value: bytes
-
-    @property
-    def end(self) -> int:
-        return self.offset + self.header_len + len(self.value)
-
-    def encoded(self) -> bytes:
-        return encode_tlv(self.tag, self.value)
-
-    def children(self, what: str = "value") -> list[Tlv]:
-        return read_all(self.value, what, base=self.offset + self.header_len)
-
-
-# A TLV as positions in its buffer, for readers that need no copies and no objects:
+# A TLV as positions in its buffer, so that readers make no copies and no objects:
 # (tag, offset of the tag byte, start of the value, end of the value).
 Span = tuple[int, int, int, int]
 
@@ -108,28 +88,9 @@ def single_span(data: bytes, what: str) -> Span:
     return tag, 0, header, header + length
 
 
-def read_all(data: bytes, what: str, base: int = 0) -> list[Tlv]:
-    """The TLVs that exactly fill ``data``; ``base`` is added to their offsets."""
-    return [
-        Tlv(tag, base + offset, start - offset, bytes(data[start:end]))
-        for tag, offset, start, end in spans(data, 0, len(data), what, base)
-    ]
-
-
-def read_single(data: bytes, what: str) -> Tlv:
-    """Exactly one TLV filling all of ``data`` (trailing bytes are an error)."""
-    tag, _, start, end = single_span(data, what)
-    return Tlv(tag, 0, start, bytes(data[start:end]))
-
-
 def check_tag(found: int, tag: int, offset: int, what: str) -> None:
     if found != tag:
         raise DerError(what, f"expected tag 0x{tag:02x}, got 0x{found:02x} at offset {offset}")
-
-
-def expect_tag(item: Tlv, tag: int, what: str) -> Tlv:
-    check_tag(item.tag, tag, item.offset, what)
-    return item
 
 
 def decode_oid(value: bytes, what: str) -> str:

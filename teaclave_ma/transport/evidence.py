@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import functools
 import hashlib
 import io
 import re
@@ -40,7 +41,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from teaclave_ma.attestation.errors import QuoteFormatError
 from teaclave_ma.attestation.quote import Quote, parse_quote
 from teaclave_ma.formats import der
-from teaclave_ma.formats.der import DerError, Tlv
+from teaclave_ma.formats.der import DerError, Span
 from teaclave_ma.transport.errors import CertificateFormatError, EvidenceError
 from teaclave_ma.trust.manifest_trust import AcceptedVersion
 
@@ -132,20 +133,21 @@ _UTC_TIME = re.compile(rb"[0-9]{12}Z")
 _GENERALIZED_TIME = re.compile(rb"[0-9]{14}Z")
 
 
-def _time(item: Tlv) -> dt.datetime:
-    value = item.value
+def _time(data: bytes, span: Span) -> dt.datetime:
+    tag, _, start, end = span
+    value = data[start:end]
     text = value.decode("ascii", errors="replace")
     try:
-        if item.tag == 0x17 and _UTC_TIME.fullmatch(value):  # YYMMDDHHMMSSZ
+        if tag == 0x17 and _UTC_TIME.fullmatch(value):  # YYMMDDHHMMSSZ
             # RFC 5280's window, 1950-2049 (strptime's %y pivots at 1969).
             year = int(value[:2])
             digits = b"%d" % (year + (1900 if year >= 50 else 2000)) + value[2:12]
-        elif item.tag == 0x18 and _GENERALIZED_TIME.fullmatch(value):  # YYYYMMDDHHMMSSZ
+        elif tag == 0x18 and _GENERALIZED_TIME.fullmatch(value):  # YYYYMMDDHHMMSSZ
             digits = value[:14]
-        elif item.tag in (0x17, 0x18):
+        elif tag in (0x17, 0x18):
             raise ValueError("not in DER's fixed form")
         else:
-            raise CertificateFormatError("validity", f"unexpected time tag 0x{item.tag:02x}")
+            raise CertificateFormatError("validity", f"unexpected time tag 0x{tag:02x}")
         # The digits are checked above; datetime checks the ranges (month 13, Feb 30, ...).
         return dt.datetime(
             int(digits[0:4]), int(digits[4:6]), int(digits[6:8]),
@@ -197,24 +199,23 @@ def _decode_tcg(value: bytes) -> tuple[bytes, bytes]:
     return quote, claims
 
 
-def _read_extension(item: Tlv) -> tuple[str, bytes]:
+def _read_extension(data: bytes, span: Span) -> tuple[str, bytes]:
     """An extension's OID and value, refusing it if it is critical and not understood."""
-    if len(item.value) > MAX_EXTENSION:  # before decoding anything inside it
+    tag, offset, start, end = span
+    if end - start > MAX_EXTENSION:  # before decoding anything inside it
         raise _oversized(
-            "oversized_extension",
-            f"extension at offset {item.offset}",
-            len(item.value),
-            MAX_EXTENSION,
+            "oversized_extension", f"extension at offset {offset}", end - start, MAX_EXTENSION
         )
-    elements = der.expect_tag(item, der.TAG_SEQUENCE, "extension").children("extension")
+    der.check_tag(tag, der.TAG_SEQUENCE, offset, "extension")
+    elements = der.spans(data, start, end, "extension")
     if len(elements) not in (2, 3):
         raise CertificateFormatError(
-            "extension", f"expected 2 or 3 elements at offset {item.offset}, got {len(elements)}"
+            "extension", f"expected 2 or 3 elements at offset {offset}, got {len(elements)}"
         )
-    oid = der.decode_oid(der.expect_tag(elements[0], der.TAG_OID, "extension").value, "extension")
+    oid = _oid(data, elements[0], "extension")
     critical = False  # DEFAULT FALSE
     if len(elements) == 3:
-        flag = der.expect_tag(elements[1], _TAG_BOOLEAN, f"{oid}.critical").value
+        flag = _value(data, elements[1], _TAG_BOOLEAN, f"{oid}.critical")
         if flag not in (b"\x00", b"\xff"):
             raise CertificateFormatError(f"{oid}.critical", f"not a DER BOOLEAN ({flag.hex()})")
         critical = flag == b"\xff"
@@ -224,37 +225,56 @@ def _read_extension(item: Tlv) -> tuple[str, bytes]:
             f"extension {oid} is critical and not understood here; RFC 5280 requires "
             "refusing the certificate",
         )
-    return oid, der.expect_tag(elements[-1], der.TAG_OCTET_STRING, oid).value
+    return oid, _value(data, elements[-1], der.TAG_OCTET_STRING, oid)
 
 
-def _extension_items(after_spki: list[Tlv]) -> list[Tlv]:
+def _value(data: bytes, span: Span, tag: int, what: str) -> bytes:
+    der.check_tag(span[0], tag, span[1], what)
+    return data[span[2] : span[3]]
+
+
+def _children(data: bytes, span: Span, tag: int, what: str) -> list[Span]:
+    der.check_tag(span[0], tag, span[1], what)
+    return der.spans(data, span[2], span[3], what)
+
+
+# The same few OIDs (extensions, algorithms) recur in every certificate; a bad one raises
+# and is not kept.
+_decoded_oid = functools.lru_cache(maxsize=64)(der.decode_oid)
+
+
+def _oid(data: bytes, span: Span, what: str) -> str:
+    return _decoded_oid(_value(data, span, der.TAG_OID, what), what)
+
+
+def _extension_items(data: bytes, after_spki: list[Span]) -> list[Span]:
     """The extensions, given the TBS fields after subjectPublicKeyInfo."""
     order = [
-        _OPTIONAL_TBS_TAGS.index(f.tag) if f.tag in _OPTIONAL_TBS_TAGS else -1 for f in after_spki
+        _OPTIONAL_TBS_TAGS.index(f[0]) if f[0] in _OPTIONAL_TBS_TAGS else -1 for f in after_spki
     ]
     if -1 in order or order != sorted(set(order)):  # unknown, repeated or out of order
-        tags = ", ".join(f"0x{f.tag:02x}" for f in after_spki)
+        tags = ", ".join(f"0x{f[0]:02x}" for f in after_spki)
         raise CertificateFormatError(
             "tbsCertificate", f"unexpected fields after subjectPublicKeyInfo (tags {tags})"
         )
-    blocks = [f for f in after_spki if f.tag == _TAG_EXTENSIONS]
+    blocks = [f for f in after_spki if f[0] == _TAG_EXTENSIONS]
     if not blocks:
         return []
-    inner = blocks[0].children("extensions")
+    inner = der.spans(data, blocks[0][2], blocks[0][3], "extensions")
     if len(inner) != 1:
         raise CertificateFormatError("extensions", f"expected one SEQUENCE, got {len(inner)} items")
-    items = der.expect_tag(inner[0], der.TAG_SEQUENCE, "extensions").children("extensions")
+    items = _children(data, inner[0], der.TAG_SEQUENCE, "extensions")
     if not items:
         raise CertificateFormatError("extensions", "empty (RFC 5280 requires at least one)")
     return items
 
 
-def _collect(items: list[Tlv]) -> tuple[dict[str, bytes], str | None]:
+def _collect(data: bytes, items: list[Span]) -> tuple[dict[str, bytes], str | None]:
     """Extension values by OID (both legacy spellings under one key), and the legacy spelling."""
     found: dict[str, bytes] = {}
     legacy_oid: str | None = None
     for item in items:
-        oid, value = _read_extension(item)
+        oid, value = _read_extension(data, item)
         key = LEGACY_QUOTE_OID if oid in (LEGACY_QUOTE_OID, LEGACY_QUOTE_OID_GRAMINE) else oid
         if key in found:
             raise EvidenceError("duplicate_extension", f"extension {oid} appears more than once")
@@ -268,33 +288,30 @@ def extract_evidence(certificate: bytes) -> CertificateEvidence:
     """Parse a certificate (PEM or DER) and collect its evidence extensions."""
     data = _to_der(bytes(certificate))
     try:
-        outer = der.expect_tag(
-            der.read_single(data, "certificate"), der.TAG_SEQUENCE, "certificate"
-        )
-        parts = outer.children("certificate")
+        outer = der.single_span(data, "certificate")
+        parts = _children(data, outer, der.TAG_SEQUENCE, "certificate")
         if len(parts) != 3:
             raise CertificateFormatError("certificate", f"expected 3 elements, got {len(parts)}")
         tbs, algorithm, signature = parts
-        der.expect_tag(tbs, der.TAG_SEQUENCE, "tbsCertificate")
-        der.expect_tag(signature, der.TAG_BIT_STRING, "signatureValue")
-        fields = tbs.children("tbsCertificate")
-        _expect_v3(fields)
+        fields = _children(data, tbs, der.TAG_SEQUENCE, "tbsCertificate")
+        bit_string = _value(data, signature, der.TAG_BIT_STRING, "signatureValue")
+        _expect_v3(data, fields)
         fields = fields[1:]
         if len(fields) < 6:
             raise CertificateFormatError("tbsCertificate", "too few fields")
-        if fields[1].encoded() != algorithm.encoded():  # RFC 5280, 4.1.1.2
+        if _encoded(data, fields[1]) != _encoded(data, algorithm):  # RFC 5280, 4.1.1.2
             raise CertificateFormatError(
                 "tbsCertificate.signature", "differs from the certificate's signatureAlgorithm"
             )
-        validity = der.expect_tag(fields[3], der.TAG_SEQUENCE, "validity").children("validity")
+        validity = _children(data, fields[3], der.TAG_SEQUENCE, "validity")
         if len(validity) != 2:
             raise CertificateFormatError("validity", "expected notBefore and notAfter")
-        spki = der.expect_tag(fields[5], der.TAG_SEQUENCE, "subjectPublicKeyInfo")
-        found, legacy_oid = _collect(_extension_items(fields[6:]))
-        algorithm_oid = der.decode_oid(
-            der.expect_tag(
-                algorithm.children("signatureAlgorithm")[0], der.TAG_OID, "signatureAlgorithm"
-            ).value,
+        der.check_tag(fields[5][0], der.TAG_SEQUENCE, fields[5][1], "subjectPublicKeyInfo")
+        spki_der = _encoded(data, fields[5])
+        found, legacy_oid = _collect(data, _extension_items(data, fields[6:]))
+        algorithm_oid = _oid(
+            data,
+            _children(data, algorithm, der.TAG_SEQUENCE, "signatureAlgorithm")[0],
             "signatureAlgorithm",
         )
     except DerError as exc:
@@ -302,13 +319,14 @@ def extract_evidence(certificate: bytes) -> CertificateEvidence:
     except IndexError as exc:  # an empty SEQUENCE where elements are required
         raise CertificateFormatError("certificate", "truncated structure") from exc
     try:
-        public_key = serialization.load_der_public_key(spki.encoded())
+        public_key = serialization.load_der_public_key(spki_der)
     except (ValueError, UnsupportedAlgorithm) as exc:
         raise CertificateFormatError(
             "subjectPublicKeyInfo", f"unusable public key ({exc})"
         ) from exc
-    _cross_check(data, tbs.encoded(), public_key, algorithm_oid, signature.value)
-    _check_self_signature(public_key, algorithm_oid, tbs.encoded(), signature.value)
+    signed = _encoded(data, tbs)
+    _cross_check(data, signed, public_key, algorithm_oid, bit_string)
+    _check_self_signature(public_key, algorithm_oid, signed, bit_string)
     tcg_quote = tcg_claims = None
     if TCG_EVIDENCE_OID in found:
         tcg_quote, tcg_claims = _decode_tcg(found[TCG_EVIDENCE_OID])
@@ -316,10 +334,10 @@ def extract_evidence(certificate: bytes) -> CertificateEvidence:
     return CertificateEvidence(
         der=data,
         sha256=hashlib.sha256(data).digest(),
-        spki_der=spki.encoded(),
+        spki_der=spki_der,
         public_key=public_key,
-        not_before=_time(validity[0]),
-        not_after=_time(validity[1]),
+        not_before=_time(data, validity[0]),
+        not_after=_time(data, validity[1]),
         extension_oids=tuple(found),
         legacy_quote=legacy,
         legacy_oid=legacy_oid,
@@ -328,13 +346,17 @@ def extract_evidence(certificate: bytes) -> CertificateEvidence:
     )
 
 
+def _encoded(data: bytes, span: Span) -> bytes:
+    return data[span[1] : span[3]]
+
+
 _V3 = der.encode_tlv(0xA0, der.encode_int(2))
 
 
-def _expect_v3(fields: list[der.Tlv]) -> None:
+def _expect_v3(data: bytes, fields: list[Span]) -> None:
     # Only v3 certificates carry extensions (RFC 5280, 4.1.2.1); X.509 libraries disagree on
     # what to make of other versions, so none reaches the parsers that follow.
-    if not fields or fields[0].encoded() != _V3:
+    if not fields or _encoded(data, fields[0]) != _V3:
         raise CertificateFormatError(
             "tbsCertificate.version", "expected version 3 (the only one with extensions)"
         )

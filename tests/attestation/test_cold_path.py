@@ -41,7 +41,7 @@ from tests.attestation.test_verify_caches import (  # empty_caches: autouse, cle
     empty_caches,  # noqa: F401
 )
 from tests.fuzz.mutations import FUZZ, tree_mutated
-from tests.helpers import craft_certificate
+from tests.helpers import craft_certificate, read_single
 
 
 def pem_of(der_bytes: bytes) -> bytes:
@@ -147,7 +147,7 @@ def sample_extension(sgx_quote: bytes) -> tuple[bytes, list[bytes]]:
     value = leaf.extensions.get_extension_for_oid(x509.ObjectIdentifier(SGX_EXTENSION_OID))
     assert isinstance(value.value, x509.UnrecognizedExtension)
     raw = value.value.value
-    return raw, [entry.encoded() for entry in der.read_single(raw, "test").children()]
+    return raw, [entry.encoded() for entry in read_single(raw).children()]
 
 
 def entry(oid_tlv: bytes, value: bytes) -> bytes:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from teaclave_ma.errors import TeaclaveMAError
 from teaclave_ma.formats import der
-from tests.helpers import traced_peak_memory
+from tests.helpers import Tlv, read_all, traced_peak_memory
 
 # An input that keeps a parser busy for seconds (a super-linear path) fails its example; the
 # limit is far above what any parser needs (milliseconds), so a loaded CI machine is safe.
@@ -100,24 +100,24 @@ def mutated_samples(samples: Sequence[bytes]) -> st.SearchStrategy[bytes]:
 # -- DER -------------------------------------------------------------------------------------
 
 
-def der_nodes(data: bytes) -> list[der.Tlv]:
+def der_nodes(data: bytes) -> list[Tlv]:
     """Every TLV of ``data`` in pre-order, descending into constructed ones."""
     nodes = []
-    for item in der.read_all(data, "sample"):
+    for item in read_all(data):
         nodes.append(item)
         if item.tag & 0x20:  # constructed: its value is more TLVs
             nodes += der_nodes(item.value)
     return nodes
 
 
-def der_replace(data: bytes, index: int, replace: Callable[[der.Tlv], bytes]) -> bytes:
+def der_replace(data: bytes, index: int, replace: Callable[[Tlv], bytes]) -> bytes:
     """``data`` with the ``index``-th TLV (pre-order) replaced by ``replace(tlv)``; every
     enclosing length is re-encoded, so the change is seen by the layer that reads it."""
     counter = [index]
 
     def walk(buffer: bytes) -> bytes:
         out = []
-        for item in der.read_all(buffer, "sample"):
+        for item in read_all(buffer):
             counter[0] -= 1
             if counter[0] == -1:
                 out.append(replace(item))
@@ -141,7 +141,7 @@ def der_mutated(draw: st.DrawFn, sample: bytes) -> bytes:
     tag = draw(st.sampled_from([0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x0A, 0x30, 0x31, 0xA0]))
     noise = draw(st.randoms(use_true_random=False))
 
-    def replace(item: der.Tlv) -> bytes:
+    def replace(item: Tlv) -> bytes:
         if kind == "value":
             return der.encode_tlv(item.tag, value)
         if kind == "long":

@@ -47,7 +47,7 @@ from teaclave_ma.transport.evidence import (
     tcg_claims,
 )
 from teaclave_ma.transport.peer_verify import EVERY_POLICY, PeerVerifier
-from tests.helpers import MovableClock, spki_of, tcg_extension
+from tests.helpers import MovableClock, read_single, spki_of, tcg_extension
 from tests.transport.test_peer_cache import STORAGE, Manifests, verified_manifest
 
 NAMES = list(INTEROP_PRODUCERS)
@@ -252,9 +252,9 @@ def resigned(
     """The certificate with ``key``'s public key in place of its own and its extensions
     passed through ``edit``, self-signed by ``key``: what a host that copied a genuine
     certificate's evidence can present."""
-    tbs, algorithm, _ = der.read_single(evidence_of(certificate).der, "certificate").children()
+    tbs, algorithm, _ = read_single(evidence_of(certificate).der).children()
     fields = tbs.children()
-    extensions = der.read_single(fields[7].value, "extensions").children()
+    extensions = read_single(fields[7].value).children()
     items = []
     for item in extensions:
         parts = item.children()
