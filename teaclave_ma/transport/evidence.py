@@ -6,7 +6,8 @@ Two evidence extensions exist (see ../shared/data/README.md for the facts):
   Gramine writes the OID's DER bytes as the OID value, so real certificates hold the OID
   0.6.9.42.840.113741.1337.6; both spellings are accepted.
 - The TCG tagged-evidence extension, OID 2.23.133.5.4.9: CBOR tag 60000 over
-  [bstr quote, bstr claims], claims = {"pubkey-hash": bstr(CBOR [1, SHA-256(SPKI)])},
+  [bstr quote, bstr claims], claims = {"pubkey-hash": bstr(CBOR [1, SHA-256(SPKI)])}
+  (SHA-384, 7, and SHA-512, 8, are accepted too; teaclave-ma writes SHA-256),
   report_data = SHA-256(claims) followed by 32 zero bytes. teaclave-ma services add the
   manifest in force to the claims, {"teaclave-ma/manifest": [version, SHA-256 of its bytes]},
   so a peer learns which manifest the other side enforces from evidence its quote binds.
@@ -52,6 +53,9 @@ TCG_EVIDENCE_TAG = 60000
 PUBKEY_HASH_CLAIM = "pubkey-hash"
 MANIFEST_CLAIM = "teaclave-ma/manifest"
 HASH_ALG_SHA256 = 1
+# The pubkey-hash algorithms the CCC format asks verifiers to accept, by their number in
+# IANA's Named Information Hash Algorithm registry (the truncated SHA-256 forms are not).
+PUBKEY_HASHES = {HASH_ALG_SHA256: "sha256", 7: "sha384", 8: "sha512"}
 # Real RA-TLS certificates hold about 10 KiB (two quotes of ~5 KiB); the limits leave ample
 # room while bounding the work an unauthenticated peer can cause before any check.
 MAX_CERTIFICATE = 64 * 1024
@@ -459,7 +463,7 @@ def bound_quote(evidence: CertificateEvidence) -> Quote:
     key_hash = hashlib.sha256(evidence.spki_der).digest()
     tcg = legacy = None
     if evidence.tcg_quote is not None and evidence.tcg_claims is not None:
-        _check_tcg_claims(evidence.tcg_claims, key_hash)
+        _check_tcg_claims(evidence.tcg_claims, evidence.spki_der)
         tcg = _parsed(evidence.tcg_quote, TCG_EVIDENCE_OID)
         _expect_binding(
             "TCG evidence", tcg.report_data, hashlib.sha256(evidence.tcg_claims).digest()
@@ -502,7 +506,7 @@ def _claims_map(claims: bytes) -> dict[Any, Any]:
     return decoded
 
 
-def _check_tcg_claims(claims: bytes, key_hash: bytes) -> None:
+def _check_tcg_claims(claims: bytes, spki_der: bytes) -> None:
     hashed = _claims_map(claims).get(PUBKEY_HASH_CLAIM)
     if not isinstance(hashed, bytes):
         raise CertificateFormatError(
@@ -513,14 +517,19 @@ def _check_tcg_claims(claims: bytes, key_hash: bytes) -> None:
         raise CertificateFormatError(
             TCG_EVIDENCE_OID, f"{PUBKEY_HASH_CLAIM} must be [hash-alg-id, hash]"
         )
-    if type(inner[0]) is not int or inner[0] != HASH_ALG_SHA256:  # CBOR true == 1 in Python
+    algorithm = inner[0]
+    if type(algorithm) is not int or algorithm not in PUBKEY_HASHES:  # CBOR true == 1 in Python
+        accepted = ", ".join(f"{number} ({name})" for number, name in PUBKEY_HASHES.items())
         raise EvidenceError(
             "report_data_binding",
-            f"{PUBKEY_HASH_CLAIM} uses hash algorithm {inner[0]!r}; only 1 (SHA-256) is accepted",
+            f"{PUBKEY_HASH_CLAIM} uses hash algorithm {algorithm!r}; accepted: {accepted}",
         )
-    if type(inner[1]) is not bytes or inner[1] != key_hash:
+    expected = hashlib.new(PUBKEY_HASHES[algorithm], spki_der).digest()
+    if type(inner[1]) is not bytes or inner[1] != expected:
         raise EvidenceError(
-            "report_data_binding", f"{PUBKEY_HASH_CLAIM} does not match this certificate's key"
+            "report_data_binding",
+            f"{PUBKEY_HASH_CLAIM} does not match this certificate's key "
+            f"({PUBKEY_HASHES[algorithm]} of its SubjectPublicKeyInfo)",
         )
 
 

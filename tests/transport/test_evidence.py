@@ -131,18 +131,49 @@ def signed_claims(platform: SimulatedPlatform, claims: bytes) -> bytes:
     )
 
 
+@pytest.mark.parametrize(("algorithm", "hash_name"), [(7, "sha384"), (8, "sha512")])
+def test_tcg_claims_may_hash_the_key_with_sha384_or_sha512(
+    platform: SimulatedPlatform, algorithm: int, hash_name: str
+) -> None:
+    """The CCC format asks verifiers to accept these two besides SHA-256."""
+    key = new_key()
+    digest = hashlib.new(hash_name, spki_of(key)).digest()
+    claims = cbor2.dumps({"pubkey-hash": cbor2.dumps([algorithm, digest])})
+    certificate = craft_certificate(key, [(TCG_EVIDENCE_OID, signed_claims(platform, claims))])
+    assert (
+        bound_quote(extract_evidence(certificate)).report_data[:32]
+        == hashlib.sha256(claims).digest()
+    )
+
+
+@pytest.mark.parametrize(("algorithm", "hash_name"), [(7, "sha256"), (8, "sha384"), (1, "sha512")])
+def test_a_pubkey_hash_of_another_algorithm_than_it_names_is_refused(
+    platform: SimulatedPlatform, algorithm: int, hash_name: str
+) -> None:
+    key = new_key()
+    digest = hashlib.new(hash_name, spki_of(key)).digest()
+    claims = cbor2.dumps({"pubkey-hash": cbor2.dumps([algorithm, digest])})
+    certificate = craft_certificate(key, [(TCG_EVIDENCE_OID, signed_claims(platform, claims))])
+    with pytest.raises(EvidenceError, match="does not match this certificate's key") as caught:
+        bound_quote(extract_evidence(certificate))
+    assert caught.value.check == "report_data_binding"
+
+
 @pytest.mark.parametrize(
-    ("algorithm", "shown"), [(7, "7"), (True, "True"), (1.0, "1.0")], ids=["7", "true", "float"]
+    ("algorithm", "shown"),
+    [(2, "2"), (6, "6"), (9, "9"), (True, "True"), (1.0, "1.0")],
+    ids=["sha-256-128", "sha-256-32", "unassigned", "true", "float"],
 )
 def test_tcg_claims_with_another_hash_algorithm_are_refused(
     platform: SimulatedPlatform, algorithm: object, shown: str
 ) -> None:
-    """Only the integer 1 names SHA-256; CBOR true and 1.0 equal 1 in Python, not in CBOR."""
+    """Only the integers 1, 7 and 8 name accepted algorithms (truncated SHA-256 forms are
+    not); CBOR true and 1.0 equal 1 in Python, not in CBOR."""
     key = new_key()
     digest = hashlib.sha256(spki_of(key)).digest()
     claims = cbor2.dumps({"pubkey-hash": cbor2.dumps([algorithm, digest])})
     certificate = craft_certificate(key, [(TCG_EVIDENCE_OID, signed_claims(platform, claims))])
-    with pytest.raises(EvidenceError, match=f"hash algorithm {shown}"):
+    with pytest.raises(EvidenceError, match=f"hash algorithm {shown}; accepted: 1 "):
         bound_quote(extract_evidence(certificate))
 
 
