@@ -34,7 +34,12 @@ from collections.abc import Mapping
 import attrs
 
 from teaclave_ma.errors import InputError
-from teaclave_ma.formats.service_config import SERVICE_NAME, raise_duplicate
+from teaclave_ma.formats.service_config import (
+    OWNERS_EDGE,
+    SERVICE_NAME,
+    raise_duplicate,
+    service_name,
+)
 from teaclave_ma.formats.strict import (
     decode_document,
     dump_yaml,
@@ -267,7 +272,7 @@ class Manifest:
 
     def with_entry(self, service: str, entry: Accepted) -> Manifest:
         """A copy with ``entry`` accepted for ``service`` (no-op if already there)."""
-        if not SERVICE_NAME.fullmatch(service):
+        if not SERVICE_NAME.fullmatch(service) or service == OWNERS_EDGE:
             raise ManifestFormatError("enclaves", f"invalid service name {service!r}")
         entries = self.enclaves.get(service, ())
         if entry in entries:
@@ -315,6 +320,7 @@ def parse_manifest(data: bytes, what: str = "manifest") -> Manifest:
             where = join("enclaves", name)
             if not SERVICE_NAME.fullmatch(name):
                 raise InputError(where, f"invalid service name (expected {SERVICE_NAME.pattern})")
+            service_name(name, where)  # and not the reserved owners edge
             items = expect_list(entries, where)
             if not items:
                 raise InputError(where, "expected at least one accepted identity")
@@ -353,7 +359,7 @@ def _parse_secrets(value: object) -> dict[str, SecretRelease]:
 def _parse_release(item: Mapping[str, object], where: str) -> SecretRelease:
     expect_keys(item, where, ["allow"], ["min_config_svn", "relax"])
     allow = tuple(
-        expect_str(service, join(join(where, "allow"), i), SERVICE_NAME)
+        service_name(service, join(join(where, "allow"), i))
         for i, service in enumerate(expect_list(item["allow"], join(where, "allow")))
     )
     if not allow:

@@ -30,6 +30,23 @@ from teaclave_ma.formats.strict import (
 )
 
 SERVICE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+# In a kms's inbound list, the edge that admits its secret owners (``secrets.owner``), not a
+# service: a service of that name could be taken for the owners, or they for it.
+OWNERS_EDGE = "owners"
+
+
+def service_name(value: object, path: str) -> str:
+    """A service's name: SERVICE_NAME, and not the reserved owners edge."""
+    name = expect_str(value, path, SERVICE_NAME)
+    if name == OWNERS_EDGE:
+        raise InputError(
+            path,
+            f"{OWNERS_EDGE!r} is reserved (in a kms's inbound list it admits the secret "
+            "owners), so no service may be called that",
+        )
+    return name
+
+
 ENTRYPOINT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*:[A-Za-z_][A-Za-z0-9_]*")
 # What the entrypoint returns: a JSON-RPC ``Service`` (rpc), a WSGI or an ASGI application.
 APP_KINDS = ("rpc", "wsgi", "asgi")
@@ -144,14 +161,16 @@ def parse_enclave_config(value: object, path: str) -> EnclaveConfig:
 UNATTESTED_CALLERS = {"callers": "any"}
 
 
-def _names(value: object, path: str, *, open_entry: bool = False) -> tuple[str, ...]:
-    """Service names; with ``open_entry``, ``{callers: any}`` may stand among them (it is
-    left out of the names: ``_admits_unattested`` reads it)."""
+def _names(value: object, path: str, *, inbound: bool = False) -> tuple[str, ...]:
+    """Service names; an inbound list may also hold the owners edge and ``{callers: any}``
+    (left out of the names: ``_admits_unattested`` reads it)."""
     items = expect_list(value, path)
     names = tuple(
         expect_str(item, join(path, index), SERVICE_NAME)
+        if inbound
+        else service_name(item, join(path, index))
         for index, item in enumerate(items)
-        if not (open_entry and _is_open_entry(item, join(path, index)))
+        if not (inbound and _is_open_entry(item, join(path, index)))
     )
     if len(set(names)) != len(names):
         raise_duplicate(names, path)
@@ -260,7 +279,7 @@ def parse_service_config(data: bytes, what: str = "service.yaml") -> ServiceConf
         ],
     )
     return ServiceConfig(
-        name=expect_str(mapping["name"], "name", SERVICE_NAME),
+        name=service_name(mapping["name"], "name"),
         entrypoint=(
             expect_str(mapping["entrypoint"], "entrypoint", ENTRYPOINT)
             if "entrypoint" in mapping
@@ -268,7 +287,7 @@ def parse_service_config(data: bytes, what: str = "service.yaml") -> ServiceConf
         ),
         enclave=parse_enclave_config(mapping["enclave"], "enclave"),
         app=_app_kind(mapping.get("app", "rpc")),
-        inbound=_names(mapping.get("inbound", []), "inbound", open_entry=True),
+        inbound=_names(mapping.get("inbound", []), "inbound", inbound=True),
         unattested_callers=_admits_unattested(mapping.get("inbound", [])),
         outbound=_names(mapping.get("outbound", []), "outbound"),
         tcb=parse_tcb_config(mapping.get("tcb", {})),

@@ -23,7 +23,7 @@ from teaclave_ma.enclave.image import EnclaveImage
 from teaclave_ma.errors import ConfigError
 from teaclave_ma.formats.limits import ServerLimits
 from teaclave_ma.formats.runtime_config import RuntimeConfig
-from teaclave_ma.formats.service_config import ServiceConfig
+from teaclave_ma.formats.service_config import OWNERS_EDGE, ServiceConfig
 from teaclave_ma.formats.trust import parse_trust_file
 from teaclave_ma.identity import PeerMeasurement
 from teaclave_ma.observability.events import NO_OBSERVER, Observer
@@ -35,7 +35,7 @@ from teaclave_ma.rpc.wsgi import WsgiResponder
 from teaclave_ma.runtime.attestation_setup import setup_attestation
 from teaclave_ma.runtime.context import ServiceContext
 from teaclave_ma.runtime.image_import import ImageImporter
-from teaclave_ma.secrets.owner import OWNERS, OwnerAdmission
+from teaclave_ma.secrets.owner import OwnerAdmission
 from teaclave_ma.transport.credentials import RotatingCredentials, utc_now
 from teaclave_ma.transport.evidence import bound_quote, extract_evidence
 from teaclave_ma.transport.peer_verify import PeerVerifier
@@ -110,7 +110,7 @@ class EnclaveNode:
         # Owners are admitted only where the measured inbound list names them.
         self.inbound_verifier: PeerAuthenticator[Any] = (
             OwnerAdmission(self.verifier, trust.owners)
-            if OWNERS in image.service.inbound
+            if OWNERS_EDGE in image.service.inbound
             else self.verifier
         )
 

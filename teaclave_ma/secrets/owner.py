@@ -29,12 +29,12 @@ from cryptography.x509.oid import NameOID
 
 from teaclave_ma.crypto.auditor_key import AuditorPublicKey, AuditorSigningKey
 from teaclave_ma.errors import VerificationError
+from teaclave_ma.formats.service_config import OWNERS_EDGE
 from teaclave_ma.formats.trust import TrustedAuditor
 from teaclave_ma.transport.credentials import TlsCredentials
 from teaclave_ma.transport.peer_verify import PeerIdentity, PeerVerifier
 from teaclave_ma.trust.manifest_trust import IdentityNotAccepted
 
-OWNERS = "owners"  # the reserved inbound name that admits owner certificates
 OPERATIONS = ("put", "rotate", "delete")
 REQUEST_DOMAIN = "teaclave-ma kms owner request v1"
 CERTIFICATE_LIFETIME = dt.timedelta(hours=1)
@@ -159,7 +159,7 @@ class OwnerAdmission:
         self._owners = {owner.key_id: owner for owner in owners}
 
     def verify(self, certificate: bytes, services: Sequence[str]) -> Caller:
-        others = [service for service in services if service != OWNERS]
+        others = [service for service in services if service != OWNERS_EDGE]
         if len(others) < len(services):
             key = _owner_key(certificate)
             if key is not None:
