@@ -211,9 +211,13 @@ class WsgiResponder(Responder[Peer]):
         self._on_close = on_close
 
     @classmethod
-    def for_app(cls, kind: str, app: object, name: str) -> WsgiResponder:
+    def for_app(
+        cls, kind: str, app: object, name: str, *, background_seconds: float
+    ) -> WsgiResponder:
         """The responder for what the entrypoint returned, which service.yaml declared as
-        ``app: kind`` (wsgi or asgi); ``ConfigError`` when the object is not that."""
+        ``app: kind`` (wsgi or asgi); ``ConfigError`` when the object is not that. An ASGI
+        application's work after its response (background tasks) is cancelled after
+        ``background_seconds``, so that a task that never ends cannot hold a connection."""
         if not callable(app):
             raise ConfigError(
                 "app",
@@ -231,7 +235,7 @@ class WsgiResponder(Responder[Peer]):
                     "app",
                     f"{name}'s entrypoint returned {type(app).__name__}, not an ASGI application (async); service.yaml says app: asgi",
                 )
-            return _asgi(name, app)
+            return _asgi(name, app, background_seconds)
         return cls(name, cast(WsgiApp, app))
 
     def refusal(self, status: int, message: str) -> Reply:
@@ -324,7 +328,7 @@ class _PeerInScope:
             raise
 
 
-def _asgi(name: str, app: object) -> WsgiResponder:
+def _asgi(name: str, app: object, background_seconds: float) -> WsgiResponder:
     """An ASGI application on an event loop of its own, stopped with the server. a2wsgi runs
     no lifespan events: set up in the entrypoint, not in a startup hook."""
     loop = asyncio.new_event_loop()
@@ -336,5 +340,7 @@ def _asgi(name: str, app: object) -> WsgiResponder:
         thread.join(timeout=5)
         loop.close()
 
-    bridge = a2wsgi.ASGIMiddleware(cast(Any, _PeerInScope(app)), loop=loop)
+    bridge = a2wsgi.ASGIMiddleware(
+        cast(Any, _PeerInScope(app)), wait_time=background_seconds, loop=loop
+    )
     return WsgiResponder(name, cast(WsgiApp, bridge), on_close=stop)

@@ -272,7 +272,10 @@ def answering(config: ServiceConfig, built: object) -> Service | WsgiResponder:
             f"{config.name}'s entrypoint returned a JSON-RPC Service; service.yaml says "
             f"app: {config.app} (remove it to serve JSON-RPC)",
         )
-    return WsgiResponder.for_app(config.app, built, config.name)
+    # Background work may last as long as an idle connection is kept, no longer.
+    return WsgiResponder.for_app(
+        config.app, built, config.name, background_seconds=config.limits.idle_timeout
+    )
 
 
 def load_entrypoint(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -317,6 +319,43 @@ def test_an_asgi_app_sees_the_peer_in_its_scope_extensions(
     finally:
         responder.close()
     assert seen == [peer]
+
+
+def test_asgi_work_after_the_response_is_cancelled_after_the_idle_timeout(
+    fake_peer: Callable[..., Caller],
+) -> None:
+    """A background task that never ends would hold the connection's thread for good."""
+    cancelled = threading.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+        try:
+            await asyncio.sleep(3600)  # a background task that hangs
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    config = parse_service_config(
+        YAML + b"app: asgi\nlimits: {idle_timeout: 0.2}\n", "service.yaml"
+    )
+    responder = answering(config, app)
+    assert isinstance(responder, WsgiResponder)
+    answered: list[bytes] = []
+
+    def serve_one() -> None:
+        reply = responder.respond(exchange(fake_peer("frontend")))
+        answered.append(body_of(reply.body))
+        reply.close()
+
+    worker = threading.Thread(target=serve_one, daemon=True)
+    try:
+        worker.start()
+        worker.join(5)
+        assert not worker.is_alive(), "the connection's thread is still held by the hung task"
+        assert answered == [b"ok"] and cancelled.wait(5)
+    finally:
+        responder.close()
 
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "api.md"
