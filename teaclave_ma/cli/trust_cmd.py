@@ -1,4 +1,5 @@
-"""``teaclave-ma trust``: write the build-time trust file from auditors' public keys."""
+"""``teaclave-ma trust``: write the build-time trust file from auditors' public keys (and,
+for a kms, its secret owners' keys)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,15 @@ def register(subparsers: Any) -> None:
         metavar="PUBKEY_PEM",
         help="an auditor's public key (repeat); the name is the file name before .pub.pem",
     )
+    new.add_argument(
+        "--owner",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="PUBKEY_PEM",
+        help="a kms secret owner's public key (repeat; auditor keygen makes one); named like "
+        "--auditor",
+    )
     new.add_argument("--threshold", type=int, required=True, help="signatures needed (k of n)")
     new.add_argument("--out", type=Path, required=True, help="trust file to write")
     add_force_flag(new)
@@ -51,14 +61,19 @@ def auditor_name_from_path(path: Path) -> str:
     return path.stem
 
 
-def _new(args: argparse.Namespace) -> int:
-    auditors = tuple(
+def _keys(paths: list[Path]) -> tuple[TrustedAuditor, ...]:
+    return tuple(
         TrustedAuditor(
             auditor_name_from_path(path), AuditorPublicKey.from_pem(path.read_bytes(), str(path))
         )
-        for path in args.auditor
+        for path in paths
     )
-    trust = TrustFile(threshold=args.threshold, auditors=auditors)
+
+
+def _new(args: argparse.Namespace) -> int:
+    trust = TrustFile(
+        threshold=args.threshold, auditors=_keys(args.auditor), owners=_keys(args.owner)
+    )
     atomic_write(args.out, trust.to_bytes(), overwrite=args.force)
     return _report(args, trust, f"wrote {args.out}")
 
@@ -74,10 +89,17 @@ def _report(args: argparse.Namespace, trust: TrustFile, headline: str) -> int:
         {
             "threshold": trust.threshold,
             "auditors": [{"name": a.name, "key_id": a.key_id} for a in trust.auditors],
+            "owners": [{"name": o.name, "key_id": o.key_id} for o in trust.owners],
         },
         [
             f"{headline}: {trust.threshold} of {len(trust.auditors)} auditors must sign",
             *(f"  {a.name:<12} {a.key_id}" for a in trust.auditors),
+            *(
+                [f"kms secret owners: {len(trust.owners)}"]
+                + [f"  {o.name:<12} {o.key_id}" for o in trust.owners]
+                if trust.owners
+                else []
+            ),
         ],
     )
     return EXIT_OK

@@ -11,6 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from teaclave_ma.cli.main import main
+from teaclave_ma.formats.trust import parse_trust_file
 from tests.helpers import run_cli
 
 
@@ -170,3 +171,42 @@ def test_trust_show_refuses_an_oversized_trust_file(
         handle.truncate((1 << 20) + 1)
     assert main(["trust", "show", str(huge)]) == 2
     assert "larger than" in capsys.readouterr().err
+
+
+def test_trust_new_lists_the_kms_secret_owners(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keys = tmp_path / "keys"
+    for name in ("alice", "ops"):
+        assert main(["auditor", "keygen", name, "--out", str(keys)]) == 0
+    capsys.readouterr()
+    trust = tmp_path / "trust.yaml"
+    code, written = run_cli(
+        capsys, "trust", "new", "--threshold", "1", "--out", str(trust), "--json",
+        "--auditor", str(keys / "alice.pub.pem"), "--owner", str(keys / "ops.pub.pem"),
+    )  # fmt: skip
+    assert code == 0
+    owners = written["owners"]
+    assert isinstance(owners, list) and [owner["name"] for owner in owners] == ["ops"]
+    parsed = parse_trust_file(trust.read_bytes())
+    assert [owner.key_id for owner in parsed.owners] == [owners[0]["key_id"]]
+    assert [auditor.name for auditor in parsed.auditors] == ["alice"]
+    assert main(["trust", "show", str(trust)]) == 0
+    assert "kms secret owners: 1" in capsys.readouterr().out
+
+
+def test_trust_new_refuses_an_owner_listed_twice(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keys = tmp_path / "keys"
+    for name in ("alice", "ops"):
+        assert main(["auditor", "keygen", name, "--out", str(keys)]) == 0
+    trust = tmp_path / "trust.yaml"
+    code = main([
+        "trust", "new", "--threshold", "1", "--out", str(trust),
+        "--auditor", str(keys / "alice.pub.pem"),
+        "--owner", str(keys / "ops.pub.pem"), "--owner", str(keys / "ops.pub.pem"),
+    ])  # fmt: skip
+    assert code == 2
+    assert "owners[1]" in capsys.readouterr().err
+    assert not trust.exists()
