@@ -27,6 +27,7 @@ from teaclave_ma.formats.manifest import (
     _TD_SIZES,
     MAX_MANIFEST_BYTES,
     PIN_FIELDS,
+    RELEASE_CHECKS,
     TD_FIELDS,
     Accepted,
     AcceptedIdentity,
@@ -118,6 +119,31 @@ def register(subparsers: Any) -> None:
     )
     add_json_flag(add)
     add.set_defaults(func=_add)
+
+    release = commands.add_parser(
+        "release", help="say which services the kms may release a secret to (secrets:)"
+    )
+    release.add_argument("manifest", type=Path, help="manifest file to update in place")
+    release.add_argument("secret", help="the secret's name in the kms")
+    release.add_argument(
+        "--allow",
+        action="append",
+        required=True,
+        metavar="SERVICE",
+        help="a service that may receive it, as the manifest accepts it (repeatable)",
+    )
+    release.add_argument(
+        "--min-config-svn", type=int, default=0, help="lowest CONFIGSVN of a receiver"
+    )
+    release.add_argument(
+        "--relax",
+        action="append",
+        default=[],
+        metavar="CHECK=REASON",
+        help=f"turn one check off, with the reason logged at every start ({', '.join(RELEASE_CHECKS)})",
+    )
+    add_json_flag(release)
+    release.set_defaults(func=_release)
 
     sign = commands.add_parser("sign", help="sign the manifest's exact bytes as one auditor")
     sign.add_argument("manifest", type=Path, help="manifest file to sign")
@@ -316,6 +342,42 @@ def _add(args: argparse.Namespace) -> int:
             "  the bytes changed: existing signatures no longer verify; auditors must sign again"
             if changed
             else "  it already did: the file is unchanged and its signatures still apply",
+        ],
+    )
+    return EXIT_OK
+
+
+def _release(args: argparse.Namespace) -> int:
+    manifest = parse_manifest(read_bounded(args.manifest, MAX_MANIFEST_BYTES), str(args.manifest))
+    relaxed: dict[str, str] = {}
+    for item in args.relax:
+        check, separator, reason = item.partition("=")
+        if not separator:
+            raise InputError("--relax", f"expected CHECK=REASON, got {item!r}")
+        relaxed[check] = reason
+    document: dict[str, object] = {"allow": args.allow, "min_config_svn": args.min_config_svn}
+    if relaxed:
+        document["relax"] = relaxed
+    updated = manifest.with_release(args.secret, document)
+    changed = updated != manifest
+    if changed:
+        atomic_write(args.manifest, updated.to_bytes())
+    rule = updated.secrets[args.secret]
+    emit(
+        args,
+        {
+            "manifest": str(args.manifest),
+            "secret": args.secret,
+            "rule": rule.to_document(),
+            "changed": changed,
+        },
+        [
+            f"{args.manifest}: secret {args.secret!r} may be released to "
+            + ", ".join(repr(service) for service in rule.allow),
+            *(f"  {check} turned off: {reason}" for check, reason in rule.relaxed.items()),
+            "  the bytes changed: existing signatures no longer verify; auditors must sign again"
+            if changed
+            else "  it already was: the file is unchanged and its signatures still apply",
         ],
     )
     return EXIT_OK

@@ -279,6 +279,15 @@ class Manifest:
             return self
         return attrs.evolve(self, enclaves={**self.enclaves, service: (*entries, entry)})
 
+    def with_release(self, name: str, document: object) -> Manifest:
+        """A copy whose ``secrets:`` rule for ``name`` is ``document`` (the form the manifest
+        holds), read by the manifest's own reader; replaces a rule of that name."""
+        try:
+            release = _named_release(name, document)
+        except InputError as exc:
+            raise ManifestFormatError(exc.field, exc.problem) from exc
+        return attrs.evolve(self, secrets={**self.secrets, name: release})
+
 
 def _parse_entry(value: object, path: str) -> Accepted:
     mapping = expect_mapping(value, path)
@@ -347,13 +356,16 @@ def parse_manifest(data: bytes, what: str = "manifest") -> Manifest:
 
 
 def _parse_secrets(value: object) -> dict[str, SecretRelease]:
-    rules = {}
-    for name, item in expect_mapping(value, "secrets").items():
-        where = join("secrets", name)
-        if not SECRET_NAME.fullmatch(name):
-            raise InputError(where, f"invalid secret name (expected {SECRET_NAME.pattern})")
-        rules[name] = _parse_release(expect_mapping(item, where), where)
-    return rules
+    return {
+        name: _named_release(name, item) for name, item in expect_mapping(value, "secrets").items()
+    }
+
+
+def _named_release(name: str, item: object) -> SecretRelease:
+    where = join("secrets", name)
+    if not SECRET_NAME.fullmatch(name):
+        raise InputError(where, f"invalid secret name (expected {SECRET_NAME.pattern})")
+    return _parse_release(expect_mapping(item, where), where)
 
 
 def _parse_release(item: Mapping[str, object], where: str) -> SecretRelease:
