@@ -131,29 +131,29 @@ def signed_claims(platform: SimulatedPlatform, claims: bytes) -> bytes:
     )
 
 
+def hashed_key_certificate(platform: SimulatedPlatform, algorithm: object, hash_name: str) -> bytes:
+    """A certificate whose TCG claims say pubkey-hash [algorithm, hash_name(SPKI)]."""
+    key = new_key()
+    digest = hashlib.new(hash_name, spki_of(key)).digest()
+    claims = cbor2.dumps({"pubkey-hash": cbor2.dumps([algorithm, digest])})
+    return craft_certificate(key, [(TCG_EVIDENCE_OID, signed_claims(platform, claims))])
+
+
 @pytest.mark.parametrize(("algorithm", "hash_name"), [(7, "sha384"), (8, "sha512")])
 def test_tcg_claims_may_hash_the_key_with_sha384_or_sha512(
     platform: SimulatedPlatform, algorithm: int, hash_name: str
 ) -> None:
     """The CCC format asks verifiers to accept these two besides SHA-256."""
-    key = new_key()
-    digest = hashlib.new(hash_name, spki_of(key)).digest()
-    claims = cbor2.dumps({"pubkey-hash": cbor2.dumps([algorithm, digest])})
-    certificate = craft_certificate(key, [(TCG_EVIDENCE_OID, signed_claims(platform, claims))])
-    assert (
-        bound_quote(extract_evidence(certificate)).report_data[:32]
-        == hashlib.sha256(claims).digest()
-    )
+    evidence = extract_evidence(hashed_key_certificate(platform, algorithm, hash_name))
+    assert evidence.tcg_claims is not None
+    assert bound_quote(evidence).report_data[:32] == hashlib.sha256(evidence.tcg_claims).digest()
 
 
 @pytest.mark.parametrize(("algorithm", "hash_name"), [(7, "sha256"), (8, "sha384"), (1, "sha512")])
 def test_a_pubkey_hash_of_another_algorithm_than_it_names_is_refused(
     platform: SimulatedPlatform, algorithm: int, hash_name: str
 ) -> None:
-    key = new_key()
-    digest = hashlib.new(hash_name, spki_of(key)).digest()
-    claims = cbor2.dumps({"pubkey-hash": cbor2.dumps([algorithm, digest])})
-    certificate = craft_certificate(key, [(TCG_EVIDENCE_OID, signed_claims(platform, claims))])
+    certificate = hashed_key_certificate(platform, algorithm, hash_name)
     with pytest.raises(EvidenceError, match="does not match this certificate's key") as caught:
         bound_quote(extract_evidence(certificate))
     assert caught.value.check == "report_data_binding"
@@ -169,10 +169,7 @@ def test_tcg_claims_with_another_hash_algorithm_are_refused(
 ) -> None:
     """Only the integers 1, 7 and 8 name accepted algorithms (truncated SHA-256 forms are
     not); CBOR true and 1.0 equal 1 in Python, not in CBOR."""
-    key = new_key()
-    digest = hashlib.sha256(spki_of(key)).digest()
-    claims = cbor2.dumps({"pubkey-hash": cbor2.dumps([algorithm, digest])})
-    certificate = craft_certificate(key, [(TCG_EVIDENCE_OID, signed_claims(platform, claims))])
+    certificate = hashed_key_certificate(platform, algorithm, "sha256")
     with pytest.raises(EvidenceError, match=f"hash algorithm {shown}; accepted: 1 "):
         bound_quote(extract_evidence(certificate))
 

@@ -173,13 +173,19 @@ def test_trust_show_refuses_an_oversized_trust_file(
     assert "larger than" in capsys.readouterr().err
 
 
-def test_trust_new_lists_the_kms_secret_owners(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def auditor_and_owner_keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+    """keys/alice (an auditor) and keys/ops (an owner)."""
     keys = tmp_path / "keys"
     for name in ("alice", "ops"):
         assert main(["auditor", "keygen", name, "--out", str(keys)]) == 0
     capsys.readouterr()
+    return keys
+
+
+def test_trust_new_lists_the_kms_secret_owners(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keys = auditor_and_owner_keys(tmp_path, capsys)
     trust = tmp_path / "trust.yaml"
     code, written = run_cli(
         capsys, "trust", "new", "--threshold", "1", "--out", str(trust), "--json",
@@ -198,9 +204,7 @@ def test_trust_new_lists_the_kms_secret_owners(
 def test_trust_new_refuses_an_owner_listed_twice(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    keys = tmp_path / "keys"
-    for name in ("alice", "ops"):
-        assert main(["auditor", "keygen", name, "--out", str(keys)]) == 0
+    keys = auditor_and_owner_keys(tmp_path, capsys)
     trust = tmp_path / "trust.yaml"
     code = main([
         "trust", "new", "--threshold", "1", "--out", str(trust),
