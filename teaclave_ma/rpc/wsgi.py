@@ -80,7 +80,9 @@ class _ErrorStream(io.TextIOBase):
         return len(text)
 
 
-def build_environ(exchange: Exchange[Peer], errors: io.TextIOBase) -> dict[str, Any]:
+def build_environ(
+    exchange: Exchange[Peer], errors: io.TextIOBase, *, multiprocess: bool = False
+) -> dict[str, Any]:
     """The PEP 3333 environ of one request. Header names with an underscore are dropped:
     as HTTP_* they would be indistinguishable from the dashed header (``X-User`` and
     ``X_User``), a way to smuggle a header past a proxy's checks."""
@@ -108,7 +110,7 @@ def build_environ(exchange: Exchange[Peer], errors: io.TextIOBase) -> dict[str, 
         "wsgi.input_terminated": True,
         "wsgi.errors": errors,
         "wsgi.multithread": True,
-        "wsgi.multiprocess": False,
+        "wsgi.multiprocess": multiprocess,
         "wsgi.run_once": False,
         PEER_KEY: exchange.peer,
     }
@@ -206,6 +208,9 @@ class WsgiResponder(Responder[Peer]):
 
     def __init__(self, name: str, app: WsgiApp, *, on_close: Callable[[], None] | None = None):
         self.name = name
+        # Set when several processes serve this application (``serve --workers``): what
+        # PEP 3333's wsgi.multiprocess tells the application.
+        self.multiprocess = False
         self._app = app
         self._errors = _ErrorStream()
         self._on_close = on_close
@@ -247,7 +252,7 @@ class WsgiResponder(Responder[Peer]):
 
     def respond(self, exchange: Exchange[Peer]) -> Reply:
         try:
-            environ = build_environ(exchange, self._errors)
+            environ = build_environ(exchange, self._errors, multiprocess=self.multiprocess)
         except InputError as exc:
             return self.refusal(400, str(exc))
         start = _StartResponse()

@@ -209,6 +209,12 @@ class ServiceRuntime(EnclaveNode):
             )
         return self.server.start()
 
+    def served_by(self, processes: int) -> None:
+        """How many processes serve this application (the worker pool's), which a web
+        application learns from PEP 3333's ``wsgi.multiprocess``."""
+        if isinstance(self.service, WsgiResponder):
+            self.service.multiprocess = processes > 1
+
     def watch(self) -> None:
         """Re-verify the manifest whenever its files change (and notice its expiry)."""
         self._watcher = threading.Thread(target=self._watch_manifest, daemon=True)

@@ -84,6 +84,7 @@ class WorkerPool:
         self._reservation = reserve_port(self.runtime.runtime.listen)
         address: tuple[str, int] = self._reservation.getsockname()[:2]
         context = multiprocessing.get_context("fork")  # the runtime is built once, here
+        self.runtime.served_by(self.count)
         for number in range(self.count):
             parent_end, child_end = context.Pipe()
             process = context.Process(

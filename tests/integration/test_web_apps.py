@@ -54,6 +54,10 @@ def build(context):
     def seen():
         return jsonify(seen=len(SEEN))
 
+    @app.route("/multiprocess")
+    def multiprocess():
+        return jsonify(multiprocess=request.environ["wsgi.multiprocess"])
+
     return app
 """
 
@@ -83,9 +87,12 @@ def build(context):
     async def seen(request):
         return JSONResponse({"seen": len(SEEN)})
 
+    async def multiprocess(request):
+        return JSONResponse({"multiprocess": request.scope["wsgi_environ"]["wsgi.multiprocess"]})
+
     return Starlette(routes=[
         Route("/whoami", whoami), Route("/echo", echo, methods=["POST"]),
-        Route("/boom", boom), Route("/seen", seen),
+        Route("/boom", boom), Route("/seen", seen), Route("/multiprocess", multiprocess),
     ])
 """
 
@@ -214,6 +221,31 @@ def test_the_app_sees_the_attested_caller(peer: WebPeer) -> None:
     # Keep-alive: the same attested connection carries the next request.
     status, body = peer.request("POST", "/echo", b"x" * 100)
     assert (status, json.loads(body)) == (200, {"length": 100})
+
+
+def test_the_app_is_told_whether_other_processes_serve_it(
+    web: SimulatedDeployment,
+    callers: dict[str, EnclaveNode],
+    server: ServiceRuntime,
+    peer: WebPeer,
+) -> None:
+    """PEP 3333's wsgi.multiprocess: False for one process, True for each of several workers
+    (``serve --workers N``, which tells the runtime before it forks)."""
+    assert json.loads(peer.request("GET", "/multiprocess")[1]) == {"multiprocess": False}
+    name = server.image.service.name
+    worker = ServiceRuntime(
+        web.images[name], _runtime_config(web, name), web.manifest_path, web.signatures_dir
+    )
+    try:
+        worker.served_by(2)
+        worker.serve(("127.0.0.1", 0), reuse_port=True)
+        shared = WebPeer(callers["webcaller"], worker)
+        try:
+            assert json.loads(shared.request("GET", "/multiprocess")[1]) == {"multiprocess": True}
+        finally:
+            shared.close()
+    finally:
+        worker.stop()
 
 
 def test_an_app_that_raises_is_a_500_and_the_server_serves_on(
