@@ -40,7 +40,9 @@ def run_group_process(group: str, smoke: bool) -> list[Row]:
 
 
 def render(rows: list[Row]) -> str:
-    lines = [f"{'what':<56} {'median':>12} {'compared with':>16} {'other':>12} {'ratio':>7}  target"]
+    lines = [
+        f"{'what':<56} {'median':>12} {'compared with':>16} {'other':>12} {'ratio':>7}  target"
+    ]
     for row in rows:
         unit = row.unit
         other = f"{row.other_ms:.3f}" if row.other_ms is not None else "-"

@@ -53,6 +53,7 @@ def rows(smoke: bool) -> list[Row]:
         ],
         repetitions,
     )
+
     def events_only() -> None:
         for _event in yaml.parse(data, Loader=_LIBYAML):
             pass
