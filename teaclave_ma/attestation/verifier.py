@@ -177,6 +177,8 @@ class _CheckedCollateral:
 # Collateral by (SHA-256 of its JSON, anchor); PCK chains by (PEM bytes, anchor).
 collateral_cache: ValidityCache[tuple[bytes, TrustAnchor], _CheckedCollateral] = ValidityCache(64)
 pck_chain_cache: ValidityCache[tuple[bytes, TrustAnchor], VerifiedPckChain] = ValidityCache(256)
+# Verified QE reports by (PCK certificate, signature, report bytes).
+qe_report_cache: ValidityCache[tuple[x509.Certificate, bytes, bytes], bool] = ValidityCache(256)
 
 
 def clear_caches(*, collateral: bool = True, pck_chains: bool = True) -> None:
@@ -193,6 +195,7 @@ def clear_caches(*, collateral: bool = True, pck_chains: bool = True) -> None:
         collateral_cache.clear()
     if pck_chains:
         pck_chain_cache.clear()
+        qe_report_cache.clear()
 
 
 def verify_quote(
@@ -208,7 +211,7 @@ def verify_quote(
     pck = verified_pck_chain(quote, anchor, now)
     collateral_until = _check_collateral(collateral, pck.certificates[-1], now, anchor)
     pck_crl_until = _check_pck_revocation(pck.certificates, collateral, now)
-    _check_signatures(quote, pck.certificates[0])
+    _check_signatures(quote, pck, now)
     qe_level = _check_qe_identity(quote, collateral)
     tcb = _evaluate_tcb(quote, collateral, pck.extension, qe_level)
     # Whoever remembers this result must not outlive anything it rests on: a collateral
@@ -311,17 +314,21 @@ def _check_pck_revocation(
     return pck_crl_until
 
 
-def _check_signatures(quote: Quote, pck: x509.Certificate) -> None:
+def _check_signatures(quote: Quote, pck: VerifiedPckChain, now: dt.datetime) -> None:
     """The QE report is signed by the PCK key and binds the attestation key, which signed the quote.
 
     The QE signs one report per attestation key, so every quote of a platform carries the
-    same report and signature: that check is remembered by its bytes (``pki``)."""
+    same report and signature: a verified one is remembered, while its PCK chain is valid."""
     certification = quote.certification
     qe_report = certification.qe_report
-    if not signed_by_certificate(pck, certification.qe_report_signature, qe_report.raw):
-        raise QuoteVerificationError(
-            "qe_report_signature", "QE report signature does not verify under the PCK key"
-        )
+    key = (pck.certificates[0], certification.qe_report_signature, qe_report.raw)
+    if qe_report_cache.get(key, now) is None:
+        pck_key = ec_public_key(pck.certificates[0], "pck_chain")
+        if not ecdsa_p256_verify(pck_key, certification.qe_report_signature, qe_report.raw):
+            raise QuoteVerificationError(
+                "qe_report_signature", "QE report signature does not verify under the PCK key"
+            )
+        qe_report_cache.put(key, True, pck.window)
     expected = hashlib.sha256(quote.attestation_key + certification.qe_auth_data).digest() + bytes(
         32
     )

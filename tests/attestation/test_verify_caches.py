@@ -18,12 +18,14 @@ from teaclave_ma.attestation.collateral import Collateral
 from teaclave_ma.attestation.collateral import clear_cache as clear_parsed_collateral
 from teaclave_ma.attestation.errors import QuoteVerificationError
 from teaclave_ma.attestation.policy import VerificationPolicy
+from teaclave_ma.attestation.quote import parse_quote, pck_certificates
 from teaclave_ma.attestation.sim.platform import SimulatedPlatform
 from teaclave_ma.attestation.verifier import (
     ValidityCache,
     clear_caches,
     collateral_cache,
     pck_chain_cache,
+    qe_report_cache,
     verify_quote,
 )
 from tests.attestation.conftest import SAMPLE_TIME, edit_collateral, reissued_crl
@@ -273,19 +275,32 @@ def test_signature_memos_remember_results_by_bytes(platform: SimulatedPlatform) 
 
 
 def test_a_platforms_qe_report_is_checked_once_and_a_tampered_one_every_time(
-    platform: SimulatedPlatform,
+    platform: SimulatedPlatform, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Every quote of a platform carries the QE's one report for its attestation key.
     verify(platform)
-    before = pki.signed_by_certificate.cache_info()
+    assert len(qe_report_cache) == 1
+    signatures = Calls(monkeypatch, verifier, "ecdsa_p256_verify")
     verify(platform, quote=platform.quote(IDENTITY, b"\x07" * 64))
-    after = pki.signed_by_certificate.cache_info()
-    assert (after.hits - before.hits, after.misses - before.misses) == (1, 0)
+    assert signatures.count == 1  # the quote's own signature; the QE report's is remembered
     tampered = flip(platform.quote(IDENTITY, REPORT_DATA), QE_REPORT_SIGNATURE + 3)
     for _attempt in range(2):
         with pytest.raises(QuoteVerificationError) as caught:
             verify(platform, quote=tampered)
         assert caught.value.check == "qe_report_signature"
+    assert len(qe_report_cache) == 1  # a failure is not remembered
+
+
+def test_a_remembered_qe_report_is_used_only_while_its_pck_chain_is_valid(
+    platform: SimulatedPlatform,
+) -> None:
+    quote = platform.quote(IDENTITY, REPORT_DATA)
+    verify(platform, quote=quote)
+    certification = parse_quote(quote).certification
+    pck = pck_certificates(certification.pck_chain_pem)[0]
+    key = (pck, certification.qe_report_signature, certification.qe_report.raw)
+    assert qe_report_cache.get(key, NOW) is True
+    assert qe_report_cache.get(key, pck.not_valid_after_utc + dt.timedelta(seconds=1)) is None
 
 
 def test_a_tampered_certificate_signature_is_refused(platform: SimulatedPlatform) -> None:
