@@ -6,6 +6,7 @@ deselect them with ``-m "not install"``."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -44,10 +45,19 @@ def run(*command: str | Path, cwd: Path | None = None) -> subprocess.CompletedPr
     return result
 
 
+# What a clean checkout does not hold: setuptools reuses build/ and *.egg-info/ of an earlier
+# build, so a module deleted since could still ship in the wheel.
+NOT_IN_A_CHECKOUT = shutil.ignore_patterns(
+    ".git", ".venv", "build", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis", "demo-run"
+)
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    source = tmp_path_factory.mktemp("source") / "teaclave-ma"
+    shutil.copytree(ROOT, source, symlinks=True, ignore=NOT_IN_A_CHECKOUT)
     out = tmp_path_factory.mktemp("wheel")
-    run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", out, ROOT)
+    run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", out, source)
     (built,) = out.glob("teaclave_ma-*.whl")
     return built
 
