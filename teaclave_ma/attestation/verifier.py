@@ -21,6 +21,7 @@ from typing import Generic, TypeVar
 
 import attrs
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from teaclave_ma.attestation import collateral as collateral_module
 from teaclave_ma.attestation import pki, x509_load
@@ -162,6 +163,7 @@ class VerifiedPckChain:
 
     certificates: tuple[x509.Certificate, ...]
     extension: PckExtension
+    key: ec.EllipticCurvePublicKey  # the PCK's, which signs the QE report
     window: Window  # in which every certificate of the chain is valid
 
 
@@ -247,8 +249,12 @@ def verified_pck_chain(quote: Quote, anchor: TrustAnchor, now: dt.datetime) -> V
         return cached
     chain = pck_certificates(pem)
     verify_chain(chain, anchor, now, "pck_chain")
-    ec_public_key(chain[0], "pck_chain")  # a clear error for a key of another kind
-    verified = VerifiedPckChain(tuple(chain), parse_pck_extension(chain[0]), chain_window(chain))
+    verified = VerifiedPckChain(
+        tuple(chain),
+        parse_pck_extension(chain[0]),
+        ec_public_key(chain[0], "pck_chain"),
+        chain_window(chain),
+    )
     pck_chain_cache.put((pem, anchor), verified, verified.window)
     return verified
 
@@ -323,8 +329,7 @@ def _check_signatures(quote: Quote, pck: VerifiedPckChain, now: dt.datetime) -> 
     qe_report = certification.qe_report
     key = (pck.certificates[0], certification.qe_report_signature, qe_report.raw)
     if qe_report_cache.get(key, now) is None:
-        pck_key = ec_public_key(pck.certificates[0], "pck_chain")
-        if not ecdsa_p256_verify(pck_key, certification.qe_report_signature, qe_report.raw):
+        if not ecdsa_p256_verify(pck.key, certification.qe_report_signature, qe_report.raw):
             raise QuoteVerificationError(
                 "qe_report_signature", "QE report signature does not verify under the PCK key"
             )

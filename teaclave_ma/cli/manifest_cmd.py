@@ -315,10 +315,9 @@ def _add(args: argparse.Namespace) -> int:
     manifest = parse_manifest(read_bounded(args.manifest, MAX_MANIFEST_BYTES), str(args.manifest))
     service, entry = _identity_from_args(args)
     entry = attrs.evolve(entry, pins=_pins_from_args(args))
-    updated = manifest.with_entry(service, entry)
-    changed = updated != manifest
-    if changed:
-        atomic_write(args.manifest, updated.to_bytes())
+    changed, signatures = _rewrite(
+        args.manifest, manifest, manifest.with_entry(service, entry), "it already did"
+    )
     emit(
         args,
         {
@@ -339,12 +338,22 @@ def _add(args: argparse.Namespace) -> int:
                 for name, values in (("fmspc", entry.pins.fmspcs), ("ppid", entry.pins.ppids))
                 if values
             ),
-            "  the bytes changed: existing signatures no longer verify; auditors must sign again"
-            if changed
-            else "  it already did: the file is unchanged and its signatures still apply",
+            signatures,
         ],
     )
     return EXIT_OK
+
+
+def _rewrite(path: Path, before: Manifest, after: Manifest, already: str) -> tuple[bool, str]:
+    """Write ``after`` over ``path`` if it differs from ``before``: whether it did, and the
+    line telling what that means for the auditors' signatures."""
+    if after == before:
+        return False, f"  {already}: the file is unchanged and its signatures still apply"
+    atomic_write(path, after.to_bytes())
+    return (
+        True,
+        "  the bytes changed: existing signatures no longer verify; auditors must sign again",
+    )
 
 
 def _release(args: argparse.Namespace) -> int:
@@ -359,9 +368,7 @@ def _release(args: argparse.Namespace) -> int:
     if relaxed:
         document["relax"] = relaxed
     updated = manifest.with_release(args.secret, document)
-    changed = updated != manifest
-    if changed:
-        atomic_write(args.manifest, updated.to_bytes())
+    changed, signatures = _rewrite(args.manifest, manifest, updated, "it already was")
     rule = updated.secrets[args.secret]
     emit(
         args,
@@ -375,9 +382,7 @@ def _release(args: argparse.Namespace) -> int:
             f"{args.manifest}: secret {args.secret!r} may be released to "
             + ", ".join(repr(service) for service in rule.allow),
             *(f"  {check} turned off: {reason}" for check, reason in rule.relaxed.items()),
-            "  the bytes changed: existing signatures no longer verify; auditors must sign again"
-            if changed
-            else "  it already was: the file is unchanged and its signatures still apply",
+            signatures,
         ],
     )
     return EXIT_OK

@@ -38,6 +38,7 @@ from teaclave_ma.formats.service_config import (
     OWNERS_EDGE,
     SERVICE_NAME,
     raise_duplicate,
+    refuse_owners_edge,
     service_name,
 )
 from teaclave_ma.formats.strict import (
@@ -329,7 +330,7 @@ def parse_manifest(data: bytes, what: str = "manifest") -> Manifest:
             where = join("enclaves", name)
             if not SERVICE_NAME.fullmatch(name):
                 raise InputError(where, f"invalid service name (expected {SERVICE_NAME.pattern})")
-            service_name(name, where)  # and not the reserved owners edge
+            refuse_owners_edge(name, where)
             items = expect_list(entries, where)
             if not items:
                 raise InputError(where, "expected at least one accepted identity")

@@ -38,13 +38,17 @@ OWNERS_EDGE = "owners"
 def service_name(value: object, path: str) -> str:
     """A service's name: SERVICE_NAME, and not the reserved owners edge."""
     name = expect_str(value, path, SERVICE_NAME)
+    refuse_owners_edge(name, path)
+    return name
+
+
+def refuse_owners_edge(name: str, path: str) -> None:
     if name == OWNERS_EDGE:
         raise InputError(
             path,
             f"{OWNERS_EDGE!r} is reserved (in a kms's inbound list it admits the secret "
             "owners), so no service may be called that",
         )
-    return name
 
 
 ENTRYPOINT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*:[A-Za-z_][A-Za-z0-9_]*")
